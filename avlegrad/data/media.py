@@ -1,0 +1,269 @@
+"""Reading and writing media: the one place that touches audio/video files.
+
+Audio files (wav, flac, ogg, mp3) are read with soundfile; everything else (mp4, mkv, webm,
+m4a, ...) with PyAV, which bundles FFmpeg. torchaudio 2.11 no longer reads files itself, so it is
+used only for resampling. Every failure is raised as :class:`MediaError` naming the file.
+"""
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+class MediaError(RuntimeError):
+    """A media file is missing, unreadable, or lacks the stream asked for."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def _check_exists(path: Path) -> None:
+    if not path.is_file():
+        raise MediaError(path, "file not found")
+
+
+def to_mono(audio: np.ndarray) -> np.ndarray:
+    """[T] or [T, C] (soundfile layout) -> [T] float32, averaging channels."""
+    audio = np.asarray(audio, dtype=np.float32)
+    return audio.mean(axis=1) if audio.ndim == 2 else audio
+
+
+def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Band-limited resampling (torchaudio's sinc interpolation, its defaults)."""
+    if orig_sr == target_sr:
+        return np.asarray(audio, dtype=np.float32)
+    import torch
+    import torchaudio.functional as AF
+
+    out = AF.resample(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), orig_sr, target_sr)
+    return out.numpy()
+
+
+def load_audio(path, sample_rate: int | None = None, mono: bool = True,
+               start: float = 0.0, duration: float | None = None) -> tuple[np.ndarray, int]:
+    """Read an audio track: returns ``(samples, sample_rate)``.
+
+    ``samples`` is float32 in [-1, 1], ``[T]`` if ``mono`` else ``[T, C]``. ``start`` and
+    ``duration`` (seconds) cut a window; ``sample_rate`` resamples (None keeps the file's rate).
+    """
+    path = Path(path)
+    _check_exists(path)
+    if path.suffix.lower() in SOUNDFILE_SUFFIXES:
+        audio, sr = _load_audio_soundfile(path, start, duration)
+    else:
+        audio, sr = _load_audio_av(path, start, duration)
+    if audio.size == 0:
+        raise MediaError(path, f"no audio samples in the window start={start}s duration={duration}s")
+    if mono:
+        audio = to_mono(audio)
+    if sample_rate is not None and sample_rate != sr:
+        if audio.ndim == 2:
+            audio = np.stack([resample(c, sr, sample_rate) for c in audio.T], axis=1)
+        else:
+            audio = resample(audio, sr, sample_rate)
+        sr = sample_rate
+    return audio, sr
+
+
+def _load_audio_soundfile(path: Path, start: float, duration: float | None):
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(str(path)) as f:
+            sr = f.samplerate
+            first = int(round(start * sr))
+            frames = -1 if duration is None else int(round(duration * sr))
+            f.seek(min(first, f.frames))
+            audio = f.read(frames, dtype="float32", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError) as e:
+        raise MediaError(path, f"cannot read audio with soundfile ({e})") from None
+    return audio, sr
+
+
+def _load_audio_av(path: Path, start: float, duration: float | None):
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise MediaError(path, "has no audio stream")
+            stream = container.streams.audio[0]
+            sr = stream.codec_context.sample_rate or stream.rate
+            chunks = []
+            for frame in container.decode(stream):
+                # planar float: [C, n]; interleaved formats come out as [1, n*C]
+                arr = frame.to_ndarray()
+                channels = len(frame.layout.channels)
+                if arr.shape[0] != channels:
+                    arr = arr.reshape(-1, channels).T
+                chunks.append(_to_float(arr))
+    except MediaError:
+        raise
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise MediaError(path, f"cannot decode audio with PyAV ({e})") from None
+    if not chunks:
+        raise MediaError(path, "audio stream holds no samples")
+    audio = np.concatenate(chunks, axis=1).T  # [T, C]
+    if stream.duration and stream.time_base:
+        # the encoder pads its last frame; the stream's duration says where the sound ends
+        audio = audio[:int(round(stream.duration * stream.time_base * sr))]
+    first = int(round(start * sr))
+    last = None if duration is None else first + int(round(duration * sr))
+    return audio[first:last], sr
+
+
+def _to_float(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.int16:
+        return arr.astype(np.float32) / 32768.0
+    if arr.dtype == np.int32:
+        return arr.astype(np.float32) / 2147483648.0
+    if arr.dtype == np.uint8:
+        return (arr.astype(np.float32) - 128.0) / 128.0
+    return arr.astype(np.float32)
+
+
+def load_image(path) -> np.ndarray:
+    """An image file as ``[H, W, 3]`` uint8 RGB."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    _check_exists(path)
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise MediaError(path, f"cannot read image ({e})") from None
+
+
+def video_info(path) -> dict:
+    """Duration (s), frame rate, frame size and whether the file has an audio track."""
+    import av
+
+    path = Path(path)
+    _check_exists(path)
+    try:
+        with av.open(str(path)) as c:
+            info = {"duration": (c.duration or 0) / 1e6, "has_audio": bool(c.streams.audio),
+                    "has_video": bool(c.streams.video)}
+            if c.streams.video:
+                v = c.streams.video[0]
+                rate = v.average_rate or v.guessed_rate
+                info.update(fps=float(rate) if rate else None, width=v.codec_context.width,
+                            height=v.codec_context.height, frames=v.frames or None)
+            if c.streams.audio:
+                info["sample_rate"] = c.streams.audio[0].codec_context.sample_rate
+    except (av.error.FFmpegError, OSError) as e:
+        raise MediaError(path, f"cannot open with PyAV ({e})") from None
+    return info
+
+
+def load_frame(path, time: float | None = None) -> np.ndarray:
+    """One frame as ``[H, W, 3]`` uint8 RGB.
+
+    For an image file, the image. For a video, the first frame shown at or after ``time``
+    seconds (None: the middle of the video, the frame the benchmarks annotate).
+    """
+    import av
+
+    path = Path(path)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return load_image(path)
+    _check_exists(path)
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                raise MediaError(path, "has no video stream")
+            stream = c.streams.video[0]
+            if time is None:
+                duration = (stream.duration * stream.time_base) if stream.duration else (c.duration or 0) / 1e6
+                time = float(duration) / 2
+            target = int(time / stream.time_base) if stream.time_base else 0
+            if target > 0:
+                c.seek(target, stream=stream, backward=True, any_frame=False)
+            last = None
+            for frame in c.decode(stream):
+                last = frame
+                if frame.pts is None or frame.pts >= target:
+                    break
+            if last is None:
+                raise MediaError(path, "video stream holds no frames")
+            return last.to_ndarray(format="rgb24")
+    except MediaError:
+        raise
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise MediaError(path, f"cannot decode video with PyAV ({e})") from None
+
+
+def write_video(path, frames, fps: float, audio: np.ndarray | None = None,
+                sample_rate: int = 16000, crf: int = 18) -> None:
+    """Write an mp4 (H.264 video, AAC audio) atomically: to a temporary name, then renamed.
+
+    ``frames``: iterable of ``[H, W, 3]`` uint8 RGB (even H and W); ``audio``: ``[T]`` or
+    ``[T, C]`` float in [-1, 1].
+    """
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        with av.open(str(tmp), mode="w", format="mp4") as out:
+            vstream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            vstream.pix_fmt = "yuv420p"
+            vstream.options = {"crf": str(crf), "preset": "veryfast"}
+            astream = None
+            if audio is not None:
+                astream = out.add_stream("aac", rate=sample_rate)
+                audio = np.asarray(audio, dtype=np.float32)
+                channels = 1 if audio.ndim == 1 else audio.shape[1]
+                astream.layout = "mono" if channels == 1 else "stereo"
+            sized = False
+            for rgb in frames:
+                rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+                if not sized:
+                    vstream.width, vstream.height = rgb.shape[1], rgb.shape[0]
+                    sized = True
+                for packet in vstream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                    out.mux(packet)
+            for packet in vstream.encode():
+                out.mux(packet)
+            if astream is not None:
+                planar = audio.reshape(len(audio), -1).T.astype(np.float32)  # [C, T]
+                layout = "mono" if planar.shape[0] == 1 else "stereo"
+                step = 1024
+                for i in range(0, planar.shape[1], step):
+                    chunk = np.ascontiguousarray(planar[:, i:i + step])
+                    frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+                    frame.sample_rate = sample_rate
+                    frame.pts = i
+                    for packet in astream.encode(frame):
+                        out.mux(packet)
+                for packet in astream.encode():
+                    out.mux(packet)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_audio(path, audio: np.ndarray, sample_rate: int) -> None:
+    """Write a wav/flac file with soundfile, atomically."""
+    import soundfile as sf
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        sf.write(str(tmp), np.asarray(audio, dtype=np.float32), sample_rate)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -1,0 +1,87 @@
+"""The one sample type every dataset yields, and where a clip's files live on disk.
+
+Two on-disk layouts are understood, per clip id:
+
+- prepared: ``<root>/frames/<id>.jpg`` (the annotated frame; .png also read) and
+  ``<root>/audio/<id>.wav`` (mono, usually 16 kHz; .flac also read), as ``data/prepare_clips.py``
+  writes them and as most public repositories store them;
+- raw: ``<root>/videos/<id>.mp4`` or ``<root>/<id>.mp4`` (VGGSound's 10 s clips; .mkv and .webm
+  also read): the middle frame and the whole audio track are decoded with PyAV.
+
+The prepared layout wins when both exist.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .media import MediaError, load_audio, load_frame
+
+FRAME_SUFFIXES = (".jpg", ".png", ".jpeg")
+AUDIO_SUFFIXES = (".wav", ".flac")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm")
+
+
+@dataclass
+class ClipRecord:
+    """One evaluation or training sample."""
+
+    clip_id: str
+    frame: np.ndarray  # [H, W, 3] uint8 RGB: the annotated frame
+    waveform: np.ndarray  # [T] float32 mono
+    sample_rate: int
+    boxes: list | None = None  # boxes in the dataset's own convention (see box_format)
+    box_format: str | None = None  # "vggss": [x0, y0, x1, y1] in [0, 1]; "flickr": 256-px boxes
+    label: str | None = None  # class name, where the dataset has one
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class SkippedClip:
+    """A clip that could not be used, and why (missing, unreadable, silent, no audio, ...)."""
+
+    clip_id: str
+    reason: str
+
+
+@dataclass
+class ClipFiles:
+    clip_id: str
+    frame: Path | None = None
+    audio: Path | None = None
+    video: Path | None = None
+
+
+def _first_existing(candidates) -> Path | None:
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def locate_clip(root, clip_id: str) -> ClipFiles | None:
+    """Find a clip's files under ``root`` in either layout; None when there are none."""
+    root = Path(root)
+    frame = _first_existing(root / "frames" / f"{clip_id}{s}" for s in FRAME_SUFFIXES)
+    audio = _first_existing(root / "audio" / f"{clip_id}{s}" for s in AUDIO_SUFFIXES)
+    video = _first_existing(
+        [root / "videos" / f"{clip_id}{s}" for s in VIDEO_SUFFIXES]
+        + [root / f"{clip_id}{s}" for s in VIDEO_SUFFIXES])
+    if frame is None and audio is None and video is None:
+        return None
+    return ClipFiles(clip_id, frame, audio, video)
+
+
+def load_clip_media(files: ClipFiles, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """The annotated frame and the whole mono waveform at ``sample_rate``.
+
+    Raises MediaError (naming the file and the reason) when a part is missing or unreadable.
+    """
+    frame_src = files.frame or files.video
+    audio_src = files.audio or files.video
+    if frame_src is None:
+        raise MediaError(files.audio, f"clip {files.clip_id}: no frame image and no video file")
+    if audio_src is None:
+        raise MediaError(files.frame, f"clip {files.clip_id}: no audio file and no video file")
+    frame = load_frame(frame_src)  # a video gives its middle frame
+    waveform, _ = load_audio(audio_src, sample_rate=sample_rate)
+    return frame, waveform

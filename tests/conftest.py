@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny randomly initialised models (nothing can be downloaded here)."""
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def make_tiny_clip(seed: int = 0, image_size=32, patch_size=8, width=64, layers=3, heads=4,
+                   embed_dim=32, **vision_extra):
+    """A small open_clip CLIP with every parameter randomised (no unit LayerNorms, no zero
+    biases), so tests do not pass by accident of a special initialisation."""
+    import open_clip
+
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(
+        embed_dim=embed_dim,
+        vision_cfg=dict(image_size=image_size, patch_size=patch_size, width=width, layers=layers,
+                        head_width=width // heads, **vision_extra),
+        text_cfg=dict(context_length=16, vocab_size=100, width=32, heads=2, layers=1),
+    )
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".weight") and p.ndim == 1:  # norm scales stay positive, near 1
+                p.copy_(1 + 0.3 * torch.randn_like(p))
+            elif p.ndim == 1 or name.endswith("bias"):
+                p.copy_(0.2 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_clip():
+    return make_tiny_clip()
+
+
+@pytest.fixture
+def shared_data():
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA

@@ -1,0 +1,289 @@
+"""LeGrad against a slow reference written here from the definition (shared/docs/legrad.md):
+one image at a time, attention materialised, one autograd.grad per layer."""
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import resample_abs_pos_embed
+
+from avlegrad import LeGrad
+from avlegrad.explain.vit import UnsupportedModelError
+from conftest import make_tiny_clip
+
+
+# ------------------------------------------------------------------ the reference
+def reference_forward(visual, image):
+    """The ViT forward, written out, keeping every block's attention probabilities and output."""
+    p = visual.patch_size[0]
+    gh, gw = image.shape[-2] // p, image.shape[-1] // p
+    x = visual.conv1(image).reshape(1, visual.conv1.out_channels, -1).permute(0, 2, 1)
+    x = torch.cat([visual.class_embedding.view(1, 1, -1), x], dim=1)
+    pos = visual.positional_embedding.unsqueeze(0)
+    if (gh, gw) != tuple(visual.grid_size):
+        pos = resample_abs_pos_embed(pos, new_size=[gh, gw], old_size=list(visual.grid_size),
+                                     num_prefix_tokens=1, interpolation="bicubic", antialias=True)
+    x = visual.ln_pre(x + pos)
+    attentions, outputs = [], []
+    for blk in visual.transformer.resblocks:
+        attn = blk.attn
+        heads = attn.num_heads
+        N, C = x.shape[1], x.shape[2]
+        q, k, v = F.linear(blk.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = (t.reshape(1, N, heads, C // heads).permute(0, 2, 1, 3) for t in (q, k, v))
+        if hasattr(attn, "ln_q"):
+            q, k = attn.ln_q(q), attn.ln_k(k)
+        A = torch.softmax(q @ k.transpose(-1, -2) / (C // heads) ** 0.5, dim=-1)  # [1, h, N, N]
+        o = A @ v
+        if getattr(attn, "head_scale", None) is not None:
+            o = o * attn.head_scale
+        o = o.permute(0, 2, 1, 3).reshape(1, N, C)
+        if hasattr(attn, "ln_inner"):
+            o = attn.ln_inner(o)
+        o = attn.out_proj(o)
+        if hasattr(blk, "ln_attn"):
+            o = blk.ln_attn(o)
+        x = x + blk.ls_1(o)
+        x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
+        attentions.append(A)
+        outputs.append(x)
+    return attentions, outputs, (gh, gw)
+
+
+def reference_legrad(visual, image, target, layer_index):
+    """One image [1, 3, H, W], one target [D] -> map [H, W]."""
+    L = len(visual.transformer.resblocks)
+    first = layer_index if layer_index >= 0 else L + layer_index
+    attentions, outputs, (gh, gw) = reference_forward(visual, image)
+    t = target / target.norm()
+    total = 0
+    for layer in range(first, L):
+        f = visual.ln_post(outputs[layer].mean(dim=1)) @ visual.proj
+        s = (F.normalize(f, dim=-1) @ t).sum()
+        g = torch.autograd.grad(s, attentions[layer], retain_graph=True)[0]
+        e = g.clamp(min=0).mean(dim=1).mean(dim=1)[:, 1:].reshape(1, 1, gh, gw)
+        total = total + F.interpolate(e, scale_factor=visual.patch_size[0], mode="bilinear")
+    total = total[0, 0]
+    return (total - total.min()) / (total.max() - total.min())
+
+
+def reference_maps(model, images, targets, layer_index):
+    """[B, K, H, W] by looping over images and targets."""
+    return torch.stack([
+        torch.stack([reference_legrad(model.visual, images[b:b + 1], targets[b, k], layer_index)
+                     for k in range(targets.shape[1])])
+        for b in range(images.shape[0])])
+
+
+def test_reference_forward_is_the_models_forward(tiny_clip):
+    image = torch.randn(1, 3, 32, 32)
+    _, outputs, _ = reference_forward(tiny_clip.visual, image)
+    pooled = tiny_clip.visual.ln_post(outputs[-1])[:, 0] @ tiny_clip.visual.proj
+    torch.testing.assert_close(pooled, tiny_clip.encode_image(image), atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------ equality
+@pytest.mark.parametrize("layer_index", [-1, -2, -3, 0, 1, 2])
+@pytest.mark.parametrize("size", [(32, 32), (48, 24)])
+def test_equals_reference(tiny_clip, layer_index, size):
+    torch.manual_seed(1)
+    images = torch.randn(3, 3, *size)
+    targets = torch.randn(3, 2, 32)  # K = 2 per image, not unit norm
+    maps = LeGrad(tiny_clip, layer_index=layer_index)(images, targets)
+    assert maps.shape == (3, 2, *size) and maps.dtype == torch.float32
+    ref = reference_maps(tiny_clip, images, targets, layer_index)
+    assert (maps - ref).abs().max().item() < 1e-5
+    assert maps.min() == 0 and maps.amax(dim=(-2, -1)).eq(1).all()
+
+
+def test_one_target_per_image_gives_bhw(tiny_clip):
+    torch.manual_seed(2)
+    images, targets = torch.randn(2, 3, 32, 32), torch.randn(2, 32)
+    maps = LeGrad(tiny_clip)(images, targets)
+    assert maps.shape == (2, 32, 32)
+    ref = reference_maps(tiny_clip, images, targets[:, None], -2)[:, 0]
+    assert (maps - ref).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("options", [dict(ls_init_value=0.5), dict(act_layer_quick=True),
+                                     dict(qk_norm=True, scale_heads=True, scale_attn_inner=True,
+                                          scale_attn=True, scale_fc=True)])
+def test_equals_reference_on_block_variants(options):
+    import open_clip
+
+    if options.pop("act_layer_quick", False):
+        model = make_tiny_clip(seed=3)
+        model = open_clip.CLIP(embed_dim=32, quick_gelu=True,
+                               vision_cfg=dict(image_size=32, patch_size=8, width=64, layers=3, head_width=16),
+                               text_cfg=dict(context_length=16, vocab_size=100, width=32, heads=2,
+                                             layers=1)).eval()
+    else:
+        model = make_tiny_clip(seed=3, **options)
+    torch.manual_seed(3)
+    images, targets = torch.randn(2, 3, 40, 32), torch.randn(2, 1, 32)
+    for layer_index in (-2, 0):
+        maps = LeGrad(model, layer_index=layer_index)(images, targets)
+        ref = reference_maps(model, images, targets, layer_index)
+        assert (maps - ref).abs().max().item() < 1e-5
+
+
+def test_accepts_visual_tower_alone(tiny_clip):
+    torch.manual_seed(4)
+    images, targets = torch.randn(2, 3, 32, 32), torch.randn(2, 32)
+    torch.testing.assert_close(LeGrad(tiny_clip)(images, targets), LeGrad(tiny_clip.visual)(images, targets))
+
+
+def test_batch_independence(tiny_clip):
+    torch.manual_seed(5)
+    images, targets = torch.randn(4, 3, 32, 32), torch.randn(4, 32)
+    explainer = LeGrad(tiny_clip, layer_index=0)
+    together = explainer(images, targets)
+    for b in range(4):
+        alone = explainer(images[b:b + 1], targets[b:b + 1])[0]
+        assert (alone - together[b]).abs().max().item() < 1e-6
+    # a different batch-mate changes nothing either
+    other = explainer(torch.cat([images[:1], torch.randn(1, 3, 32, 32)]), targets[:2])
+    assert (other[0] - together[0]).abs().max().item() < 1e-6
+
+
+def test_targets_need_not_be_unit_norm(tiny_clip):
+    torch.manual_seed(6)
+    images, targets = torch.randn(2, 3, 32, 32), torch.randn(2, 32)
+    explainer = LeGrad(tiny_clip)
+    torch.testing.assert_close(explainer(images, targets), explainer(images, 7.5 * targets))
+
+
+def test_constant_map_is_zeros_not_nan(tiny_clip):
+    model = copy.deepcopy(tiny_clip)
+    with torch.no_grad():
+        model.visual.proj.zero_()  # every layer's embedding is 0: no gradient anywhere
+    maps = LeGrad(model)(torch.randn(2, 3, 32, 32), torch.randn(2, 32))
+    assert torch.isfinite(maps).all() and maps.eq(0).all()
+
+
+def test_under_no_grad_and_inference_mode(tiny_clip):
+    torch.manual_seed(7)
+    images, targets = torch.randn(2, 3, 32, 32), torch.randn(2, 32)
+    explainer = LeGrad(tiny_clip)
+    expected = explainer(images, targets)
+    with torch.no_grad():
+        torch.testing.assert_close(explainer(images, targets), expected)
+    with torch.inference_mode():
+        images_inf, targets_inf = images.clone(), targets.clone()
+        torch.testing.assert_close(explainer(images_inf, targets_inf).clone(), expected)
+
+
+def test_autocast_bf16_close_to_fp32(tiny_clip):
+    torch.manual_seed(8)
+    images, targets = torch.randn(2, 3, 32, 32), torch.randn(2, 32)
+    explainer = LeGrad(tiny_clip, layer_index=0)
+    fp32 = explainer(images, targets)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = explainer(images, targets)
+    assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape
+    assert (bf16 - fp32).abs().mean() < 0.05
+    assert torch.corrcoef(torch.stack([bf16.flatten(), fp32.flatten()]))[0, 1] > 0.95
+
+
+# ------------------------------------------------------------------ the model is left as found
+def _snapshot(model):
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "requires_grad": {k: p.requires_grad for k, p in model.named_parameters()},
+        "grads": {k: p.grad for k, p in model.named_parameters()},
+        "training": {k: m.training for k, m in model.named_modules()},
+        "hooks": {k: (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
+                      len(getattr(m, "_backward_pre_hooks", {})))
+                  for k, m in model.named_modules()},
+        "patched": {k: sorted(a for a in vars(m) if a in ("forward", "attention", "_embeds"))
+                    for k, m in model.named_modules()},
+        "pos": model.visual.positional_embedding.data_ptr(),
+    }
+
+
+@pytest.mark.parametrize("train_mode", [False, True])
+def test_model_left_exactly_as_found(train_mode):
+    model = make_tiny_clip(seed=9)
+    model.train(train_mode)
+    for p in model.visual.transformer.resblocks[0].parameters():  # a user's partial freeze
+        p.requires_grad_(False)
+    torch.manual_seed(9)
+    probe = torch.randn(2, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        before_out = model.encode_image(probe)
+    model.train(train_mode)
+    before = _snapshot(model)
+
+    explainer = LeGrad(model, layer_index=0)
+    explainer(torch.randn(2, 3, 48, 40), torch.randn(2, 3, 32))  # another size: pos-embed resampled
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        explainer(probe, torch.randn(2, 32))
+
+    after = _snapshot(model)
+    assert after["requires_grad"] == before["requires_grad"]
+    assert all(g is None for g in after["grads"].values())
+    assert after["training"] == before["training"]
+    assert after["hooks"] == before["hooks"]
+    assert after["patched"] == before["patched"]
+    assert after["pos"] == before["pos"]
+    for k, v in before["state"].items():
+        assert torch.equal(after["state"][k], v), k
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model.encode_image(probe), before_out)
+
+
+def test_train_mode_model_gives_the_eval_mode_maps():
+    model = make_tiny_clip(seed=10, patch_dropout=0.5)
+    torch.manual_seed(10)
+    images, targets = torch.randn(2, 3, 32, 32), torch.randn(2, 32)
+    expected = LeGrad(model.eval())(images, targets)
+    torch.testing.assert_close(LeGrad(model.train())(images, targets), expected)
+
+
+# ------------------------------------------------------------------ errors
+def test_error_target_width(tiny_clip):
+    with pytest.raises(ValueError, match="width 16 .* width 32"):
+        LeGrad(tiny_clip)(torch.randn(2, 3, 32, 32), torch.randn(2, 16))
+
+
+def test_error_image_size_not_multiple_of_patch(tiny_clip):
+    with pytest.raises(ValueError, match="30x32 is not a multiple of the patch size 8x8"):
+        LeGrad(tiny_clip)(torch.randn(1, 3, 30, 32), torch.randn(1, 32))
+
+
+@pytest.mark.parametrize("images,targets,match", [
+    (torch.randn(3, 32, 32), torch.randn(1, 32), r"images must be a tensor \[B, 3, H, W\]"),
+    (torch.randn(1, 1, 32, 32), torch.randn(1, 32), r"images must be a tensor \[B, 3, H, W\]"),
+    (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), torch.randn(1, 32), "floating point"),
+    (torch.randn(1, 3, 32, 32), torch.randn(32), r"targets must be a tensor \[B, D\] or \[B, K, D\]"),
+    (torch.randn(1, 3, 32, 32), torch.randn(1, 1, 1, 32), r"targets must be a tensor"),
+    (torch.randn(2, 3, 32, 32), torch.randn(3, 32), "2 images but targets for 3"),
+    (torch.randn(1, 3, 32, 32), torch.zeros(1, 32), "non-zero"),
+    (torch.randn(1, 3, 32, 32), torch.full((1, 32), float("nan")), "NaN"),
+])
+def test_error_shapes(tiny_clip, images, targets, match):
+    with pytest.raises(ValueError, match=match):
+        LeGrad(tiny_clip)(images, targets)
+
+
+@pytest.mark.parametrize("layer_index", [3, -4, 1.5, True])
+def test_error_layer_index(tiny_clip, layer_index):
+    with pytest.raises(ValueError, match=r"layer_index must be an int in \[-3, 2\]"):
+        LeGrad(tiny_clip, layer_index=layer_index)
+
+
+def test_error_unsupported_models():
+    import open_clip
+
+    resnet_clip = open_clip.CLIP(embed_dim=32, vision_cfg=dict(image_size=64, layers=[1, 1, 1, 1], width=16),
+                                 text_cfg=dict(context_length=16, vocab_size=100, width=32, heads=2, layers=1))
+    with pytest.raises(UnsupportedModelError, match="ModifiedResNet.*Supported: OpenCLIP VisionTransformer"):
+        LeGrad(resnet_clip)
+    with pytest.raises(UnsupportedModelError, match="Supported"):
+        LeGrad(nn.Linear(3, 3))
+    coca_like = make_tiny_clip(seed=11, attentional_pool=True, attn_pooler_queries=4, attn_pooler_heads=2)
+    with pytest.raises(UnsupportedModelError, match="pools with attention"):
+        LeGrad(coca_like)
