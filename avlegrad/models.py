@@ -1,0 +1,87 @@
+"""Creating the CLIP image/text model, with errors that say what to download and where."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RANDOM_WEIGHTS = (None, "", "none", "random")
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights could not be found locally nor downloaded."""
+
+
+def load_clip(model_name: str, pretrained: str | None = None, device="cpu"):
+    """An open_clip CLIP model in eval mode, and its image preprocessing config.
+
+    ``model_name``: an open_clip name (``ViT-B-16``) or a path to an open_clip model-config JSON
+    (``{"embed_dim": ..., "vision_cfg": ..., "text_cfg": ...}``) for a custom architecture.
+    ``pretrained``: an open_clip tag (``openai``, ``laion2b_s32b_b79k``), a local checkpoint file,
+    or None/"none" for random weights (for tests and offline runs; a warning says so).
+    """
+    import open_clip
+
+    if str(model_name).endswith(".json"):
+        model_name = _register_config(model_name)
+    elif model_name not in open_clip.list_models():
+        raise ValueError(f"unknown open_clip model {model_name!r}; open_clip knows e.g. ViT-B-32, ViT-B-16, "
+                         f"ViT-L-14, ViT-H-14 (open_clip.list_models() lists all), or pass a model-config JSON")
+    if pretrained in RANDOM_WEIGHTS:
+        logging.getLogger("avlegrad").warning(
+            "%s has RANDOM weights (pretrained=%r): maps and scores are not meaningful", model_name, pretrained)
+        pretrained = None
+    elif not Path(pretrained).is_file() and pretrained not in open_clip.list_pretrained_tags_by_model(model_name):
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        raise ValueError(f"pretrained={pretrained!r} is neither a file nor a tag of {model_name}; "
+                         f"its tags: {', '.join(tags) or 'none'}")
+    try:
+        # random weights come from a fixed seed, so a resumed or multi-process run uses the same model
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = open_clip.create_model(model_name, pretrained=pretrained, device=device)
+    except RuntimeError as e:
+        if "download" not in str(e).lower() and "not found" not in str(e).lower():
+            raise
+        raise WeightsUnavailableError(
+            f"cannot get the weights {pretrained!r} of {model_name} ({e}). Download them once on a "
+            f"machine with internet (open_clip caches them under ~/.cache/huggingface), or pass the "
+            f"path of a local checkpoint file as --pretrained") from None
+    model.eval()
+    return model, open_clip.get_model_preprocess_cfg(model)
+
+
+def _register_config(path) -> str:
+    import open_clip
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model config {path} does not exist")
+    try:
+        cfg = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"model config {path} is not valid JSON ({e})") from None
+    if "vision_cfg" not in cfg or "embed_dim" not in cfg:
+        raise ValueError(f"model config {path} lacks 'embed_dim' or 'vision_cfg' (open_clip's model-config format)")
+    open_clip.add_model_config(path)
+    return path.stem
+
+
+def image_tensor(frame, preprocess_cfg: dict, size: int | None = None) -> torch.Tensor:
+    """``[H, W, 3]`` uint8 RGB -> normalised ``[3, S, S]`` float, resized WITHOUT cropping.
+
+    The box benchmarks annotate the full frame, so the image is squashed to S x S (EZ-VSL's
+    ``Resize((224, 224))``) rather than centre-cropped as CLIP's own preprocessing does.
+    """
+    from PIL import Image
+
+    size = size or preprocess_cfg["size"][0]
+    resample = Image.BICUBIC if preprocess_cfg.get("interpolation", "bicubic") == "bicubic" else Image.BILINEAR
+    img = Image.fromarray(frame).resize((size, size), resample)
+    x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    mean = torch.tensor(preprocess_cfg["mean"]).view(3, 1, 1)
+    std = torch.tensor(preprocess_cfg["std"]).view(3, 1, 1)
+    return (x - mean) / std

@@ -1,0 +1,74 @@
+"""Evaluate sound-source localization on a benchmark.
+
+    python eval.py --dataset vggsound --root /data/vggss --audio-encoder CKPT --device cuda --dtype bf16
+    python eval.py --dataset synthetic          # offline: a generated benchmark, random weights
+    torchrun --nproc_per_node 4 eval.py --dataset vggsound ...   # one shard per GPU
+
+Prints N, cIoU (= AP50), mean cIoU and AUC per method, with the centre prior on the same clips,
+and writes summary.json + clips.jsonl (+ overlays) to --out; rerunning resumes.
+"""
+import argparse
+import logging
+import sys
+
+from avlegrad.evaluation import EvalOptions, evaluate
+from avlegrad.models import WeightsUnavailableError
+
+
+def parse_args(argv=None) -> EvalOptions:
+    d = EvalOptions()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default=d.dataset, help="vggsound | flickr | folder | synthetic")
+    ap.add_argument("--root", help="dataset folder (default: $AVLEGRAD_DATA/<name>, else ./datasets/<name>)")
+    ap.add_argument("--split", default=d.split, help="vggsound: test | heard | unheard; flickr: test | test250")
+    ap.add_argument("--annotations", help="annotation file or folder (default: under root, else the cache)")
+    ap.add_argument("--method", default=",".join(d.methods),
+                    help="comma-separated methods, e.g. legrad,center (the centre prior is always added)")
+    ap.add_argument("--model", help="open_clip model name or model-config JSON (default: the audio "
+                                    "encoder's image tower, else ViT-B-16)")
+    ap.add_argument("--pretrained", help="open_clip tag, checkpoint file, or 'none' for random weights")
+    ap.add_argument("--audio-encoder", help="registered audio encoder name or a train.py checkpoint")
+    ap.add_argument("--target", choices=("audio", "text"), help="what the map explains: the clip's sound "
+                    "(needs --audio-encoder) or a text prompt with its class name (default: audio when an "
+                    "audio encoder is given, else text)")
+    ap.add_argument("--prompt", default=d.prompt, help="text prompt template for --target text")
+    ap.add_argument("--layer-index", type=int, default=d.layer_index,
+                    help="LeGrad blocks: -n the last n, 0 all, k blocks k.. (default -2)")
+    ap.add_argument("--image-size", type=int, help="input size (default: the model's)")
+    ap.add_argument("--batch-size", type=int, default=d.batch_size)
+    ap.add_argument("--workers", type=int, default=d.workers, help="DataLoader workers decoding clips")
+    ap.add_argument("--device", help="cuda | cpu (default: cuda if available)")
+    ap.add_argument("--dtype", default=d.dtype, choices=("fp32", "bf16", "fp16"), help="autocast dtype")
+    ap.add_argument("--limit", type=int, help="evaluate only the first N clips")
+    ap.add_argument("--out", default=None, help="output folder (default: outputs/<dataset>-<split>)")
+    ap.add_argument("--save-overlays", type=int, default=0, metavar="N", help="save N heatmap overlays")
+    ap.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
+    a = ap.parse_args(argv)
+
+    target = a.target or ("audio" if a.audio_encoder else "text")
+    pretrained = a.pretrained
+    if a.dataset == "synthetic" and not (a.model or a.pretrained or a.audio_encoder):
+        pretrained = "none"  # offline: no weights can be fetched; says so loudly when loading
+    return EvalOptions(
+        dataset=a.dataset, root=a.root, split=a.split, annotations=a.annotations,
+        methods=[m.strip() for m in a.method.split(",") if m.strip()], model=a.model, pretrained=pretrained,
+        audio_encoder=a.audio_encoder, target=target, prompt=a.prompt, layer_index=a.layer_index,
+        image_size=a.image_size, batch_size=a.batch_size, workers=a.workers, device=a.device, dtype=a.dtype,
+        limit=a.limit, out=a.out or f"outputs/{a.dataset}-{a.split}", save_overlays=a.save_overlays,
+        overwrite=a.overwrite)
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    logging.getLogger("avlegrad").setLevel(logging.INFO)
+    opts = parse_args(argv)
+    try:
+        evaluate(opts)
+    except (ValueError, FileNotFoundError, WeightsUnavailableError) as e:  # user errors: no traceback
+        logging.getLogger("avlegrad").error("%s", e)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""eval.py end to end on the generated benchmark with a tiny random CLIP: results, resume,
+bad clips, the 2-process torchrun run, and the user errors."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import eval as eval_cli
+from avlegrad import evaluation, metrics
+from avlegrad.data.synthetic import generate_synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_CLIP = {"embed_dim": 32,
+             "vision_cfg": {"image_size": 64, "patch_size": 16, "width": 64, "layers": 2, "head_width": 16},
+             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """A generated benchmark of 12 clips and a tiny model config, shared by the tests here."""
+    base = tmp_path_factory.mktemp("bench")
+    root = generate_synthetic(base / "synthetic", num_clips=12, seed=3)
+    config = base / "tiny-clip.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    return root, config
+
+
+def run_eval(bench, out, *extra):
+    root, config = bench
+    argv = ["--dataset", "synthetic", "--root", str(root), "--model", str(config), "--pretrained", "none",
+            "--workers", "0", "--batch-size", "5", "--out", str(out), *extra]
+    assert eval_cli.main(argv) == 0
+    return json.loads((out / "summary.json").read_text())
+
+
+def read_rows(out):
+    return [json.loads(line) for line in (out / "clips.jsonl").read_text().splitlines()]
+
+
+def test_synthetic_end_to_end(bench, tmp_path, capsys):
+    summary = run_eval(bench, tmp_path / "run", "--save-overlays", "2")
+    table = capsys.readouterr().out
+    assert "legrad" in table and "center (prior)" in table and "cIoU(AP50)" in table
+    assert summary["evaluated"] == 12 and summary["skipped"]["count"] == 0
+    rows = read_rows(tmp_path / "run")
+    # the summary is the metric of the per-clip rows, and the prior is the metric's own centre prior
+    for method in ("legrad", "center"):
+        assert summary["methods"][method] == metrics.summarize([r["ciou"][method] for r in rows])
+    annotations = {a["file"]: a["bbox"] for a in json.loads((bench[0] / "vggss.json").read_text())}
+    for r in rows:
+        gt = metrics.gt_map(annotations[r["clip_id"]], "vggss")
+        assert r["ciou"]["center"] == pytest.approx(metrics.ciou(metrics.center_prior(), gt))
+    overlays = sorted((tmp_path / "run" / "overlays").glob("*.png"))
+    assert len(overlays) == 2
+
+
+def test_rows_follow_dataset_order(bench, tmp_path):
+    run_eval(bench, tmp_path / "run", "--method", "center")
+    ids = [a["file"] for a in json.loads((bench[0] / "vggss.json").read_text())]
+    assert [r["clip_id"] for r in read_rows(tmp_path / "run")] == ids
+
+
+def test_center_only_needs_no_model(bench, tmp_path):
+    summary = run_eval(bench, tmp_path / "run", "--method", "center")
+    assert list(summary["methods"]) == ["center"] and summary["methods"]["center"]["n"] == 12
+    assert summary["settings"]["model"] is None
+
+
+def test_resume_scores_only_the_missing_clips(bench, tmp_path, monkeypatch):
+    full = run_eval(bench, tmp_path / "full")
+    out = tmp_path / "interrupted"
+    run_eval(bench, out)
+    # simulate a run killed after 7 clips, mid-write: the merged file gone, a torn last line
+    rows = (out / "clips.jsonl").read_text().splitlines()
+    (out / "clips.jsonl").unlink()
+    (out / "summary.json").unlink()
+    (out / "clips.rank0.jsonl").write_text("\n".join(rows[:7]) + "\n" + rows[7][:20])
+
+    seen = []
+    real = evaluation.create_explainer
+
+    def counting(name, model, **kw):
+        explainer = real(name, model, **kw)
+        return lambda images, targets: seen.append(len(images)) or explainer(images, targets)
+
+    monkeypatch.setattr(evaluation, "create_explainer", counting)
+    resumed = run_eval(bench, out)
+    assert sum(seen) == 5  # only the clips without a complete row
+    assert resumed["methods"] == full["methods"]
+    assert not list(out.glob("clips.rank*.jsonl"))
+
+
+def test_resume_with_other_settings_is_refused(bench, tmp_path, caplog):
+    run_eval(bench, tmp_path / "run", "--method", "center")
+    root, config = bench
+    code = eval_cli.main(["--dataset", "synthetic", "--root", str(root), "--model", str(config),
+                          "--pretrained", "none", "--workers", "0", "--layer-index", "0",
+                          "--out", str(tmp_path / "run")])
+    assert code == 2 and "other settings" in caplog.text and "--overwrite" in caplog.text
+
+
+def test_bad_clips_are_skipped_and_reported(bench, tmp_path):
+    root = tmp_path / "broken"
+    generate_synthetic(root, num_clips=6, seed=5)
+    videos = sorted((root / "videos").glob("*.mp4"))
+    videos[0].unlink()  # missing
+    videos[1].write_bytes(videos[1].read_bytes()[:300])  # truncated
+    summary = run_eval((root, bench[1]), tmp_path / "run")
+    assert summary["evaluated"] == 4 and summary["skipped"]["count"] == 2
+    skipped = {s["clip_id"]: s["reason"] for s in summary["skipped"]["clips"]}
+    assert set(skipped) == {videos[0].stem, videos[1].stem}
+    assert "missing" in skipped[videos[0].stem]
+    assert summary["methods"]["legrad"]["n"] == 4
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--dataset", "nope"], "unknown dataset 'nope'"),
+    (["--dataset", "synthetic", "--method", "legrad,magic"], "unknown method(s) magic"),
+    (["--dataset", "vggsound", "--root", "/nonexistent/vggss", "--method", "center"], "does not exist"),
+    (["--dataset", "vggsound", "--target", "audio", "--method", "legrad"], "needs an --audio-encoder"),
+])
+def test_user_errors_are_one_clear_line(bench, tmp_path, caplog, argv, message):
+    root, config = bench
+    if "--root" not in argv:
+        argv = argv + ["--root", str(root)]
+    argv = argv + ["--model", str(config), "--pretrained", "none", "--workers", "0", "--out", str(tmp_path / "o")]
+    assert eval_cli.main(argv) == 2
+    assert message in caplog.text
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_equals_one_process(bench, tmp_path):
+    one = run_eval(bench, tmp_path / "one")
+    root, config = bench
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(_free_port()), str(REPO / "eval.py"), "--dataset", "synthetic", "--root", str(root),
+           "--model", str(config), "--pretrained", "none", "--workers", "0", "--batch-size", "5",
+           "--device", "cpu", "--out", str(tmp_path / "two")]
+    done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert two["evaluated"] == one["evaluated"] == 12
+    for method, figures in one["methods"].items():
+        for key, value in figures.items():
+            assert two["methods"][method][key] == pytest.approx(value, abs=1e-6), (method, key)
+    assert [r["clip_id"] for r in read_rows(tmp_path / "two")] == [r["clip_id"] for r in read_rows(tmp_path / "one")]
