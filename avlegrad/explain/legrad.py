@@ -21,6 +21,8 @@ import torch.nn.functional as F
 
 from .base import Explainer
 
+FP16_GRAD_SCALE = 1024.0
+
 
 class LeGrad(Explainer):
     """LeGrad maps of an OpenCLIP ViT's image embedding w.r.t. target embeddings.
@@ -65,6 +67,10 @@ class LeGrad(Explainer):
                 values.append(v)
                 x = tokens.detach()  # the next block sees no graph: d s_m / d A_l = 0 for m != l
             total = torch.stack(scores).sum(dim=0)  # [B, K]; images are independent, so sum them too
+            if outputs[0].dtype == torch.float16:
+                # fp16 gradients of a cosine underflow easily; maps are min-max normalised, and
+                # ReLU, mean and sum are positively homogeneous, so a constant scale is exact
+                total = total * FP16_GRAD_SCALE
 
             K = targets.shape[1]
             per_target = []
