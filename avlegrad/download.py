@@ -1,0 +1,75 @@
+"""Downloading files safely: to a temporary name, checksum verified, then renamed atomically.
+
+Used for the benchmark annotations (``data/download_annotations.py``) and for model weights. A
+file is never left half-written or unverified at its destination: a failed download or a bad
+checksum deletes the temporary file and raises, so nothing is cached.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+CHUNK = 1 << 20
+TIMEOUT_S = 60
+
+
+class DownloadError(RuntimeError):
+    """A download failed (network, HTTP status) or its checksum did not match."""
+
+
+def sha256_file(path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_file(url: str, dest, sha256: str | None = None, progress: bool = True) -> Path:
+    """Fetch ``url`` to ``dest`` and return ``dest``.
+
+    ``sha256``: the expected hex digest; a mismatch raises :class:`DownloadError` and leaves
+    nothing at ``dest``. When ``dest`` already exists and matches (or no checksum is given) it is
+    kept and nothing is fetched. ``progress`` shows a tqdm bar.
+    """
+    dest = Path(dest).expanduser()
+    expected = sha256.lower() if sha256 else None
+    if dest.is_file() and (expected is None or sha256_file(dest) == expected):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.part{os.getpid()}")
+    try:
+        actual = _fetch(url, tmp, progress, desc=dest.name)
+        if expected is not None and actual != expected:
+            raise DownloadError(f"{url}: sha256 mismatch: expected {expected}, got {actual}; "
+                                f"the file was not saved to {dest}")
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def _fetch(url: str, tmp: Path, progress: bool, desc: str) -> str:
+    """Stream ``url`` into ``tmp``; returns the sha256 of what was written."""
+    from tqdm import tqdm
+
+    digest = hashlib.sha256()
+    request = urllib.request.Request(url, headers={"User-Agent": "avlegrad"})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, open(tmp, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not progress) as bar:
+                for chunk in iter(lambda: response.read(CHUNK), b""):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+    except urllib.error.HTTPError as e:
+        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        reason = getattr(e, "reason", e)
+        raise DownloadError(f"{url}: download failed ({reason}); is the machine offline?") from None
+    return digest.hexdigest()
