@@ -262,7 +262,8 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
     if dist.is_main:
         log.info("%s: %d clips, %d already scored, %d to do", dataset, len(dataset), len(done), len(todo))
 
-    explainers = {m: create_explainer(m, model, layer_index=opts.layer_index) for m in methods}
+    explainers = {m: create_explainer(m, model, **({"layer_index": opts.layer_index} if m == "legrad" else {}))
+                  for m in methods}
     center = metrics.center_prior()  # at the GT size, float64: exactly the benchmark's prior
     loader = DataLoader(Subset(dataset, shard), batch_size=opts.batch_size, num_workers=opts.workers,
                         collate_fn=EvalCollate(cfg or CLIP_PREPROCESS, image_size),

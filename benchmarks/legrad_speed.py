@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_legrad import reference_legrad  # noqa: E402  (the tests' reference, not a second copy)
+from reference import reference_legrad  # noqa: E402  (the tests' reference, not a second copy)
 
 from avlegrad import LeGrad  # noqa: E402
 

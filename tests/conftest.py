@@ -29,6 +29,22 @@ def make_tiny_clip(seed: int = 0, image_size=32, patch_size=8, width=64, layers=
     return model.eval()
 
 
+def model_snapshot(model):
+    """Everything a call could change on a model: weights, flags, grads, modes, hooks, patches."""
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "requires_grad": {k: p.requires_grad for k, p in model.named_parameters()},
+        "grads": {k: p.grad for k, p in model.named_parameters()},
+        "training": {k: m.training for k, m in model.named_modules()},
+        "hooks": {k: (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
+                      len(getattr(m, "_backward_pre_hooks", {})))
+                  for k, m in model.named_modules()},
+        "patched": {k: sorted(a for a in vars(m) if a in ("forward", "attention", "_embeds"))
+                    for k, m in model.named_modules()},
+        "pos": model.visual.positional_embedding.data_ptr(),
+    }
+
+
 @pytest.fixture
 def tiny_clip():
     return make_tiny_clip()

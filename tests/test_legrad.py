@@ -5,80 +5,16 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from timm.layers import resample_abs_pos_embed
 
 from avlegrad import LeGrad
 from avlegrad.explain.vit import UnsupportedModelError
-from conftest import make_tiny_clip
-
-
-# ------------------------------------------------------------------ the reference
-def reference_forward(visual, image):
-    """The ViT forward, written out, keeping every block's attention probabilities and output."""
-    p = visual.patch_size[0]
-    gh, gw = image.shape[-2] // p, image.shape[-1] // p
-    x = visual.conv1(image).reshape(1, visual.conv1.out_channels, -1).permute(0, 2, 1)
-    x = torch.cat([visual.class_embedding.view(1, 1, -1), x], dim=1)
-    pos = visual.positional_embedding.unsqueeze(0)
-    if (gh, gw) != tuple(visual.grid_size):
-        pos = resample_abs_pos_embed(pos, new_size=[gh, gw], old_size=list(visual.grid_size),
-                                     num_prefix_tokens=1, interpolation="bicubic", antialias=True)
-    x = visual.ln_pre(x + pos)
-    attentions, outputs = [], []
-    for blk in visual.transformer.resblocks:
-        attn = blk.attn
-        heads = attn.num_heads
-        N, C = x.shape[1], x.shape[2]
-        q, k, v = F.linear(blk.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-        q, k, v = (t.reshape(1, N, heads, C // heads).permute(0, 2, 1, 3) for t in (q, k, v))
-        if hasattr(attn, "ln_q"):
-            q, k = attn.ln_q(q), attn.ln_k(k)
-        A = torch.softmax(q @ k.transpose(-1, -2) / (C // heads) ** 0.5, dim=-1)  # [1, h, N, N]
-        o = A @ v
-        if getattr(attn, "head_scale", None) is not None:
-            o = o * attn.head_scale
-        o = o.permute(0, 2, 1, 3).reshape(1, N, C)
-        if hasattr(attn, "ln_inner"):
-            o = attn.ln_inner(o)
-        o = attn.out_proj(o)
-        if hasattr(blk, "ln_attn"):
-            o = blk.ln_attn(o)
-        x = x + blk.ls_1(o)
-        x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
-        attentions.append(A)
-        outputs.append(x)
-    return attentions, outputs, (gh, gw)
-
-
-def reference_legrad(visual, image, target, layer_index):
-    """One image [1, 3, H, W], one target [D] -> map [H, W]."""
-    L = len(visual.transformer.resblocks)
-    first = layer_index if layer_index >= 0 else L + layer_index
-    attentions, outputs, (gh, gw) = reference_forward(visual, image)
-    t = target / target.norm()
-    total = 0
-    for layer in range(first, L):
-        f = visual.ln_post(outputs[layer].mean(dim=1)) @ visual.proj
-        s = (F.normalize(f, dim=-1) @ t).sum()
-        g = torch.autograd.grad(s, attentions[layer], retain_graph=True)[0]
-        e = g.clamp(min=0).mean(dim=1).mean(dim=1)[:, 1:].reshape(1, 1, gh, gw)
-        total = total + F.interpolate(e, scale_factor=visual.patch_size[0], mode="bilinear")
-    total = total[0, 0]
-    return (total - total.min()) / (total.max() - total.min())
-
-
-def reference_maps(model, images, targets, layer_index):
-    """[B, K, H, W] by looping over images and targets."""
-    return torch.stack([
-        torch.stack([reference_legrad(model.visual, images[b:b + 1], targets[b, k], layer_index)
-                     for k in range(targets.shape[1])])
-        for b in range(images.shape[0])])
+from conftest import make_tiny_clip, model_snapshot
+from reference import reference_forward, reference_maps
 
 
 def test_reference_forward_is_the_models_forward(tiny_clip):
     image = torch.randn(1, 3, 32, 32)
-    _, outputs, _ = reference_forward(tiny_clip.visual, image)
+    _, outputs, _, _ = reference_forward(tiny_clip.visual, image)
     pooled = tiny_clip.visual.ln_post(outputs[-1])[:, 0] @ tiny_clip.visual.proj
     torch.testing.assert_close(pooled, tiny_clip.encode_image(image), atol=1e-5, rtol=1e-5)
 
@@ -195,21 +131,6 @@ def test_half_precision_weights(tiny_clip):
 
 
 # ------------------------------------------------------------------ the model is left as found
-def _snapshot(model):
-    return {
-        "state": {k: v.clone() for k, v in model.state_dict().items()},
-        "requires_grad": {k: p.requires_grad for k, p in model.named_parameters()},
-        "grads": {k: p.grad for k, p in model.named_parameters()},
-        "training": {k: m.training for k, m in model.named_modules()},
-        "hooks": {k: (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
-                      len(getattr(m, "_backward_pre_hooks", {})))
-                  for k, m in model.named_modules()},
-        "patched": {k: sorted(a for a in vars(m) if a in ("forward", "attention", "_embeds"))
-                    for k, m in model.named_modules()},
-        "pos": model.visual.positional_embedding.data_ptr(),
-    }
-
-
 @pytest.mark.parametrize("train_mode", [False, True])
 def test_model_left_exactly_as_found(train_mode):
     model = make_tiny_clip(seed=9)
@@ -222,14 +143,14 @@ def test_model_left_exactly_as_found(train_mode):
     with torch.no_grad():
         before_out = model.encode_image(probe)
     model.train(train_mode)
-    before = _snapshot(model)
+    before = model_snapshot(model)
 
     explainer = LeGrad(model, layer_index=0)
     explainer(torch.randn(2, 3, 48, 40), torch.randn(2, 3, 32))  # another size: pos-embed resampled
     with torch.autocast("cpu", dtype=torch.bfloat16):
         explainer(probe, torch.randn(2, 32))
 
-    after = _snapshot(model)
+    after = model_snapshot(model)
     assert after["requires_grad"] == before["requires_grad"]
     assert all(g is None for g in after["grads"].values())
     assert after["training"] == before["training"]

@@ -48,10 +48,7 @@ class LeGrad(Explainer):
     def explain_grid(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         vit = self.vit
         blocks = vit.blocks[self.first_layer:]
-        with torch.no_grad():
-            x = vit.embed(images)
-            for block in vit.blocks[:self.first_layer]:
-                x = vit.block_forward(block, x)
+        x = vit.tokens_before(images, self.first_layer)
 
         outputs, values, scores = [], [], []
         with torch.enable_grad():

@@ -45,6 +45,8 @@ class OpenCLIPViT:
             _refuse(f"cannot explain a {type(visual).__module__}.{type(visual).__name__}")
         if getattr(visual, "attn_pool", None) is not None:
             _refuse("this tower pools with attention (CoCa-style attn_pool)")
+        if visual.pool_type not in ("tok", "avg"):
+            _refuse(f"this tower has pool_type={visual.pool_type!r} (no single image embedding)")
         if not getattr(visual.transformer, "batch_first", True):
             _refuse("this tower runs its transformer token-first (open_clip < 2.24 layout)")
         for i, block in enumerate(visual.transformer.resblocks):
@@ -105,9 +107,12 @@ class OpenCLIPViT:
     # ------------------------------------------------------------------- a block
     def qkv(self, block, x: torch.Tensor):
         """``x`` entering the block -> q, k, v as ``[B, heads, N, head_dim]``."""
+        return self.qkv_from_normed(block, block.ln_1(x))
+
+    def qkv_from_normed(self, block, h: torch.Tensor):
+        """q, k, v from the block's normalised input ``h = ln_1(x)``."""
         attn = block.attn
-        B, N, C = x.shape
-        h = block.ln_1(x)
+        B, N, C = h.shape
         q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
         q, k, v = (t.reshape(B, N, attn.num_heads, -1).transpose(1, 2) for t in (q, k, v))
         if hasattr(attn, "ln_q"):  # open_clip's own Attention (qk-norm option)
@@ -118,6 +123,11 @@ class OpenCLIPViT:
     def attend(q, k, v) -> torch.Tensor:
         """Per-head attention output ``o = softmax(q k^T / sqrt(d)) v`` (fused kernel)."""
         return F.scaled_dot_product_attention(q, k, v)
+
+    @staticmethod
+    def attention_probs(q, k) -> torch.Tensor:
+        """The attention matrix ``softmax(q k^T / sqrt(d))``, ``[B, heads, N query, N key]``."""
+        return torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5, dim=-1)
 
     def finish_block(self, block, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
         """The rest of the block after the per-head attention output ``o``: its output tokens."""
@@ -137,9 +147,32 @@ class OpenCLIPViT:
     def block_forward(self, block, x: torch.Tensor) -> torch.Tensor:
         return self.finish_block(block, x, self.attend(*self.qkv(block, x)))
 
+    @torch.no_grad()
+    def tokens_before(self, images: torch.Tensor, layer: int) -> torch.Tensor:
+        """Tokens entering block ``layer`` (no autograd graph)."""
+        x = self.embed(images)
+        for block in self.blocks[:layer]:
+            x = self.block_forward(block, x)
+        return x
+
     # ---------------------------------------------------------------- output side
+    def model_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The model's own image embedding (unnormalised) from the last block's tokens."""
+        v = self.visual
+        if v.final_ln_after_pool:
+            return self._project(v.ln_post(self._pool(tokens)))
+        return self._project(self._pool(v.ln_post(tokens)))
+
+    def _pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens[:, self.num_prefix_tokens:].mean(dim=1) if self.visual.pool_type == "avg" else tokens[:, 0]
+
+    def _project(self, pooled: torch.Tensor) -> torch.Tensor:
+        return pooled @ self.visual.proj if self.visual.proj is not None else pooled
+
+    def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Every patch token mapped into the embedding space: ``ln_post(token) @ proj``, ``[B, N - prefix, D]``."""
+        return self._project(self.visual.ln_post(tokens[:, self.num_prefix_tokens:]))
+
     def token_mean_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
         """LeGrad's per-layer image embedding, unnormalised: ``ln_post(mean over all tokens) @ proj``."""
-        v = self.visual
-        pooled = v.ln_post(tokens.mean(dim=1))
-        return pooled @ v.proj if v.proj is not None else pooled
+        return self._project(self.visual.ln_post(tokens.mean(dim=1)))
