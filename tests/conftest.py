@@ -33,16 +33,28 @@ def model_snapshot(model):
     """Everything a call could change on a model: weights, flags, grads, modes, hooks, patches."""
     return {
         "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "storage": {k: v.data_ptr() for k, v in model.state_dict().items()},  # not swapped for a copy
         "requires_grad": {k: p.requires_grad for k, p in model.named_parameters()},
         "grads": {k: p.grad for k, p in model.named_parameters()},
         "training": {k: m.training for k, m in model.named_modules()},
         "hooks": {k: (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
                       len(getattr(m, "_backward_pre_hooks", {})))
                   for k, m in model.named_modules()},
-        "patched": {k: sorted(a for a in vars(m) if a in ("forward", "attention", "_embeds"))
+        "patched": {k: sorted(a for a in vars(m) if a in ("forward", "attention", "_embeds", "_pos_embed"))
                     for k, m in model.named_modules()},
-        "pos": model.visual.positional_embedding.data_ptr(),
     }
+
+
+def assert_model_unchanged(before: dict, after: dict) -> None:
+    for key in before:
+        if key == "state":
+            assert before["state"].keys() == after["state"].keys()
+            for name, value in before["state"].items():
+                assert torch.equal(after["state"][name], value), name
+        elif key == "grads":
+            assert all(after["grads"][k] is v for k, v in before["grads"].items())
+        else:
+            assert after[key] == before[key], key
 
 
 @pytest.fixture

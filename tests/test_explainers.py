@@ -5,7 +5,7 @@ import torch
 
 import eval as eval_cli
 from avlegrad.explain import create_explainer, list_explainers
-from conftest import make_tiny_clip, model_snapshot
+from conftest import assert_model_unchanged, make_tiny_clip, model_snapshot
 from reference import REFERENCES
 
 BASELINES = sorted(REFERENCES)
@@ -60,11 +60,7 @@ def test_model_left_exactly_as_found(name):
     model = make_tiny_clip(seed=14).train()
     before = model_snapshot(model)
     create_explainer(name, model)(torch.randn(2, 3, 40, 32), torch.randn(2, 2, 32))
-    after = model_snapshot(model)
-    for key in ("requires_grad", "grads", "training", "hooks", "patched", "pos"):
-        assert after[key] == before[key], key
-    for k, v in before["state"].items():
-        assert torch.equal(after["state"][k], v), k
+    assert_model_unchanged(before, model_snapshot(model))
 
 
 def test_eval_runs_every_method_in_one_pass(tmp_path, capsys):

@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from avlegrad import LeGrad
 from avlegrad.explain.vit import UnsupportedModelError
-from conftest import make_tiny_clip, model_snapshot
+from conftest import assert_model_unchanged, make_tiny_clip, model_snapshot
 from reference import reference_forward, reference_maps
 
 
@@ -150,15 +150,7 @@ def test_model_left_exactly_as_found(train_mode):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         explainer(probe, torch.randn(2, 32))
 
-    after = model_snapshot(model)
-    assert after["requires_grad"] == before["requires_grad"]
-    assert all(g is None for g in after["grads"].values())
-    assert after["training"] == before["training"]
-    assert after["hooks"] == before["hooks"]
-    assert after["patched"] == before["patched"]
-    assert after["pos"] == before["pos"]
-    for k, v in before["state"].items():
-        assert torch.equal(after["state"][k], v), k
+    assert_model_unchanged(before, model_snapshot(model))
     model.eval()
     with torch.no_grad():
         assert torch.equal(model.encode_image(probe), before_out)

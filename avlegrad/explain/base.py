@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .vit import OpenCLIPViT
+from .vit import SUPPORTED_MODELS, OpenCLIPViT, UnsupportedModelError, adapter_for
 
 
 def min_max_normalize(maps: torch.Tensor) -> torch.Tensor:
@@ -19,23 +19,34 @@ class Explainer:
 
     Call with ``images`` ``[B, 3, H, W]`` (already normalised for the model) and ``targets``
     ``[B, D]`` (one embedding per image) or ``[B, K, D]`` (K per image), in the model's
-    embedding space; they need not be unit vectors. Returns detached float32 maps on the
+    embedding space; they need not be unit vectors. For a classifier, targets may instead be
+    class indices, ``[B]`` or ``[B, K]`` (integer tensors). Returns detached float32 maps on the
     images' device, ``[B, H, W]`` or ``[B, K, H, W]``, each min-max normalised to [0, 1].
     The model is only read, never changed.
     """
 
+    families: tuple = (OpenCLIPViT,)  # the model families this method is defined for
+
     def __init__(self, model):
-        self.vit = OpenCLIPViT(model)
+        self.vit = adapter_for(model)
+        if not isinstance(self.vit, self.families):
+            raise UnsupportedModelError(
+                f"{type(self).__name__} is defined for {', '.join(f.__name__ for f in self.families)} models, "
+                f"not for a {type(self.vit).__name__}; LeGrad supports: {SUPPORTED_MODELS}")
 
     def explain_grid(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Unnormalised maps on the patch grid, ``[B, K, gh, gw]``; ``targets`` are unit ``[B, K, D]``."""
+        """Unnormalised maps on the patch grid, ``[B, K, gh, gw]``; ``targets`` are unit
+        embeddings ``[B, K, D]`` or class indices ``[B, K]``."""
         raise NotImplementedError
 
     def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         one_target = self._check(images, targets)
         # inference_mode off: explainers need autograd even when the caller evaluates under it
         with torch.inference_mode(False):
-            targets = F.normalize(targets.to(images.device, torch.float32), dim=-1)
+            if targets.is_floating_point():
+                targets = F.normalize(targets.to(images.device, torch.float32), dim=-1)
+            else:
+                targets = targets.to(images.device, torch.long).clone()
             if one_target:
                 targets = targets.unsqueeze(1)
             grid_maps = self.explain_grid(images, targets).float()
@@ -53,6 +64,8 @@ class Explainer:
         if not images.is_floating_point():
             raise ValueError(f"images must be floating point (normalised for the model), got {images.dtype}")
         self.vit.grid(images.shape[-2], images.shape[-1])  # raises on a size the patches do not tile
+        if isinstance(targets, torch.Tensor) and not targets.is_floating_point() and not targets.is_complex():
+            return self._check_classes(images, targets)
         if not isinstance(targets, torch.Tensor) or targets.ndim not in (2, 3):
             shape = tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
             raise ValueError(f"targets must be a tensor [B, D] or [B, K, D], got {shape}")
@@ -70,3 +83,16 @@ class Explainer:
             raise ValueError("targets contain NaN/inf or all-zero embeddings; a target must be a "
                              "finite, non-zero embedding")
         return targets.ndim == 2
+
+    def _check_classes(self, images, targets) -> bool:
+        if self.vit.num_classes is None:
+            raise ValueError(f"integer targets are class indices, which {type(self).__name__} supports only for "
+                             f"timm classifiers without attention pooling; give embeddings [B, D] or "
+                             f"[B, K, D] of width {self.vit.embed_dim}")
+        if targets.ndim not in (1, 2) or targets.shape[0] != images.shape[0]:
+            raise ValueError(f"class targets must be [B] or [B, K] for {images.shape[0]} images, "
+                             f"got {tuple(targets.shape)}")
+        if targets.numel() and (targets.min() < 0 or targets.max() >= self.vit.num_classes):
+            raise ValueError(f"class indices must be in [0, {self.vit.num_classes - 1}], got "
+                             f"{int(targets.min())}..{int(targets.max())}")
+        return targets.ndim == 1

@@ -1,0 +1,55 @@
+"""Maps/s of every explainer on the same model, batch and dtype, beside a plain forward pass.
+
+    python benchmarks/explainers_speed.py --model ViT-B-16 --batch 64 --dtype bf16 --device cuda
+    python benchmarks/explainers_speed.py --model ViT-B-16 --batch 4 --dtype fp32 --device cpu --repeats 2
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from avlegrad.explain import create_explainer, list_explainers
+from legrad_speed import DTYPES, autocast, timed
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="ViT-B-16", help="open_clip model name (random weights)")
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--dtype", choices=DTYPES, default="bf16")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--methods", default=",".join(list_explainers()))
+    ap.add_argument("--repeats", type=int, default=10)
+    args = ap.parse_args(argv)
+
+    import open_clip
+
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    torch.manual_seed(0)
+    model = open_clip.create_model(args.model, pretrained=None).to(device).eval()
+    images = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    targets = torch.randn(args.batch, model.visual.output_dim, device=device)
+
+    def forward():
+        with torch.no_grad(), autocast(device, dtype):
+            model.visual(images)
+
+    forward_s = timed(forward, device, args.repeats)
+    print(f"# {args.model} {args.size}px batch {args.batch} {args.dtype} on {device}")
+    print(f"| method | maps/s | vs forward ({args.batch / forward_s:,.1f} images/s) |")
+    print("|---|---|---|")
+    for name in args.methods.split(","):
+        explainer = create_explainer(name, model)
+
+        def explain():
+            with autocast(device, dtype):
+                explainer(images, targets)
+
+        seconds = timed(explain, device, args.repeats)
+        print(f"| {name} | {args.batch / seconds:,.1f} | {forward_s / seconds:.0%} |")
+
+
+if __name__ == "__main__":
+    main()
