@@ -31,7 +31,7 @@ from .data import create_dataset
 from .data.datasets import collate_clips
 from .distributed import barrier, cleanup, device_for, init_distributed
 from .explain import create_explainer, list_explainers
-from .models import image_tensor, load_clip
+from .models import RANDOM_WEIGHTS, image_tensor, load_clip
 from .visualize import draw_boxes, overlay, save_image
 
 log = logging.getLogger("avlegrad")
@@ -207,19 +207,16 @@ def _load_models(opts: EvalOptions, device):
         raise ValueError(f"unknown target {opts.target!r}; choose audio or text")
 
     if encoder is not None and opts.model is None and opts.pretrained is None:
-        from .audio import create_clip_tower
-
-        spec = encoder.clip_tower_spec
-        model, _ = create_clip_tower(**spec, device=device)
-        import open_clip
-
-        name, pretrained, cfg = spec["model"], spec["pretrained"], open_clip.get_model_preprocess_cfg(model)
+        spec = encoder.clip_tower_spec  # the tower the encoder was trained against
+        name, pretrained = spec["model"], spec["pretrained"]
+        model, cfg = load_clip(name, pretrained, device=device, model_cfg=spec["model_cfg"],
+                               init_seed=spec["init_seed"])
     else:
         name = opts.model or "ViT-B-16"
         pretrained = opts.pretrained if opts.pretrained is not None else "openai"
         model, cfg = load_clip(name, pretrained, device=device)
         if encoder is not None:
-            encoder.check_pair(name, None if pretrained in ("none", "random", "") else pretrained)
+            encoder.check_pair(name, None if pretrained in RANDOM_WEIGHTS else pretrained)
     targets = AudioTargets(encoder) if encoder is not None else TextTargets(model, name, opts.prompt)
     return model, cfg, name, pretrained, targets
 

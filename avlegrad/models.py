@@ -15,43 +15,77 @@ class WeightsUnavailableError(RuntimeError):
     """Pretrained weights could not be found locally nor downloaded."""
 
 
-def load_clip(model_name: str, pretrained: str | None = None, device="cpu"):
-    """An open_clip CLIP model in eval mode, and its image preprocessing config.
+def load_clip(model_name: str, pretrained: str | None = None, device="cpu", model_cfg: dict | None = None,
+              init_seed: int = 0):
+    """An open_clip CLIP model in eval mode with frozen parameters, and its preprocessing config.
 
     ``model_name``: an open_clip name (``ViT-B-16``) or a path to an open_clip model-config JSON
-    (``{"embed_dim": ..., "vision_cfg": ..., "text_cfg": ...}``) for a custom architecture.
-    ``pretrained``: an open_clip tag (``openai``, ``laion2b_s32b_b79k``), a local checkpoint file,
-    or None/"none" for random weights (for tests and offline runs; a warning says so).
+    (``{"embed_dim": ..., "vision_cfg": ..., "text_cfg": ...}``); or any label when ``model_cfg``
+    (the keyword arguments of ``open_clip.CLIP``, ``"custom_text": true`` for ``CustomTextCLIP``)
+    describes the architecture. ``pretrained``: an open_clip tag (``openai``,
+    ``laion2b_s32b_b79k``), a local checkpoint file, or None/"none" for random weights, drawn
+    from ``init_seed`` without touching the caller's RNG (so a resumed, multi-process or later
+    run rebuilds the same model; a warning says the weights are random).
     """
     import open_clip
 
-    if str(model_name).endswith(".json"):
-        model_name = _register_config(model_name)
-    elif model_name not in open_clip.list_models():
-        raise ValueError(f"unknown open_clip model {model_name!r}; open_clip knows e.g. ViT-B-32, ViT-B-16, "
-                         f"ViT-L-14, ViT-H-14 (open_clip.list_models() lists all), or pass a model-config JSON")
     if pretrained in RANDOM_WEIGHTS:
         logging.getLogger("avlegrad").warning(
             "%s has RANDOM weights (pretrained=%r): maps and scores are not meaningful", model_name, pretrained)
         pretrained = None
-    elif not Path(pretrained).is_file() and pretrained not in open_clip.list_pretrained_tags_by_model(model_name):
+    if model_cfg is None:
+        if str(model_name).endswith(".json"):
+            model_name = _register_config(model_name)
+        elif model_name not in open_clip.list_models():
+            raise ValueError(f"unknown open_clip model {model_name!r}; open_clip knows e.g. ViT-B-32, ViT-B-16, "
+                             f"ViT-L-14, ViT-H-14 (open_clip.list_models() lists all), or pass a model-config JSON")
         tags = open_clip.list_pretrained_tags_by_model(model_name)
-        raise ValueError(f"pretrained={pretrained!r} is neither a file nor a tag of {model_name}; "
-                         f"its tags: {', '.join(tags) or 'none'}")
+        if pretrained is not None and not Path(pretrained).expanduser().is_file() and pretrained not in tags:
+            raise ValueError(f"pretrained={pretrained!r} is neither a file nor a tag of {model_name}; "
+                             f"its tags: {', '.join(tags) or 'none'}")
+    elif pretrained is not None and not Path(pretrained).expanduser().is_file():
+        raise ValueError(f"pretrained {pretrained!r}: with a custom model_cfg, pretrained must be a "
+                         f"state-dict file (or none for random weights)")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(init_seed))
+        if model_cfg is not None:
+            model = _build_from_cfg(model_cfg)
+            if pretrained is not None:
+                from .audio.factory import load_checkpoint_file
+
+                state = load_checkpoint_file(Path(pretrained).expanduser())
+                model.load_state_dict(state.get("state_dict", state))
+        else:
+            try:
+                model = open_clip.create_model(model_name, pretrained=pretrained)
+            except RuntimeError as e:
+                if "download" not in str(e).lower() and "not found" not in str(e).lower():
+                    raise
+                raise WeightsUnavailableError(
+                    f"cannot get the weights {pretrained!r} of {model_name} ({e}). Download them once on a "
+                    f"machine with internet (open_clip caches them under ~/.cache/huggingface), or pass the "
+                    f"path of a local checkpoint file as --pretrained") from None
+    model.requires_grad_(False)
+    model.eval().to(device)
+    # as open_clip's factory does, keep the full preprocessing config on the model (custom ones too)
+    from open_clip.model import set_model_preprocess_cfg
+    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+
+    cfg = merge_preprocess_dict(PreprocessCfg(), open_clip.get_model_preprocess_cfg(model))
+    set_model_preprocess_cfg(model, cfg)
+    return model, cfg
+
+
+def _build_from_cfg(model_cfg: dict):
+    import open_clip
+
+    cfg = dict(model_cfg)
+    custom_text = cfg.pop("custom_text", False)
+    cls = open_clip.CustomTextCLIP if custom_text else open_clip.CLIP
     try:
-        # random weights come from a fixed seed, so a resumed or multi-process run uses the same model
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = open_clip.create_model(model_name, pretrained=pretrained, device=device)
-    except RuntimeError as e:
-        if "download" not in str(e).lower() and "not found" not in str(e).lower():
-            raise
-        raise WeightsUnavailableError(
-            f"cannot get the weights {pretrained!r} of {model_name} ({e}). Download them once on a "
-            f"machine with internet (open_clip caches them under ~/.cache/huggingface), or pass the "
-            f"path of a local checkpoint file as --pretrained") from None
-    model.eval()
-    return model, open_clip.get_model_preprocess_cfg(model)
+        return cls(**cfg)
+    except TypeError as e:
+        raise ValueError(f"clip model_cfg {model_cfg!r} is not a valid open_clip {cls.__name__} config: {e}") from None
 
 
 def _register_config(path) -> str:

@@ -28,7 +28,7 @@ def main(argv=None):
 
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     torch.manual_seed(0)
-    model = open_clip.create_model(args.model, pretrained=None).to(device).eval()
+    model = open_clip.create_model(args.model, pretrained=None, force_image_size=args.size).to(device).eval()
     images = torch.randn(args.batch, 3, args.size, args.size, device=device)
     targets = torch.randn(args.batch, model.visual.output_dim, device=device)
 

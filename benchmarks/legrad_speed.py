@@ -62,7 +62,7 @@ def main(argv=None):
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
     torch.manual_seed(0)
-    model = open_clip.create_model(args.model, pretrained=None).to(device).eval()
+    model = open_clip.create_model(args.model, pretrained=None, force_image_size=args.size).to(device).eval()
     visual = model.visual
     images = torch.randn(args.batch, 3, args.size, args.size, device=device)
     targets = torch.randn(args.batch, visual.output_dim, device=device)

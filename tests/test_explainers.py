@@ -47,6 +47,15 @@ def test_batch_independence_and_one_target_form(tiny_clip, name):
     assert (alone - together[1]).abs().max().item() < 1e-6
 
 
+@pytest.mark.parametrize("name", BASELINES + ["legrad"])
+def test_frozen_model_gives_the_same_maps(tiny_clip, name):
+    torch.manual_seed(15)
+    images, targets = torch.randn(2, 3, 32, 32), torch.randn(2, 32)
+    expected = create_explainer(name, tiny_clip)(images, targets)
+    tiny_clip.requires_grad_(False)
+    torch.testing.assert_close(create_explainer(name, tiny_clip)(images, targets), expected)
+
+
 def test_target_free_methods_ignore_the_target(tiny_clip):
     torch.manual_seed(13)
     images = torch.randn(2, 3, 32, 32)

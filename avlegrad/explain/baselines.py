@@ -109,7 +109,8 @@ class CheferCAM(Explainer):
     def explain_grid(self, images, targets):
         vit = self.vit
         with torch.enable_grad():
-            x = vit.embed(images).detach()
+            # a leaf that requires grad: the graph to every A_l exists even for a frozen model
+            x = vit.embed(images).detach().requires_grad_(True)
             attentions = []
             for block in vit.blocks:
                 q, k, v = vit.qkv(block, x)

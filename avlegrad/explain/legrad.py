@@ -91,9 +91,9 @@ class LeGrad(Explainer):
                     embedding = F.normalize(vit.finish_pool(o).float(), dim=-1)
                     scores.append(torch.einsum("bd,bkd->bk", embedding, targets))
                 else:
-                    tokens = vit.finish_block(block, x, o)
-                    scores.append(vit.legrad_scores(tokens, targets))
-                    x = tokens.detach()  # the next block sees no graph: d s_m / d A_l = 0 for m != l
+                    # the next block sees no graph, so d s_m / d A_l = 0 for m != l
+                    x, layer_scores = vit.legrad_layer(block, x, o, targets)
+                    scores.append(layer_scores)
                 outputs.append(o)
                 values.append(v)
             total = torch.stack(scores).sum(dim=0)  # [B, K]; images are independent, so sum them too

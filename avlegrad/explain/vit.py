@@ -110,6 +110,12 @@ class ViTAdapter:
             x = self.block_forward(block, x)
         return x
 
+    def legrad_layer(self, block, x: torch.Tensor, o: torch.Tensor, targets: torch.Tensor):
+        """One explained block from its attention output ``o``: (its output tokens, detached;
+        LeGrad's per-layer scores ``[B, K]``, with the autograd graph back to ``o``)."""
+        tokens = self.finish_block(block, x, o)
+        return tokens.detach(), self.legrad_scores(tokens, targets)
+
     def legrad_scores(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """LeGrad's per-layer score of a block's output tokens: ``[B, K]``.
 
@@ -186,6 +192,10 @@ class OpenCLIPViT(ViTAdapter):
 
     def finish_block(self, block, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
         """The rest of the block after the per-head attention output ``o``: its output tokens."""
+        y = self._attention_residual(block, x, o)
+        return y + block.ls_2(block.mlp(block.ln_2(y)))
+
+    def _attention_residual(self, block, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
         attn = block.attn
         B, H, N, d = o.shape
         if getattr(attn, "head_scale", None) is not None:
@@ -196,8 +206,23 @@ class OpenCLIPViT(ViTAdapter):
         a = F.linear(a, attn.out_proj.weight, attn.out_proj.bias)
         if hasattr(block, "ln_attn"):
             a = block.ln_attn(a)
-        x = x + block.ls_1(a)
-        return x + block.ls_2(block.mlp(block.ln_2(x)))
+        return x + block.ls_1(a)
+
+    def legrad_layer(self, block, x: torch.Tensor, o: torch.Tensor, targets: torch.Tensor):
+        """As the base, but cheaper to differentiate, exactly: the score reads the MEAN of the
+        block's tokens, and the MLP's last layer (and LayerScale) are affine, so
+        ``mean(y + ls(W h + b)) = mean(y) + ls(W mean(h) + b)``. The graph then holds that layer
+        on one vector per image instead of every token: its backward costs almost nothing."""
+        mlp = block.mlp
+        if not (isinstance(mlp, nn.Sequential) and isinstance(mlp[-1], nn.Linear)):
+            return super().legrad_layer(block, x, o, targets)
+        y = self._attention_residual(block, x, o)
+        hidden = mlp[:-1](block.ln_2(y))
+        with torch.no_grad():
+            tokens = y + block.ls_2(mlp[-1](hidden))
+        pooled = y.mean(dim=1) + block.ls_2(mlp[-1](hidden.mean(dim=1)))
+        embedding = F.normalize(self._project(self.visual.ln_post(pooled)).float(), dim=-1)
+        return tokens, torch.einsum("bd,bkd->bk", embedding, targets)
 
     def layer_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
         """LeGrad's per-layer embedding, as the official code: ``ln_post(mean of ALL tokens) @ proj``."""
