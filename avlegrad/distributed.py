@@ -1,13 +1,13 @@
 """torchrun support: one process per device, each working on its own shard.
 
-Launched plainly (``python eval.py``) everything runs in one process; launched with
-``torchrun --nproc_per_node N`` the process group is created from torchrun's environment
-(nccl on CUDA, gloo on CPU).
+Launched plainly (``python eval.py``, ``python train.py``) everything runs in one process;
+launched with ``torchrun --nproc_per_node N`` the process group is created from torchrun's
+environment (nccl on CUDA, gloo on CPU).
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -18,6 +18,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def is_main(self) -> bool:
@@ -27,33 +28,28 @@ class DistInfo:
     def enabled(self) -> bool:
         return self.world_size > 1
 
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
 
-def init_distributed(device: str | None = None) -> DistInfo:
-    """Join torchrun's process group if launched by torchrun; a no-op otherwise."""
+
+def init_distributed(device: str | None = None, backend: str | None = None) -> DistInfo:
+    """This process's rank and device; joins torchrun's process group when launched by torchrun.
+
+    ``device``: None picks CUDA when available; ``"cuda"`` means ``cuda:<local rank>``.
+    ``backend``: None picks nccl on CUDA, gloo on CPU.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-    if not dist.is_initialized():
-        use_cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
-        if use_cuda:
-            torch.cuda.set_device(info.local_rank)
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return info
-
-
-def device_for(info: DistInfo, device: str | None) -> torch.device:
-    """The device of this process: ``cuda`` becomes ``cuda:<local rank>`` under torchrun."""
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and info.enabled:
-        return torch.device("cuda", info.local_rank)
-    return torch.device(device)
-
-
-def barrier(info: DistInfo) -> None:
-    if info.enabled:
-        dist.barrier()
+    device = torch.device("cuda", local_rank) if device == "cuda" else torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    info = DistInfo(rank, world, local_rank, device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend or ("nccl" if device.type == "cuda" else "gloo"))
+    return info
 
 
 def all_gather_objects(info: DistInfo, obj) -> list:

@@ -16,6 +16,16 @@ CHUNK = 1 << 20
 TIMEOUT_S = 60
 
 
+CACHE_ENV = "AVLEGRAD_CACHE"
+
+
+def cache_root() -> Path:
+    """The project's cache: ``$AVLEGRAD_CACHE``, else ``~/.cache/avlegrad`` (annotations/,
+    targets/ of training runs, weights/)."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "avlegrad"
+
+
 class DownloadError(RuntimeError):
     """A download failed (network, HTTP status) or its checksum did not match."""
 

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from . import metrics
 from .data import create_dataset
 from .data.datasets import collate_clips
-from .distributed import barrier, cleanup, device_for, init_distributed
+from .distributed import cleanup, init_distributed
 from .explain import create_explainer, list_explainers
 from .models import RANDOM_WEIGHTS, image_tensor, load_clip
 from .visualize import draw_boxes, overlay, save_image
@@ -237,7 +237,7 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
                          f"{', '.join(list_explainers() + [BASELINE])}")
     if opts.dtype not in DTYPES:
         raise ValueError(f"unknown dtype {opts.dtype!r}; choose from {', '.join(DTYPES)}")
-    device = device_for(dist, opts.device)
+    device = dist.device
     methods = [m for m in opts.methods if m != BASELINE]
     needs_model = bool(methods)
 
@@ -248,7 +248,7 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
     image_size = opts.image_size or (cfg["size"][0] if cfg else 224)
     settings = _settings(opts, name, pretrained, image_size)
     out = _prepare_run_folder(opts, settings, dist.is_main)
-    barrier(dist)
+    dist.barrier()
 
     sample_rate = targets.encoder.sample_rate if isinstance(targets, AudioTargets) else 16000
     dataset = create_dataset(opts.dataset, opts.root or default_root(opts.dataset), split=opts.split,
@@ -300,7 +300,7 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
             os.fsync(sink.fileno())
             bar.update(len(records) + len(skipped))
 
-    barrier(dist)  # every rank has finished writing before rank 0 merges
+    dist.barrier()  # every rank has finished writing before rank 0 merges
     if not dist.is_main:
         return None
     summary = _merge_and_summarise(out, dataset, opts.methods, settings)

@@ -129,7 +129,7 @@ def test_download_annotations_refuses_a_bad_checksum(annotations_script, tmp_pat
     monkeypatch.setenv("AVLEGRAD_CACHE", str(cache))
     assert module.main(["--base-url", base, "--quiet"]) == 1
     assert "sha256 mismatch" in capsys.readouterr().err
-    assert not (cache / "vggss" / "vggss.json").exists()
+    assert not (cache / "annotations" / "vggss" / "vggss.json").exists()
     assert not any(p.name.startswith(".vggss.json") for p in cache.rglob("*"))  # no temp file either
     with pytest.raises(DownloadError, match="vggss.json"):
         module.download_annotations(cache, base_url=base, progress=False)

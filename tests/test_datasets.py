@@ -137,12 +137,12 @@ def test_annotation_lookup_order(tmp_path, monkeypatch):
     root.mkdir()
     with pytest.raises(AnnotationNotFoundError, match="python data/download_annotations.py") as info:
         find_annotation("vggss.json", "vggss", root=root)
-    assert str(cache / "vggss" / "vggss.json") in str(info.value)
+    assert str(cache / "annotations" / "vggss" / "vggss.json") in str(info.value)
 
-    for path in (cache / "vggss" / "vggss.json", root / "metadata" / "vggss.json", explicit / "vggss.json"):
+    for path in (cache / "annotations" / "vggss" / "vggss.json", root / "metadata" / "vggss.json", explicit / "vggss.json"):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("[]")
-    assert find_annotation("vggss.json", "vggss", root=tmp_path / "empty") == cache / "vggss" / "vggss.json"
+    assert find_annotation("vggss.json", "vggss", root=tmp_path / "empty") == cache / "annotations" / "vggss" / "vggss.json"
     assert find_annotation("vggss.json", "vggss", root=root) == root / "metadata" / "vggss.json"
     assert find_annotation("vggss.json", "vggss", root=root, annotations=explicit) == explicit / "vggss.json"
     assert find_annotation("vggss.json", "vggss", annotations=explicit / "vggss.json") == explicit / "vggss.json"
@@ -155,8 +155,8 @@ def test_annotation_lookup_order(tmp_path, monkeypatch):
 def test_vggsound_splits_and_cache(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("AVLEGRAD_CACHE", str(cache))
-    (cache / "vggss").mkdir(parents=True)
-    write_vggss(cache / "vggss", [entry("aaaaaaaaaaa_000001"), entry("bbbbbbbbbbb_000002")],
+    (cache / "annotations" / "vggss").mkdir(parents=True)
+    write_vggss(cache / "annotations" / "vggss", [entry("aaaaaaaaaaa_000001"), entry("bbbbbbbbbbb_000002")],
                 ids=["bbbbbbbbbbb_000002"], name="vggss_heard_test.csv")
     root = tmp_path / "clips"
     root.mkdir()

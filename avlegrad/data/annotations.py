@@ -9,7 +9,7 @@ Files (formats in ``../shared/docs/benchmarks.md``):
 
 Lookup order for a file: the explicit ``annotations`` path (a file, or a directory searched like
 a root), else ``<root>/<name>`` / ``<root>/metadata/<name>``, else the cache
-``~/.cache/avlegrad/annotations/<dataset>/<name>`` (``$AVLEGRAD_CACHE`` overrides the cache
+``~/.cache/avlegrad/annotations/<dataset>/<name>`` (``$AVLEGRAD_CACHE`` overrides ``~/.cache/avlegrad``
 directory), which ``python data/download_annotations.py`` fills.
 """
 from __future__ import annotations
@@ -17,14 +17,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..download import cache_root
 from ..metrics import EVAL_SIZE, flickr_box_pixels, vggss_box_pixels
 
-CACHE_ENV = "AVLEGRAD_CACHE"
 DOWNLOAD_COMMAND = "python data/download_annotations.py"
 # A VGG-SS coordinate outside this range is not a slightly sloppy annotation but garbage
 # (the published file holds -2.88e16 in 12 boxes).
@@ -38,9 +37,9 @@ class AnnotationNotFoundError(FileNotFoundError):
 
 
 def cache_dir() -> Path:
-    """Where downloaded annotations live: ``$AVLEGRAD_CACHE`` or ``~/.cache/avlegrad/annotations``."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "avlegrad" / "annotations"
+    """Where downloaded annotations live: ``<cache>/annotations`` (the cache is ``$AVLEGRAD_CACHE``,
+    else ``~/.cache/avlegrad``)."""
+    return cache_root() / "annotations"
 
 
 def _candidates(directory: Path, name: str, dataset: str) -> list[Path]:

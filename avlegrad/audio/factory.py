@@ -1,0 +1,184 @@
+"""Registry of audio encoders and ``create_audio_encoder``, in the open_clip / timm style.
+
+Adding an encoder is one decorated builder::
+
+    @register_audio_encoder("wav2clip")
+    def wav2clip(checkpoint=None, **kwargs) -> AudioEncoder: ...
+
+A builder returns an :class:`AudioEncoder`. If it takes a ``checkpoint`` argument it loads that
+file itself (pretrained weights in their published format); otherwise ``create_audio_encoder``
+loads an avlegrad checkpoint (written by ``train.py``) or a plain state dict into what it built.
+
+Checkpoint files are read with ``torch.load(weights_only=True)``: tensors and plain Python only.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .base import AudioEncoder
+
+CHECKPOINT_FORMAT = "avlegrad.audio_encoder"
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+
+_REGISTRY: dict[str, Callable[..., AudioEncoder]] = {}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, truncated or not what was expected."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def register_audio_encoder(name: str | Callable | None = None):
+    """Decorator registering a builder under ``name`` (default: the function's name)."""
+
+    def decorate(fn):
+        key = name if isinstance(name, str) else fn.__name__
+        old = _REGISTRY.get(key)
+        if old is not None and (old.__module__, old.__qualname__) != (fn.__module__, fn.__qualname__):
+            raise ValueError(f"audio encoder {key!r} is already registered by {old.__module__}.{old.__qualname__}")
+        _REGISTRY[key] = fn
+        return fn
+
+    return decorate(name) if callable(name) else decorate
+
+
+def list_audio_encoders() -> list[str]:
+    """Registered encoder names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def _is_checkpoint_path(name: str) -> bool:
+    return os.path.isfile(name) or name.endswith(CHECKPOINT_SUFFIXES) or os.sep in name
+
+
+def load_checkpoint_file(path) -> dict:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "checkpoint file not found")
+    try:
+        with warnings.catch_warnings():  # garbage bytes also trigger a pickle-protocol warning
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # zip, pickle, EOF and unpickler errors all mean: not a readable checkpoint
+        message = str(e)
+        global_ = re.search(r"Unsupported global: ([^\n]+)", message)
+        if global_:  # a readable pickle of Python objects, e.g. a whole model saved with torch.save
+            name = global_.group(1).split(" was not")[0].strip()
+            reason = (f"holds objects other than tensors and plain Python types ({name}); "
+                      "avlegrad reads checkpoints with torch.load(weights_only=True) only")
+        else:
+            detail = re.search(r"WeightsUnpickler error: \s*([^\n]+)", message)
+            detail = detail.group(1) if detail else (message.strip().splitlines() or [""])[0]
+            reason = (f"cannot read checkpoint ({path.stat().st_size} bytes): the file is corrupt or "
+                      f"truncated ({type(e).__name__}: {detail.strip()[:200]})")
+        raise CheckpointError(path, reason) from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(path, f"expected a dict (a state dict or a checkpoint), found {type(obj).__name__}")
+    return obj
+
+
+def save_checkpoint_file(obj: dict, path) -> None:
+    """``torch.save`` atomically: write a temporary file next to ``path``, then rename it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def encoder_spec(encoder: AudioEncoder) -> dict:
+    """``{"name", "kwargs"}``: what ``create_audio_encoder`` needs to rebuild this encoder."""
+    name = getattr(encoder, "registry_name", None)
+    if name is None:
+        raise ValueError(f"{type(encoder).__name__} was not made by create_audio_encoder; "
+                         "its rebuild recipe is unknown")
+    return {"name": name, "kwargs": dict(getattr(encoder, "config", {}))}
+
+
+def encoder_checkpoint(encoder: AudioEncoder, **extra) -> dict:
+    """A checkpoint dict that ``create_audio_encoder(path)`` reads back (plain tensors only)."""
+    state = {k: v.detach().to("cpu").clone() for k, v in encoder.state_dict().items()}
+    return {"format": CHECKPOINT_FORMAT, "version": 1, "encoder": encoder_spec(encoder),
+            "state_dict": state, **extra}
+
+
+def _takes_checkpoint(builder) -> bool:
+    return "checkpoint" in inspect.signature(builder).parameters
+
+
+def _unknown(name: str) -> ValueError:
+    return ValueError(f"unknown audio encoder {name!r}: registered encoders are {list_audio_encoders()}; "
+                      "or give the path of a checkpoint written by train.py")
+
+
+def create_audio_encoder(name: str, checkpoint=None, device=None, **kwargs) -> AudioEncoder:
+    """Build a registered audio encoder, optionally with weights; returned in eval mode on ``device``.
+
+    ``name``: a registered name (see ``list_audio_encoders()``) or the path of a checkpoint
+    written by ``train.py`` (the encoder is rebuilt from the recipe stored inside).
+    ``checkpoint``: weights for ``name``: an avlegrad checkpoint (its stored builder arguments
+    are used, updated by ``kwargs``) or a plain state dict. ``kwargs`` go to the builder.
+    """
+    name = str(name)
+    ckpt = None
+    if name not in _REGISTRY:
+        if not _is_checkpoint_path(name):
+            raise _unknown(name)
+        if checkpoint is not None:
+            raise ValueError(f"create_audio_encoder({name!r}, checkpoint={str(checkpoint)!r}): give a checkpoint "
+                             "either as the name or as checkpoint=, not both")
+        checkpoint, ckpt = name, load_checkpoint_file(name)
+        if "encoder" not in ckpt:
+            raise CheckpointError(name, "is not an avlegrad audio-encoder checkpoint (no 'encoder' entry); "
+                                  "name the encoder: create_audio_encoder(NAME, checkpoint=PATH)")
+        name = ckpt["encoder"]["name"]
+        if name not in _REGISTRY:
+            raise CheckpointError(checkpoint, f"was written for audio encoder {name!r}, which is not registered "
+                                  f"(registered: {list_audio_encoders()})")
+    builder = _REGISTRY[name]
+
+    if checkpoint is not None and _takes_checkpoint(builder):
+        encoder = builder(checkpoint=checkpoint, **kwargs)
+        build_kwargs = dict(kwargs)
+    else:
+        state = None
+        build_kwargs = dict(kwargs)
+        if checkpoint is not None:
+            ckpt = ckpt if ckpt is not None else load_checkpoint_file(checkpoint)
+            if "encoder" in ckpt:
+                stored = ckpt["encoder"]
+                if stored["name"] != name:
+                    raise CheckpointError(checkpoint, f"holds audio encoder {stored['name']!r}, not {name!r}")
+                build_kwargs = {**stored.get("kwargs", {}), **kwargs}
+            state = ckpt.get("state_dict", ckpt)
+        encoder = builder(**build_kwargs)
+        if state is not None:
+            try:
+                encoder.load_state_dict(state)
+            except RuntimeError as e:
+                raise CheckpointError(checkpoint, f"weights do not fit audio encoder {name!r} built with "
+                                      f"{build_kwargs}: {e}") from None
+    if not isinstance(encoder, AudioEncoder):
+        raise TypeError(f"builder of audio encoder {name!r} returned {type(encoder).__name__}, not an AudioEncoder")
+    encoder.registry_name = name
+    if not hasattr(encoder, "config"):
+        encoder.config = build_kwargs
+    if device is not None:
+        encoder.to(device)
+    return encoder.eval()

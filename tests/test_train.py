@@ -1,0 +1,243 @@
+"""train.py end to end on clips written here: learning, kill-and-resume, DDP on CPU, refusals."""
+import csv
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from avlegrad.audio import create_audio_encoder, create_clip_tower
+from avlegrad.data.media import write_audio, write_video
+from avlegrad.distributed import DistInfo
+from avlegrad.training import (EpochBatchSampler, apply_override, compute_targets, load_clip_frames,
+                               load_config, locate_clips, split_ids)
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tiny_cpu.yaml"
+# each class: a frame colour and a tone pitch, so audio -> image retrieval is learnable
+COLOURS = [(230, 40, 40), (40, 200, 60), (50, 80, 230), (235, 215, 40), (210, 50, 210), (40, 210, 210),
+           (250, 140, 20), (120, 120, 120)]
+PITCHES = [220, 330, 500, 750, 1100, 1650, 2500, 3700]
+
+
+def _load_train_script():
+    spec = importlib.util.spec_from_file_location("train_script", REPO / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train_script = _load_train_script()
+
+
+def make_clips(root: Path, per_class: int = 5, seconds: float = 1.5, sr: int = 16000) -> list[str]:
+    """Clips in both layouts (prepared jpg + wav for even j, raw mp4 for odd j), plus broken ones."""
+    rng = np.random.default_rng(0)
+    ids = []
+    (root / "frames").mkdir(parents=True)
+    for k, (colour, pitch) in enumerate(zip(COLOURS, PITCHES)):
+        for j in range(per_class):
+            clip_id = f"c{k}_{j:02d}"
+            frame = np.clip(np.array(colour)[None, None] + rng.normal(0, 10, (64, 64, 3)), 0, 255).astype(np.uint8)
+            t = np.arange(int(seconds * sr)) / sr
+            audio = 0.4 * np.sin(2 * np.pi * pitch * rng.uniform(0.97, 1.03) * t) + rng.normal(0, 0.01, len(t))
+            if j % 2:
+                write_video(root / "videos" / f"{clip_id}.mp4", [frame] * 4, 8, audio=audio, sample_rate=sr)
+            else:
+                Image.fromarray(frame).save(root / "frames" / f"{clip_id}.jpg")
+                write_audio(root / "audio" / f"{clip_id}.wav", audio, sr)
+            ids.append(clip_id)
+    (root / "videos" / "broken_video.mp4").write_bytes(b"not a video" * 100)  # frames fail: skipped early
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(root / "frames" / "broken_audio.jpg")
+    (root / "audio" / "broken_audio.wav").write_bytes(b"RIFF garbage")  # audio fails: skipped in the loader
+    return ids + ["broken_video", "broken_audio", "missing_clip"]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("clips")
+    ids = make_clips(root)
+    val = [f"c{k}_{3 + k % 2:02d}" for k in range(len(COLOURS))]  # one clip per class, both layouts
+    (root / "train.txt").write_text("# clip ids\n" + "\n".join(i for i in ids if i not in val) + "\n")
+    (root / "val.txt").write_text("\n".join(val) + "\n")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # the CPU is shared: one intra-op thread avoids oversubscription (and keeps runs comparable)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def cache_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("AVLEGRAD_CACHE", str(tmp_path / "cache"))  # never the user's ~/.cache
+    return tmp_path / "cache"
+
+
+def args_for(clips, out, *extra):
+    return ["--config", str(TINY), "--set", f"data.root={clips}", "--set", f"data.train_list={clips / 'train.txt'}",
+            "--set", f"data.val_list={clips / 'val.txt'}", "--set", f"output_dir={out}",
+            "--set", f"data.targets_cache={out.parent / 'targets'}", *extra]
+
+
+def read_rows(out: Path, split: str) -> list[dict]:
+    with open(out / "log.csv", newline="") as f:
+        return [row for row in csv.DictReader(f) if row["split"] == split]
+
+
+def test_training_learns_and_resumes_bit_for_bit(clips, tmp_path):
+    # --- an uninterrupted run ---------------------------------------------------------------
+    full = tmp_path / "full"
+    summary = train_script.main(args_for(clips, full))
+    steps = summary["step"]
+    # 35 listed: missing_clip has no files, broken_video no frame; broken_audio is dropped by the loader
+    assert summary["num_train_clips"] == 33 and summary["num_val_clips"] == 8
+    assert summary["finished"] and steps == 6 * (33 // 8)  # 6 epochs of batches of 8
+    losses = [float(r["loss"]) for r in read_rows(full, "train")]
+    assert len(losses) == steps and np.mean(losses[-3:]) < 0.6 * np.mean(losses[:3])
+    val = read_rows(full, "val")
+    assert int(val[-1]["clips"]) == 8 and float(val[-1]["r1"]) >= 0.5  # chance: 1/8
+    log_text = (full / "train.log").read_text()
+    for reason in ("skipped missing_clip", "skipped broken_video", "skipped clip broken_audio",
+                   "cannot check that no VGG-SS test clip"):
+        assert reason in log_text
+    assert {p.name for p in (full / "checkpoints").iterdir()} == {"last.pt", "best.pt", "final.pt"}
+
+    # --- the final checkpoint is the trained encoder, with what rebuilds its tower -------------
+    final = full / "checkpoints" / "final.pt"
+    encoder = create_audio_encoder(str(final))
+    same = create_audio_encoder("timm", checkpoint=final)
+    assert not encoder.training and encoder.clip_model == "tiny-random-vit" and encoder.clip_pretrained is None
+    x = torch.randn(2, 16000)
+    with torch.no_grad():
+        assert torch.equal(encoder(x), same(x))
+    cfg = load_config(TINY, [f"data.root={clips}", f"data.train_list={clips / 'train.txt'}",
+                             f"data.val_list={clips / 'val.txt'}"])
+    val_clips, _ = locate_clips(clips, split_ids(cfg)[1])
+    tower, preprocess = create_clip_tower(**encoder.clip_tower_spec)
+    encoder.check_pair("tiny-random-vit", None)
+    with torch.no_grad():
+        images = tower.encode_image(torch.stack([preprocess(Image.fromarray(load_clip_frames(c, 1)[0]))
+                                                 for c in val_clips]), normalize=True)
+    sounds = encoder.embed_files([c.audio or c.video for c in val_clips], duration=1.0)
+    r1 = ((sounds @ images.t()).argmax(1) == torch.arange(len(val_clips))).float().mean().item()
+    assert r1 >= 0.5
+
+    # --- stopped after 4 steps, ran on to 5 and "killed" there, resumed from the step-4 save ---
+    part = tmp_path / "part"
+    assert train_script.main(args_for(clips, part, "--set", "train.max_steps=4"))["step"] == 4
+    saved_at_4 = tmp_path / "at4.pt"
+    shutil.copy(part / "checkpoints" / "last.pt", saved_at_4)
+    train_script.main(args_for(clips, part, "--resume", "--set", "train.max_steps=5"))
+    assert len(read_rows(part, "train")) == 5
+    shutil.copy(saved_at_4, part / "checkpoints" / "last.pt")  # the kill: work after step 4 is lost
+    summary = train_script.main(["--config", str(TINY), "--set", f"output_dir={part}", "--resume",
+                                 "--set", "train.max_steps=null"])
+    assert summary["finished"] and summary["step"] == steps
+    assert "read from cache" in (part / "train.log").read_text()  # targets computed once
+    assert (full / "log.csv").read_text() == (part / "log.csv").read_text()
+    a = torch.load(full / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(part / "checkpoints" / "last.pt", weights_only=True)
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert torch.equal(a["train_state"]["logit_scale"], b["train_state"]["logit_scale"])
+    opt_a, opt_b = a["train_state"]["optimizer"]["state"], b["train_state"]["optimizer"]["state"]
+    assert all(torch.equal(opt_a[i]["exp_avg_sq"], opt_b[i]["exp_avg_sq"]) for i in opt_a)
+
+
+def test_targets_cache_is_keyed_by_frame_settings(clips, tmp_path):
+    cfg = load_config(TINY, [f"data.root={clips}", f"data.train_list={clips / 'train.txt'}",
+                             f"data.targets_cache={tmp_path / 't'}"])
+    found, _ = locate_clips(clips, ["c0_00", "c0_01", "c1_01", "broken_video"])
+    kept, one = compute_targets(found, cfg, DistInfo(), "train")
+    assert [c.clip_id for c in kept] == ["c0_00", "c0_01", "c1_01"] and one.shape == (3, 32)
+    assert torch.allclose(one.norm(dim=1), torch.ones(3))
+    files = sorted((tmp_path / "t").iterdir())
+    stamp = files[0].stat().st_mtime_ns
+    _, again = compute_targets(found, cfg, DistInfo(), "train")
+    assert torch.equal(again, one) and files[0].stat().st_mtime_ns == stamp
+    apply_override(cfg, "data.frames_per_clip=3")
+    _, three = compute_targets(found, cfg, DistInfo(), "train")
+    assert len(list((tmp_path / "t").iterdir())) == 2  # a new key, a new file
+    assert torch.allclose(three[0], one[0])  # a prepared clip has its one frame; these videos are static
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_gloo_run(clips, tmp_path, cache_home):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "AVLEGRAD_CACHE": str(cache_home)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           str(REPO / "train.py"), *args_for(clips, out, "--set", "train.batch_size=4", "--set", "train.epochs=2")]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count(": checkpoint ") == 1  # only rank 0 reports
+    assert "[rank 1]" not in (out / "train.log").read_text()  # rank 0 writes the logs
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["train_state"]["world"] == 2 and len(ckpt["train_state"]["per_rank"]) == 2
+    encoder = create_audio_encoder(str(out / "checkpoints" / "final.pt"))
+    assert encoder.embed_dim == 32 and not encoder.training
+    steps_per_epoch = 33 // 2 // 4  # usable train clips, 2 processes, batches of 4
+    assert ckpt["train_state"]["step"] == 2 * steps_per_epoch == len(read_rows(out, "train"))
+
+
+def test_vggss_test_ids_are_refused(clips, tmp_path, cache_home):
+    entries = [{"file": name, "class": "x", "bbox": [[0, 0, 1, 1]]} for name in ("c3_01", "c5_02", "not_ours")]
+    default = cache_home / "annotations" / "vggss" / "vggss.json"  # where download_annotations.py puts it
+    default.parent.mkdir(parents=True)
+    default.write_text(json.dumps(entries))
+    with pytest.raises(ValueError, match=r"2 of \d+ clips are VGG-SS test clips.*c3_01"):
+        train_script.main(args_for(clips, tmp_path / "a"))
+    default.unlink()
+    explicit = tmp_path / "vggss.json"
+    explicit.write_text(json.dumps(entries[:1]))
+    with pytest.raises(ValueError, match="1 of"):
+        train_script.main(args_for(clips, tmp_path / "b", "--set", f"data.vggss_annotations={explicit}"))
+    with pytest.raises(FileNotFoundError, match="vggss_annotations"):
+        train_script.main(args_for(clips, tmp_path / "c", "--set", f"data.vggss_annotations={tmp_path / 'no.json'}"))
+
+
+def test_config_errors_and_overrides(tmp_path):
+    cfg = load_config(TINY, ["train.lr=1e-4", "encoder.frontend.n_mels=16", "data.val_list=null"])
+    assert cfg["train"]["lr"] == 1e-4 and cfg["encoder"]["frontend"] == {"n_fft": 512, "hop_length": 160, "n_mels": 16}
+    assert cfg["encoder"]["backbone"] == "test_convnext"  # a nested override keeps its siblings
+    cfg = load_config(TINY, ["encoder.backbone_kwargs.drop_path_rate=0.1", "clip.model_cfg.vision_cfg.width=128"])
+    assert cfg["encoder"]["backbone_kwargs"] == {"drop_path_rate": 0.1}
+    assert cfg["clip"]["model_cfg"]["vision_cfg"] == {"image_size": 32, "patch_size": 8, "width": 128, "layers": 2,
+                                                      "head_width": 16}
+    assert cfg["data"]["val_list"] is None and cfg["clip"]["model_cfg"]["embed_dim"] == 32
+    with pytest.raises(ValueError, match="unknown config key 'train.lrr'"):
+        load_config(TINY, ["train.lrr=1"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  roots: x\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: unknown config key 'data.roots'"):
+        load_config(bad)
+    with pytest.raises(ValueError, match="key=value"):
+        load_config(TINY, ["train.lr"])
+
+
+def test_batches_are_sharded_and_reproducible():
+    def epoch_batches(rank, world, epoch, start=0):
+        return list(EpochBatchSampler(23, 3, 3, seed=5, epoch=epoch, rank=rank, world=world, start=start))
+
+    shards = [epoch_batches(r, 2, epoch=1) for r in range(2)]
+    seen = [i for shard in shards for b in shard for _, i in b]
+    assert len(seen) == len(set(seen)) == 18
+    assert epoch_batches(0, 2, 1) == shards[0] and epoch_batches(0, 2, 2) != shards[0]
+    assert epoch_batches(0, 2, 1, start=1) == shards[0][1:]

@@ -1,0 +1,35 @@
+#!/usr/bin/env python
+"""Train an audio encoder into a frozen CLIP image space.
+
+    python train.py --config configs/tiny_cpu.yaml
+    python train.py --config configs/audio_resnet18_vggsound.yaml --set train.lr=5e-4 --set data.num_workers=16
+    python train.py --config configs/audio_resnet18_vggsound.yaml --resume     # continue from checkpoints/last.pt
+    torchrun --nproc_per_node 4 train.py --config configs/audio_resnet18_vggsound.yaml
+
+The config keys and their meaning: avlegrad/training.py (DEFAULTS) and docs/training.md.
+"""
+import argparse
+
+from avlegrad.training import run
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML run config (see configs/)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.epochs=5 (repeatable)")
+    parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
+                        help="continue a run: from CHECKPOINT, or without a value from "
+                             "<output_dir>/checkpoints/last.pt (a new run if there is none); the checkpoint's "
+                             "config is used, --set still applies")
+    args = parser.parse_args(argv)
+    if args.config is None and args.resume in (None, "auto"):
+        parser.error("give --config FILE (or --resume CHECKPOINT)")
+    summary = run(args.config, args.set, args.resume)
+    if summary["rank"] == 0:
+        print(f"step {summary['step']}: checkpoint {summary['checkpoint']}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
