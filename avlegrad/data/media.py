@@ -203,11 +203,12 @@ def load_frame(path, time: float | None = None) -> np.ndarray:
 
 
 def write_video(path, frames, fps: float, audio: np.ndarray | None = None,
-                sample_rate: int = 16000, crf: int = 18) -> None:
+                sample_rate: int = 16000, crf: int = 18, threads: int = 0) -> None:
     """Write an mp4 (H.264 video, AAC audio) atomically: to a temporary name, then renamed.
 
     ``frames``: iterable of ``[H, W, 3]`` uint8 RGB (even H and W); ``audio``: ``[T]`` or
-    ``[T, C]`` float in [-1, 1].
+    ``[T, C]`` float in [-1, 1]. ``threads=1`` makes the encoding byte-for-byte repeatable
+    (x264's threaded encoder is not, on a loaded machine); 0 lets the encoder choose.
     """
     import av
 
@@ -219,6 +220,7 @@ def write_video(path, frames, fps: float, audio: np.ndarray | None = None,
             vstream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
             vstream.pix_fmt = "yuv420p"
             vstream.options = {"crf": str(crf), "preset": "veryfast"}
+            vstream.codec_context.thread_count = threads
             astream = None
             if audio is not None:
                 astream = out.add_stream("aac", rate=sample_rate)

@@ -225,7 +225,7 @@ def generate_synthetic(root, num_clips: int = 32, seed: int = 0, size: int = 160
         while clip["file"] in ids:  # ids must be unique; a collision is astronomically rare
             clip["file"] = _clip_id(np.random.default_rng([seed, index, len(ids)]))
         write_video(root / "videos" / f"{clip['file']}.mp4", [clip["frame"]] * n_frames, fps,
-                    audio=clip["audio"], sample_rate=sample_rate)
+                    audio=clip["audio"], sample_rate=sample_rate, threads=1)  # same seed, same bytes
         ids.append(clip["file"])
         entries.append({"file": clip["file"], "class": clip["class"], "bbox": clip["bbox"]})
     for stale in set((old or {}).get("clips", [])) - set(ids):  # clips of an older set
