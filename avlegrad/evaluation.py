@@ -31,7 +31,7 @@ from .data import create_dataset
 from .data.datasets import collate_clips
 from .distributed import cleanup, init_distributed
 from .explain import create_explainer, list_explainers
-from .models import RANDOM_WEIGHTS, image_tensor, load_clip
+from .models import RANDOM_WEIGHTS, encode_text, image_tensor, load_clip
 from .visualize import draw_boxes, overlay, save_image
 
 log = logging.getLogger("avlegrad")
@@ -104,10 +104,7 @@ class TextTargets:
     """Targets from a text prompt with each clip's class name (CLIP's text tower)."""
 
     def __init__(self, model, model_name: str, prompt: str):
-        import open_clip
-
-        self.model, self.prompt = model, prompt
-        self.tokenizer = open_clip.get_tokenizer(model_name)
+        self.model, self.model_name, self.prompt = model, model_name, prompt
         self.cache: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
@@ -118,9 +115,8 @@ class TextTargets:
             raise ValueError(f"clip {clip} has no class label, so --target text has no prompt for it; "
                              f"use --target audio with an --audio-encoder")
         if missing:
-            tokens = self.tokenizer([self.prompt.format(label) for label in missing]).to(device)
-            for label, emb in zip(missing, self.model.encode_text(tokens).float()):
-                self.cache[label] = emb
+            embeddings = encode_text(self.model, self.model_name, [self.prompt.format(label) for label in missing])
+            self.cache.update(zip(missing, embeddings))
         return torch.stack([self.cache[r.label] for r in records]).to(device)
 
 

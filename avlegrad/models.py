@@ -104,6 +104,16 @@ def _register_config(path) -> str:
     return path.stem
 
 
+def encode_text(model, model_name: str, prompts: list[str]) -> torch.Tensor:
+    """CLIP text embeddings ``[P, D]`` (float32) of ``prompts``, with the model's own tokenizer."""
+    import open_clip
+
+    name = Path(model_name).stem if str(model_name).endswith(".json") else model_name  # as registered
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        return model.encode_text(open_clip.get_tokenizer(name)(prompts).to(device)).float()
+
+
 def image_tensor(frame, preprocess_cfg: dict, size: int | None = None) -> torch.Tensor:
     """``[H, W, 3]`` uint8 RGB -> normalised ``[3, S, S]`` float, resized WITHOUT cropping.
 

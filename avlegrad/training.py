@@ -29,7 +29,6 @@ import random
 import re
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np

@@ -48,6 +48,16 @@ def make_clip(path: Path, seconds: float, fps: int, width: int, height: int, sam
     write_video(path, frames(), fps, audio=audio, sample_rate=sample_rate)
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -94,7 +104,7 @@ def main(argv=None):
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     print(f"# {args.model} ({loc.image_size}px, random weights), "
           f"{'text target' if text is not None else f'timm {args.audio_backbone} audio encoder'}, batch "
-          f"{args.batch_size}, stride {args.stride}, {args.dtype} on {gpu or 'CPU'}; {platform.processor() or 'cpu'}"
+          f"{args.batch_size}, stride {args.stride}, {args.dtype} on {gpu or 'CPU'}; {cpu_name()}"
           f" with {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)")
     print(f"# clip: {args.seconds:g} s, {args.fps} fps, {width}x{height}, 48 kHz stereo ({n_frames} frames)")
 

@@ -97,6 +97,9 @@ def _load_audio_av(path: Path, start: float, duration: float | None):
                 raise MediaError(path, "has no audio stream")
             stream = container.streams.audio[0]
             sr = stream.codec_context.sample_rate or stream.rate
+            # the encoder pads its last frame; the stream's duration says where the sound ends
+            # (read while the file is open: PyAV >= 19 refuses stream attributes after closing)
+            end = int(round(stream.duration * stream.time_base * sr)) if stream.duration and stream.time_base else None
             chunks = []
             for frame in container.decode(stream):
                 # planar float: [C, n]; interleaved formats come out as [1, n*C]
@@ -111,10 +114,7 @@ def _load_audio_av(path: Path, start: float, duration: float | None):
         raise MediaError(path, f"cannot decode audio with PyAV ({e})") from None
     if not chunks:
         raise MediaError(path, "audio stream holds no samples")
-    audio = np.concatenate(chunks, axis=1).T  # [T, C]
-    if stream.duration and stream.time_base:
-        # the encoder pads its last frame; the stream's duration says where the sound ends
-        audio = audio[:int(round(stream.duration * stream.time_base * sr))]
+    audio = np.concatenate(chunks, axis=1).T[:end]  # [T, C]
     first = int(round(start * sr))
     last = None if duration is None else first + int(round(duration * sr))
     return audio[first:last], sr

@@ -1,0 +1,867 @@
+"""Sound-source localization on videos: every frame explained, written as a heatmap video with its sound.
+
+    python -m avlegrad.localize clip.mp4 videos/ -o out/ --audio-encoder CKPT
+    python -m avlegrad.localize clip.mp4 -o out/ --target-text "a dog" --model ViT-B-16
+
+For each input video, ``<out>/<stem>_legrad.mp4`` holds every frame with LeGrad's map overlaid,
+at the input's average frame rate, with the original audio track re-encoded as AAC. The target of
+the frame at time ``t`` is the audio embedding of the window ``[t - w/2, t + w/2]`` (zero-padded
+past the ends of the track), or one text embedding for all frames.
+
+Memory stays bounded whatever the video's length: frames are decoded in a background thread into
+a small queue, explained in batches, and handed to a second thread that overlays and encodes them
+as soon as their maps are known. At most ``batch_size * stride`` frames wait for the model, plus
+two queues of 8. Only the audio track (small) is held whole.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import queue
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data.media import MediaError, load_audio, resample, to_mono
+from .models import RANDOM_WEIGHTS, encode_text, load_clip
+from .visualize import COLORMAPS, overlay, save_image
+
+log = logging.getLogger("avlegrad")
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")
+OUTPUT_SUFFIX = "_legrad"
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEFAULT_WINDOW = 2.0  # seconds, when the encoder does not say
+AAC_FRAME = 1024  # samples per AAC frame
+
+
+# ----------------------------------------------------------------------------- inputs
+def find_videos(inputs) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Video files named or found (recursively) in folders: ``(videos, [(input, problem)])``.
+
+    In folders, our own outputs (``*_legrad.mp4``) and hidden files are skipped, so running
+    again on a folder that holds earlier results does not explain the results.
+    """
+    videos, problems, seen = [], [], set()
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES
+                           and not f.name.startswith(".") and not f.stem.endswith(OUTPUT_SUFFIX))
+            if not found:
+                problems.append((str(p), f"no video files ({', '.join(VIDEO_SUFFIXES)}) in this folder"))
+        elif p.is_file():
+            found = [p]
+        else:
+            problems.append((str(p), "no such file or folder"))
+            continue
+        for f in found:
+            key = f.resolve()
+            if key not in seen:
+                seen.add(key)
+                videos.append(f)
+    return videos, problems
+
+
+def output_stems(videos: list[Path]) -> list[str]:
+    """One output stem per video; a repeated file name gets ``_2``, ``_3``... so nothing is overwritten."""
+    stems, taken = [], set()
+    for v in videos:
+        stem, n = v.stem, 1
+        while stem in taken:
+            n += 1
+            stem = f"{v.stem}_{n}"
+        taken.add(stem)
+        stems.append(stem)
+    return stems
+
+
+def _unreadable(path, error) -> MediaError:
+    # FFmpeg's message repeats the path; its strerror alone says what went wrong
+    return MediaError(path, f"cannot open with PyAV: the file is unreadable or truncated "
+                            f"({getattr(error, 'strerror', None) or error})")
+
+
+# ----------------------------------------------------------------------------- audio
+@dataclass
+class AudioTrack:
+    """A whole decoded audio track: ``samples [T, C]`` float32 at ``sample_rate``, first sample at ``start`` s."""
+    samples: np.ndarray
+    sample_rate: int
+    start: float = 0.0
+
+
+def read_audio_track(path) -> AudioTrack | None:
+    """The first audio stream of a media file, or None when it has none."""
+    import av
+
+    path = Path(path)
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.audio:
+                return None
+            s = c.streams.audio[0]
+            start = float(s.start_time * s.time_base) if s.start_time is not None and s.time_base else 0.0
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise _unreadable(path, e) from None
+    samples, sr = load_audio(path, mono=False)
+    return AudioTrack(samples, sr, start)
+
+
+class AudioWindows:
+    """Windows of ``seconds`` centred on given times, from a track resampled to ``sample_rate``, mono."""
+
+    def __init__(self, track: AudioTrack, sample_rate: int, seconds: float):
+        self.sample_rate = sample_rate
+        self.start = track.start
+        self.mono = resample(to_mono(track.samples), track.sample_rate, sample_rate)
+        self.length = int(round(seconds * sample_rate))
+
+    def window(self, t: float) -> np.ndarray:
+        """Samples ``[t - w/2, t + w/2]`` (``t`` on the container's clock), zeros beyond the track."""
+        out = np.zeros(self.length, np.float32)
+        lo = int(round((t - self.start) * self.sample_rate)) - self.length // 2
+        a, b = max(lo, 0), min(lo + self.length, len(self.mono))
+        if a < b:
+            out[a - lo:b - lo] = self.mono[a:b]
+        return out
+
+    def batch(self, times) -> torch.Tensor:
+        return torch.from_numpy(np.stack([self.window(t) for t in times]))
+
+
+def encoder_window(encoder) -> float:
+    """The encoder's own clip length if it declares one (``clip_seconds``/``window_seconds``), else 2 s."""
+    for attr in ("clip_seconds", "window_seconds"):
+        value = getattr(encoder, attr, None)
+        if value:
+            return float(value)
+    return DEFAULT_WINDOW
+
+
+# ----------------------------------------------------------------------------- decoding
+@dataclass
+class Frame:
+    index: int
+    time: float  # presentation time (s) on the container's clock
+    rgb: np.ndarray  # [H, W, 3] uint8, display rotation applied
+    image: np.ndarray | None = None  # resized for the model by the reader, for frames to explain
+    map: np.ndarray | None = None  # [S, S] float32 in [0, 1] once explained
+
+
+_END = object()
+
+
+class FrameReader:
+    """Decodes a video's frames with PyAV in a background thread, through a bounded queue.
+
+    Iterating yields :class:`Frame` objects in display order, rotated upright when the stream
+    carries a display rotation (``frame.rotation``; flips in the display matrix are ignored).
+    ``prepare(rgb)`` runs in the thread for every ``prepare_every``-th frame, so the
+    resize for the model overlaps the model work too. Use as a context manager: leaving it stops
+    the thread and closes the file.
+    """
+
+    def __init__(self, path, prepare=None, prepare_every: int = 1, queue_size: int = 8):
+        import av
+
+        self.path = Path(path)
+        self.prepare, self.prepare_every = prepare, max(1, prepare_every)
+        if not self.path.is_file():
+            raise MediaError(self.path, "file not found")
+        try:
+            self.container = av.open(str(self.path))
+        except (av.error.FFmpegError, OSError, ValueError) as e:
+            raise _unreadable(self.path, e) from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise MediaError(self.path, "has no video stream")
+        s = self.stream = self.container.streams.video[0]
+        s.thread_type = "AUTO"  # frame + slice threads: decoding keeps up with the model
+        self.time_base = s.time_base
+        rate = s.average_rate or s.guessed_rate
+        duration = float(s.duration * s.time_base) if s.duration and s.time_base else (self.container.duration or 0) / 1e6
+        if not rate and s.frames and duration > 0:
+            rate = Fraction(s.frames / duration).limit_denominator(1001)
+        self.rate_known = bool(rate)
+        self.fps = Fraction(rate) if rate else Fraction(25)
+        self.duration = duration
+        self.expected_frames = s.frames or (int(round(duration * self.fps)) if duration else None)
+        sar = s.codec_context.sample_aspect_ratio
+        self.sample_aspect_ratio = Fraction(sar) if sar and sar > 0 else None
+        self.rotation = 0  # counter-clockwise degrees applied, read from the first frame
+        self.error = None  # why decoding stopped early, if it did
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"decode {self.path.name}", daemon=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self):
+        import av
+
+        index = -1
+        try:
+            for index, frame in enumerate(self.container.decode(self.stream)):
+                rgb = frame.to_ndarray(format="rgb24")
+                turns = int(round((getattr(frame, "rotation", 0) or 0) / 90)) % 4
+                if index == 0:
+                    self.rotation = 90 * turns
+                if turns:
+                    rgb = np.ascontiguousarray(np.rot90(rgb, turns))  # rotation is counter-clockwise
+                t = float(frame.time) if frame.time is not None else index / float(self.fps)
+                item = Frame(index, t, rgb)
+                if self.prepare is not None and index % self.prepare_every == 0:
+                    item.image = self.prepare(rgb)
+                if not self._put(item):
+                    return
+            self._put(_END)
+        except (av.error.FFmpegError, OSError, ValueError) as e:
+            if index < 0:  # nothing decodable: the consumer raises it with the file's name
+                self._put(e)
+            else:  # a damaged or truncated file: keep the frames before the damage, and say so
+                self.error = f"decoding stopped after {index + 1} frames ({getattr(e, 'strerror', None) or e})"
+                self._put(_END)
+        except BaseException as e:
+            self._put(e)
+
+    def __iter__(self):
+        self._thread.start()
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                import av
+
+                if isinstance(item, (av.error.FFmpegError, OSError, ValueError)):
+                    reason = getattr(item, "strerror", None) or item
+                    raise MediaError(self.path, f"cannot decode video: the file is damaged or truncated ({reason})")
+                raise item
+            yield item
+
+    def close(self):
+        self._stop.set()
+        if self._thread.is_alive():
+            while self._thread.is_alive():  # unblock a put waiting on a full queue
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    self._thread.join(timeout=0.05)
+        self.container.close()
+
+
+# ----------------------------------------------------------------------------- encoding
+class VideoWriter:
+    """H.264 (yuv420p) + AAC mp4 at a constant ``fps``, written to ``path``; audio interleaved with video.
+
+    yuv420p needs even sizes: an odd width or height is padded by one edge pixel (``padded``).
+    The audio track keeps its samples, rate and (up to 2) channels; it starts where it started
+    relative to the first frame (``audio_offset`` s; sound before the first frame is dropped).
+    """
+
+    def __init__(self, path, width: int, height: int, fps: Fraction, audio: AudioTrack | None = None,
+                 audio_offset: float = 0.0, sample_aspect_ratio: Fraction | None = None, crf: int = 20):
+        import av
+
+        self.fps = Fraction(fps).limit_denominator(1001)
+        self.padded = (width % 2, height % 2)
+        self.out = av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"})
+        try:
+            v = self.video = self.out.add_stream("libx264", rate=self.fps)
+            v.width, v.height = width + self.padded[0], height + self.padded[1]
+            v.pix_fmt = "yuv420p"
+            v.codec_context.time_base = 1 / self.fps
+            v.options = {"crf": str(crf), "preset": "veryfast"}
+            if sample_aspect_ratio and sample_aspect_ratio != 1:
+                v.codec_context.sample_aspect_ratio = sample_aspect_ratio
+            self.audio = self.planar = None
+            if audio is not None:
+                planar = np.ascontiguousarray(audio.samples.T, dtype=np.float32)  # [C, T]
+                if planar.shape[0] > 2:  # AAC layouts beyond stereo are not worth the trouble here
+                    planar = np.stack([planar[0::2].mean(0), planar[1::2].mean(0)])
+                skip = int(round(-audio_offset * audio.sample_rate))
+                self.audio_pts = max(0, -skip)  # sound that starts after the first frame keeps its delay
+                self.planar = planar[:, max(0, skip):]
+                self.layout = "mono" if planar.shape[0] == 1 else "stereo"
+                self.audio = self.out.add_stream("aac", rate=audio.sample_rate)
+                self.audio.layout = self.layout
+                self.sample_rate, self.audio_done = audio.sample_rate, 0
+        except BaseException:
+            self.out.close()
+            raise
+        self.frames = 0
+
+    def write(self, rgb: np.ndarray) -> None:
+        import av
+
+        if any(self.padded):
+            rgb = np.pad(rgb, ((0, self.padded[1]), (0, self.padded[0]), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame.pts, frame.time_base = self.frames, 1 / self.fps
+        self.out.mux(self.video.encode(frame))
+        self.frames += 1
+        self._audio_until(self.frames / self.fps)
+
+    def _audio_until(self, seconds=None) -> None:
+        """Encode the audio up to ``seconds`` into the output, so the file is interleaved."""
+        import av
+
+        if self.audio is None:
+            return
+        end = self.planar.shape[1]
+        if seconds is not None:
+            end = min(end, max(0, int(seconds * self.sample_rate) - self.audio_pts))
+        while self.audio_done < end:
+            n = min(AAC_FRAME, end - self.audio_done)
+            chunk = np.ascontiguousarray(self.planar[:, self.audio_done:self.audio_done + n])
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=self.layout)
+            frame.sample_rate = self.sample_rate
+            frame.pts, frame.time_base = self.audio_pts + self.audio_done, Fraction(1, self.sample_rate)
+            self.out.mux(self.audio.encode(frame))
+            self.audio_done += n
+
+    def finish(self) -> None:
+        self.out.mux(self.video.encode())
+        if self.audio is not None:
+            self._audio_until()  # all of it
+            self.out.mux(self.audio.encode())
+        self.out.close()
+
+    def abort(self) -> None:
+        try:
+            self.out.close()
+        except Exception:  # the file is deleted anyway
+            pass
+
+
+class MapStore:
+    """Per-frame maps spooled to a temporary file, then saved as an npz: memory stays bounded.
+
+    The npz holds ``maps`` float16 ``[T, S, S]`` (as computed, on the model's square input),
+    ``times`` (s), ``explained`` (bool: computed, not interpolated) and ``fps``.
+    """
+
+    def __init__(self, folder):
+        self.spool = tempfile.TemporaryFile(dir=folder)
+        self.shape, self.times, self.explained = None, [], []
+
+    def add(self, m: np.ndarray, t: float, explained: bool) -> None:
+        self.shape = m.shape
+        self.spool.write(np.ascontiguousarray(m, dtype=np.float16).tobytes())
+        self.times.append(t)
+        self.explained.append(explained)
+
+    def save(self, path, fps: float) -> None:
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        try:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+                with zf.open("maps.npy", "w", force_zip64=True) as f:
+                    header = {"descr": np.dtype(np.float16).str, "fortran_order": False,
+                              "shape": (len(self.times), *(self.shape or (0, 0)))}
+                    np.lib.format.write_array_header_1_0(f, header)
+                    self.spool.seek(0)
+                    shutil.copyfileobj(self.spool, f, 1 << 20)
+                extras = {"times": np.asarray(self.times, np.float64), "explained": np.asarray(self.explained),
+                          "fps": np.float64(fps)}
+                for name, arr in extras.items():
+                    with zf.open(f"{name}.npy", "w") as f:
+                        np.lib.format.write_array(f, arr)
+            os.replace(tmp, path)
+        finally:
+            self.spool.close()
+            if tmp.exists():
+                tmp.unlink()
+
+    def close(self):
+        self.spool.close()
+
+
+class ContactSheet:
+    """Keeps a few evenly spaced overlay thumbnails without knowing the length in advance.
+
+    Every ``step``-th frame is kept; when more than ``2 * count`` are held, ``step`` doubles and
+    half are dropped. ``render`` picks the ``count`` nearest to evenly spaced times, the last included.
+    """
+
+    def __init__(self, count: int = 6, columns: int = 3, width: int = 240):
+        self.count, self.columns, self.width = count, columns, width
+        self.step, self.tiles, self.last = 1, {}, None
+
+    def _thumb(self, image):
+        import cv2
+
+        h, w = image.shape[:2]
+        return cv2.resize(image, (self.width, max(1, round(h * self.width / w))), interpolation=cv2.INTER_AREA)
+
+    def add(self, index: int, t: float, image: np.ndarray) -> None:
+        if index % self.step == 0:
+            self.tiles[index] = (t, self._thumb(image))
+            if len(self.tiles) > 2 * self.count:
+                self.step *= 2
+                self.tiles = {i: v for i, v in self.tiles.items() if i % self.step == 0}
+        self.last = (index, t, image)
+
+    def render(self) -> np.ndarray:
+        import cv2
+
+        index, t, image = self.last
+        tiles = dict(self.tiles)
+        tiles[index] = (t, self._thumb(image))
+        kept = np.array(sorted(tiles))
+        wanted = np.linspace(0, index, min(self.count, len(kept)))  # evenly spaced in time
+        keys = sorted({int(kept[np.abs(kept - w).argmin()]) for w in wanted})
+        h = max(tiles[k][1].shape[0] for k in keys)
+        gap = 4
+        rows = math.ceil(len(keys) / self.columns)
+        sheet = np.full((rows * (h + gap) + gap, self.columns * (self.width + gap) + gap, 3), 255, np.uint8)
+        for n, k in enumerate(keys):
+            t, tile = tiles[k]
+            tile = tile.copy()
+            label = f"{t:.2f}s"
+            cv2.putText(tile, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 3, cv2.LINE_AA)
+            cv2.putText(tile, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+            y, x = gap + (n // self.columns) * (h + gap), gap + (n % self.columns) * (self.width + gap)
+            sheet[y:y + tile.shape[0], x:x + tile.shape[1]] = tile
+        return sheet
+
+
+# ----------------------------------------------------------------------------- the localizer
+@dataclass
+class VideoResult:
+    input: Path
+    output: Path
+    frames: int
+    fps: float
+    seconds: float  # wall-clock time spent
+    maps: Path | None = None
+    contact_sheet: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Localizer:
+    """Explains every frame of videos and writes heatmap videos; the models are only read.
+
+    ``model``: an open_clip CLIP whose image tower LeGrad explains; ``preprocess_cfg``: its
+    open_clip preprocess config (mean/std/size). Targets come from ``encoder`` (an AudioEncoder in
+    this tower's space, on the audio window centred on each frame) or from ``text_embedding``
+    (``[D]``, the same for every frame). ``stride``: explain every k-th frame (and the last) and
+    interpolate the maps of the frames between linearly. The models run on the device they are on.
+    """
+
+    def __init__(self, model, preprocess_cfg: dict, encoder=None, text_embedding: torch.Tensor | None = None, *,
+                 layer_index: int = -2, image_size: int | None = None, window: float | None = None,
+                 stride: int = 1, batch_size: int = 16, alpha: float = 0.5, colormap: str = "jet",
+                 dtype: str = "fp32", save_maps: bool = False, contact_sheet: bool = False,
+                 progress: bool = True):
+        from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+
+        from .explain import LeGrad
+
+        if (encoder is None) == (text_embedding is None):
+            raise ValueError("give exactly one target source: an audio encoder or a text embedding")
+        if stride < 1 or batch_size < 1:
+            raise ValueError(f"stride and batch size must be at least 1, got {stride} and {batch_size}")
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        if colormap not in COLORMAPS:
+            raise ValueError(f"unknown colormap {colormap!r}; choose from {', '.join(COLORMAPS)}")
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+        self.device = next(model.parameters()).device  # the models run where they are
+        # towers built from a config name only their size: the rest are open_clip's defaults
+        self.model, self.preprocess_cfg = model, merge_preprocess_dict(PreprocessCfg(), preprocess_cfg)
+        self.explainer = LeGrad(model, layer_index=layer_index)
+        size = self.preprocess_cfg["size"]
+        self.image_size = int(image_size or (size[0] if isinstance(size, (tuple, list)) else size))
+        self.explainer.vit.grid(self.image_size, self.image_size)  # a size the patches do not tile fails now
+        self.encoder, self.text_embedding = encoder, text_embedding
+        if encoder is not None:
+            self.window = float(window) if window is not None else encoder_window(encoder)
+            need = encoder.min_samples / encoder.sample_rate
+            if self.window <= 0 or int(round(self.window * encoder.sample_rate)) < encoder.min_samples:
+                raise ValueError(f"audio window {self.window} s is too short: {type(encoder).__name__} needs "
+                                 f"at least {need:.3f} s")
+            if encoder.embed_dim != self.explainer.vit.embed_dim:
+                raise ValueError(f"the audio encoder embeds into {encoder.embed_dim} dimensions but the image "
+                                 f"tower's embedding has {self.explainer.vit.embed_dim}: not the same space")
+        else:
+            self.window = None
+        self.stride, self.batch_size = int(stride), int(batch_size)
+        self.alpha, self.colormap = float(alpha), colormap
+        self.dtype = dtype
+        self.save_maps, self.contact_sheet, self.progress = save_maps, contact_sheet, progress
+
+    # --- building from names ----------------------------------------------------------------
+    @classmethod
+    def from_names(cls, audio_encoder: str | None = None, target_text: str | None = None,
+                   model: str | None = None, pretrained: str | None = None, device=None, **kwargs) -> "Localizer":
+        """Load the models by name: an audio encoder (name or checkpoint) or a text prompt, and the tower.
+
+        Without ``model``/``pretrained`` the tower is the audio encoder's own (``clip_tower_spec``),
+        else open_clip's ``model`` (default ViT-B-16) with ``pretrained`` (default ``openai``);
+        a tower that is not the audio encoder's is refused.
+        """
+        if (audio_encoder is None) == (target_text is None):
+            raise ValueError("give --audio-encoder NAME_OR_CHECKPOINT (localize the sound) or --target-text "
+                             "PROMPT (localize a text prompt in every frame), not both nor neither")
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        encoder = None
+        if audio_encoder is not None:
+            from .audio import create_audio_encoder
+
+            encoder = create_audio_encoder(audio_encoder, device=device).eval()
+        if encoder is not None and model is None and pretrained is None:
+            spec = encoder.clip_tower_spec  # the tower the encoder was trained against
+            if spec["model"] is None:
+                raise ValueError(f"audio encoder {audio_encoder!r} does not name its CLIP tower; "
+                                 "give --model and --pretrained")
+            clip, cfg = load_clip(spec["model"], spec["pretrained"], device=device, model_cfg=spec["model_cfg"],
+                                  init_seed=spec["init_seed"])
+        else:
+            model = model or "ViT-B-16"
+            pretrained = pretrained if pretrained is not None else "openai"
+            if encoder is not None:
+                encoder.check_pair(model, None if pretrained in RANDOM_WEIGHTS else pretrained)
+            clip, cfg = load_clip(model, pretrained, device=device)
+        text = None
+        if target_text is not None:
+            text = text_embedding(clip, model, target_text)
+        return cls(clip, cfg, encoder, text, **kwargs)
+
+    # --- the model step ---------------------------------------------------------------------
+    def prepare(self, rgb: np.ndarray) -> np.ndarray:
+        """A frame resized without crop to ``image_size`` (``[S, S, 3]`` uint8), as ``models.image_tensor`` does.
+
+        The normalisation follows in :meth:`to_model`, on the device and for a whole batch: it
+        keeps torch out of the decoding thread (small CPU ops there fight the model's threads for
+        the cores) and sends a quarter of the bytes to the GPU.
+        """
+        from PIL import Image
+
+        resample = Image.BICUBIC if self.preprocess_cfg.get("interpolation", "bicubic") == "bicubic" else Image.BILINEAR
+        return np.asarray(Image.fromarray(rgb).resize((self.image_size, self.image_size), resample))
+
+    def to_model(self, prepared: list[np.ndarray]) -> torch.Tensor:
+        """Prepared frames -> the normalised ``[B, 3, S, S]`` float batch on the device (= ``image_tensor``'s)."""
+        x = torch.from_numpy(np.stack(prepared)).to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).float() / 255.0
+        mean = torch.tensor(self.preprocess_cfg["mean"], device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.preprocess_cfg["std"], device=self.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def _autocast(self):
+        dtype = DTYPES[self.dtype]
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    def explain(self, frames: list[Frame], audio: AudioWindows | None) -> None:
+        """Set ``frame.map`` for a batch: frames through the image tower, their windows through the encoder."""
+        images = self.to_model([f.image if f.image is not None else self.prepare(f.rgb) for f in frames])
+        with self._autocast():
+            if self.encoder is not None:
+                with torch.no_grad():
+                    targets = self.encoder(audio.batch([f.time for f in frames]).to(self.encoder.device))
+            else:
+                targets = self.text_embedding.to(self.device).expand(len(frames), -1)
+            maps = self.explainer(images, targets).cpu().numpy()
+        for f, m in zip(frames, maps):
+            f.map, f.image = m, None
+
+    # --- one video ----------------------------------------------------------------------------
+    def localize(self, path, out_dir, stem: str | None = None) -> VideoResult:
+        """Write ``<out_dir>/<stem>_legrad.mp4`` (and the maps / contact sheet if asked) for one video.
+
+        Three stages overlap: decoding (a thread), the models (this thread), overlay + encoding
+        (a thread). Raises MediaError (or ValueError) naming the file when it cannot be done;
+        nothing is left behind then (outputs are written under temporary names, renamed when complete).
+        """
+        from tqdm import tqdm
+
+        path, out_dir = Path(path), Path(out_dir)
+        stem = stem or path.stem
+        out_dir.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        track = read_audio_track(path) if path.is_file() else None
+        if track is None and self.encoder is not None and path.is_file():
+            raise MediaError(path, "has no audio track, so there is no sound to localize (--target-text "
+                             "explains a text prompt instead)")
+        audio = AudioWindows(track, self.encoder.sample_rate, self.window) if self.encoder is not None else None
+
+        with FrameReader(path, prepare=self.prepare, prepare_every=self.stride) as reader, \
+                tqdm(total=reader.expected_frames, unit="frame", desc=path.name, leave=False,
+                     disable=not self.progress) as bar:
+            output = _Output(self, reader, track, out_dir, f"{stem}{OUTPUT_SUFFIX}", bar)
+            try:
+                self._run(reader, audio, output)
+                result = output.finish(path)
+            except BaseException:
+                output.abort()
+                raise
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _run(self, reader: FrameReader, audio: AudioWindows | None, output: "_Output") -> None:
+        """Explain every ``stride``-th frame (and the last) in batches; hand frames to ``output`` in order."""
+        pending: list[Frame] = []  # frames not yet handed on, in order
+        batch: list[Frame] = []  # frames of `pending` waiting for the model
+        prev = None  # the last explained frame handed on
+
+        def hand_on():
+            nonlocal prev
+            while True:  # every pending frame up to the next explained one
+                j = next((i for i, f in enumerate(pending) if f.map is not None), None)
+                if j is None:
+                    return
+                key = pending[j]
+                for f in pending[:j]:  # between two explained frames: linear interpolation
+                    w = (f.index - prev.index) / (key.index - prev.index)
+                    output.put(f, (1 - w) * prev.map + w * key.map, False)
+                output.put(key, key.map, True)
+                prev = key
+                del pending[:j + 1]
+
+        for frame in reader:
+            pending.append(frame)
+            if frame.index % self.stride == 0:
+                batch.append(frame)
+            if len(batch) == self.batch_size:
+                self.explain(batch, audio)
+                batch = []
+                hand_on()
+        if pending and pending[-1].index % self.stride != 0:
+            batch.append(pending[-1])  # the last frame is always explained: nothing to extrapolate
+        if batch:
+            self.explain(batch, audio)
+            hand_on()
+
+
+class _Output:
+    """Everything written for one video, fed in display order from a background thread.
+
+    ``put(frame, map, explained)`` queues a frame; a thread overlays the map, encodes the frame,
+    and adds it to the map store and contact sheet. The outputs open when the first frame arrives
+    (its size, after rotation, sizes the video). ``finish`` renames the complete files into place.
+    """
+
+    def __init__(self, loc: Localizer, reader: FrameReader, track: AudioTrack | None, out_dir: Path, name: str, bar):
+        self.loc, self.reader, self.track, self.out_dir, self.name, self.bar = loc, reader, track, out_dir, name, bar
+        self.tmp = out_dir / f".{name}.tmp{os.getpid()}.mp4"
+        self.writer = self.maps = None
+        self.sheet = ContactSheet() if loc.contact_sheet else None
+        self.notes: list[str] = []
+        self.times: list[float] = []
+        self._queue: queue.Queue = queue.Queue(maxsize=8)
+        self._error: BaseException | None = None
+        self._cancel = False
+        self._thread = threading.Thread(target=self._work, name=f"encode {name}", daemon=True)
+        self._thread.start()
+
+    def put(self, frame: Frame, heat: np.ndarray, explained: bool) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((frame, heat, explained))
+
+    def _work(self):
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            if self._error is None and not self._cancel:
+                try:
+                    self._write(*item)
+                except BaseException as e:  # raised in the caller's thread by put/finish
+                    self._error = e
+
+    def _write(self, frame: Frame, heat: np.ndarray, explained: bool) -> None:
+        if self.writer is None:
+            self._open(frame)
+        image = overlay(frame.rgb, heat, self.loc.alpha, self.loc.colormap)
+        frame.rgb = None  # written: the frame's memory can go
+        self.writer.write(image)
+        if self.maps is not None:
+            self.maps.add(heat, frame.time, explained)
+        self.times.append(frame.time)
+        if self.sheet is not None:
+            self.sheet.add(frame.index, frame.time - self.times[0], image)
+        self.bar.update(1)
+
+    def _open(self, first: Frame) -> None:
+        reader, h, w = self.reader, *first.rgb.shape[:2]
+        if not reader.rate_known:
+            self.notes.append("no frame rate in the file: written at 25 fps")
+        if w % 2 or h % 2:
+            self.notes.append(f"odd frame size {w}x{h}: padded to {w + w % 2}x{h + h % 2} by repeating the edge "
+                              "(H.264 in yuv420p needs even sizes)")
+        sar = reader.sample_aspect_ratio
+        if reader.rotation:
+            self.notes.append(f"display rotation applied: turned {reader.rotation} degrees counter-clockwise "
+                              f"to {w}x{h}")
+            if sar and reader.rotation % 180:
+                sar = 1 / sar  # a quarter turn turns the pixel shape too
+        offset = 0.0
+        if self.track is not None:
+            offset = self.track.start - first.time
+            if abs(offset) > 0.05:
+                self.notes.append(f"the audio starts {offset:+.3f} s from the first frame; kept in sync")
+        self.writer = VideoWriter(self.tmp, w, h, reader.fps, self.track, offset, sar)
+        if self.loc.save_maps:
+            self.maps = MapStore(self.out_dir)
+
+    def _join(self) -> None:
+        self._queue.put(_END)
+        self._thread.join()
+
+    def finish(self, path: Path) -> VideoResult:
+        self._join()
+        if self._error is not None:
+            raise self._error
+        if self.writer is None:
+            raise MediaError(path, "the video stream holds no decodable frames")
+        self.writer.finish()
+        frames, fps, reader = self.writer.frames, float(self.writer.fps), self.reader
+        dt = np.diff(self.times)
+        if len(dt) > 1 and dt.max() - dt.min() > 0.05 * dt.min() + float(reader.time_base or 0):
+            self.notes.append(f"variable frame rate (frame intervals {dt.min() * 1000:.1f} to {dt.max() * 1000:.1f}"
+                              f" ms): all {frames} frames kept, written at the average rate {fps:.3f} fps")
+        if reader.error:
+            self.notes.append(f"{reader.error}: the file is damaged or truncated; the output holds the frames before")
+        elif reader.stream.frames and frames < reader.stream.frames:
+            self.notes.append(f"only {frames} of the {reader.stream.frames} frames the file announces could be "
+                              "decoded (truncated?)")
+        out = self.out_dir / f"{self.name}.mp4"
+        os.replace(self.tmp, out)
+        result = VideoResult(path, out, frames, fps, 0.0, notes=self.notes)
+        if self.maps is not None:
+            result.maps = self.out_dir / f"{self.name}_maps.npz"
+            self.maps.save(result.maps, fps)
+        if self.sheet is not None:
+            result.contact_sheet = save_image(self.out_dir / f"{self.name}_sheet.png", self.sheet.render())
+        return result
+
+    def abort(self) -> None:
+        self._cancel = True
+        self._join()
+        if self.writer is not None:
+            self.writer.abort()
+        if self.maps is not None:
+            self.maps.close()
+        if self.tmp.exists():
+            self.tmp.unlink()
+
+
+def text_embedding(model, model_name: str | None, prompt: str) -> torch.Tensor:
+    """CLIP's text embedding of ``prompt`` (``[D]``, float32), with the model's own tokenizer."""
+    return encode_text(model, model_name or "ViT-B-16", [prompt])[0]
+
+
+# ----------------------------------------------------------------------------- command line
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m avlegrad.localize",
+        description="Sound-source localization on videos: writes <OUTDIR>/<stem>_legrad.mp4 per input, each "
+                    "frame with LeGrad's heatmap overlaid and the original sound.")
+    ap.add_argument("inputs", nargs="+", metavar="INPUT",
+                    help=f"video files, or folders searched recursively for {', '.join(VIDEO_SUFFIXES)}")
+    ap.add_argument("-o", "--out", required=True, metavar="OUTDIR", help="output folder")
+    target = ap.add_argument_group("target (one of)")
+    target.add_argument("--audio-encoder", metavar="NAME_OR_CKPT",
+                        help="registered audio encoder or a checkpoint written by train.py")
+    target.add_argument("--target-text", metavar="PROMPT",
+                        help='explain a text prompt (CLIP text tower) in every frame, e.g. "a dog"')
+    ap.add_argument("--model", help="open_clip model name or model-config JSON (default: the audio encoder's "
+                                     "tower, else ViT-B-16)")
+    ap.add_argument("--pretrained", help="open_clip tag, checkpoint file, or none (default: the audio encoder's "
+                                         "tower, else openai)")
+    ap.add_argument("--layer-index", type=int, default=-2, help="LeGrad layers: -n the last n blocks (default -2)")
+    ap.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity in [0, 1] (default 0.5)")
+    ap.add_argument("--colormap", default="jet", choices=sorted(COLORMAPS))
+    ap.add_argument("--stride", type=int, default=1, metavar="K",
+                    help="explain every K-th frame (and the last), interpolate the maps between (default 1)")
+    ap.add_argument("--window", type=float, metavar="SECONDS",
+                    help=f"audio window centred on each frame (default: the encoder's, else {DEFAULT_WINDOW})")
+    ap.add_argument("--batch-size", type=int, default=16, help="frames per model batch (default 16)")
+    ap.add_argument("--device", help="cuda, cuda:1, cpu... (default: cuda if available)")
+    ap.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="autocast precision (default fp32)")
+    ap.add_argument("--image-size", type=int, help="model input size (default: the model's)")
+    ap.add_argument("--save-maps", action="store_true",
+                    help="also write <stem>_legrad_maps.npz: float16 maps [T, S, S], times, explained, fps")
+    ap.add_argument("--contact-sheet", action="store_true",
+                    help="also write <stem>_legrad_sheet.png: a grid of a few frames with their overlays")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    return ap
+
+
+def main(argv=None) -> int:
+    """Run the command; returns 0 when every input was written, 1 when any failed, 2 on a setup error."""
+    args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        # the root at WARNING: open_clip logs every step of building a model at INFO there
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)
+    try:
+        localizer = Localizer.from_names(
+            args.audio_encoder, args.target_text, args.model, args.pretrained, device=args.device,
+            layer_index=args.layer_index, image_size=args.image_size, window=args.window, stride=args.stride,
+            batch_size=args.batch_size, alpha=args.alpha, colormap=args.colormap, dtype=args.dtype,
+            save_maps=args.save_maps, contact_sheet=args.contact_sheet, progress=not args.quiet)
+    except (ValueError, OSError, RuntimeError) as e:
+        log.error("localize: error: %s", e)
+        return 2
+
+    videos, problems = find_videos(args.inputs)
+    for item, problem in problems:
+        log.error("FAILED %s: %s", item, problem)
+    failed = len(problems)
+    if localizer.encoder is not None:
+        log.info("target: audio, %.2f s windows centred on each frame (%s)", localizer.window,
+                 type(localizer.encoder).__name__)
+    for video, stem in zip(videos, output_stems(videos)):
+        try:
+            r = localizer.localize(video, args.out, stem)
+        except KeyboardInterrupt:
+            raise
+        except MediaError as e:
+            log.error("FAILED %s: %s", video, e.reason)
+            failed += 1
+            continue
+        except Exception as e:  # one bad input must not stop the others
+            log.error("FAILED %s: %s: %s", video, type(e).__name__, e)
+            log.debug("traceback", exc_info=True)
+            failed += 1
+            continue
+        for note in r.notes:
+            log.info("%s: %s", video, note)
+        log.info("%s -> %s (%d frames at %.3f fps, %.1f frames/s)", video, r.output, r.frames, r.fps,
+                 r.frames / max(r.seconds, 1e-9))
+    done = len(videos) - (failed - len(problems))
+    log.info("%d of %d inputs written to %s%s", done, len(videos) + len(problems), args.out,
+             f"; {failed} failed" if failed else "")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
