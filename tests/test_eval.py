@@ -160,3 +160,18 @@ def test_two_process_gloo_run_equals_one_process(bench, tmp_path):
             # other batch mates than in one process: float rounding may move a pixel across the median
             assert two["methods"][method][key] == pytest.approx(value, abs=1e-3), (method, key)
     assert [r["clip_id"] for r in read_rows(tmp_path / "two")] == [r["clip_id"] for r in read_rows(tmp_path / "one")]
+
+
+def test_weights_that_cannot_be_downloaded_say_what_to_do(bench, tmp_path, caplog, monkeypatch):
+    import open_clip
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Failed to download weights for tag 'openai': no internet")
+
+    monkeypatch.setattr(open_clip, "create_model", offline)
+    root, _ = bench
+    code = eval_cli.main(["--dataset", "synthetic", "--root", str(root), "--model", "ViT-B-16",
+                          "--pretrained", "openai", "--workers", "0", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "cannot get the weights 'openai' of ViT-B-16" in caplog.text
+    assert "--pretrained" in caplog.text and "local checkpoint file" in caplog.text
