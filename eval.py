@@ -1,5 +1,6 @@
 """Evaluate sound-source localization on a benchmark.
 
+    python eval.py --dataset vggsound --root /data/vggss   # ImageBind audio + OpenCLIP ViT-H-14 (downloaded once)
     python eval.py --dataset vggsound --root /data/vggss --audio-encoder CKPT --device cuda --dtype bf16
     python eval.py --dataset synthetic          # offline: a generated benchmark, random weights
     torchrun --nproc_per_node 4 eval.py --dataset vggsound ...   # one shard per GPU
@@ -12,7 +13,10 @@ import logging
 import sys
 
 from avlegrad.evaluation import EvalOptions, evaluate
+from avlegrad.download import DownloadError
 from avlegrad.models import WeightsUnavailableError
+
+DEFAULT_AUDIO_ENCODER = "imagebind"
 
 
 def parse_args(argv=None) -> EvalOptions:
@@ -27,7 +31,9 @@ def parse_args(argv=None) -> EvalOptions:
     ap.add_argument("--model", help="open_clip model name or model-config JSON (default: the audio "
                                     "encoder's image tower, else ViT-B-16)")
     ap.add_argument("--pretrained", help="open_clip tag, checkpoint file, or 'none' for random weights")
-    ap.add_argument("--audio-encoder", help="registered audio encoder name or a train.py checkpoint")
+    ap.add_argument("--audio-encoder", help="registered audio encoder (imagebind, wav2clip, timm) or a train.py "
+                                            f"checkpoint (default for real data: {DEFAULT_AUDIO_ENCODER}, "
+                                            "paired with OpenCLIP ViT-H-14 laion2b_s32b_b79k)")
     ap.add_argument("--target", choices=("audio", "text"), help="what the map explains: the clip's sound "
                     "(needs --audio-encoder) or a text prompt with its class name (default: audio when an "
                     "audio encoder is given, else text)")
@@ -45,14 +51,17 @@ def parse_args(argv=None) -> EvalOptions:
     ap.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
     a = ap.parse_args(argv)
 
-    target = a.target or ("audio" if a.audio_encoder else "text")
+    audio_encoder = a.audio_encoder
+    if a.dataset != "synthetic" and not (audio_encoder or a.target == "text" or a.model or a.pretrained):
+        audio_encoder = DEFAULT_AUDIO_ENCODER  # LeGrad's own audio setting, with its ViT-H-14 tower
+    target = a.target or ("audio" if audio_encoder else "text")
     pretrained = a.pretrained
     if a.dataset == "synthetic" and not (a.model or a.pretrained or a.audio_encoder):
         pretrained = "none"  # offline: no weights can be fetched; says so loudly when loading
     return EvalOptions(
         dataset=a.dataset, root=a.root, split=a.split, annotations=a.annotations,
         methods=[m.strip() for m in a.method.split(",") if m.strip()], model=a.model, pretrained=pretrained,
-        audio_encoder=a.audio_encoder, target=target, prompt=a.prompt, layer_index=a.layer_index,
+        audio_encoder=audio_encoder, target=target, prompt=a.prompt, layer_index=a.layer_index,
         image_size=a.image_size, batch_size=a.batch_size, workers=a.workers, device=a.device, dtype=a.dtype,
         limit=a.limit, out=a.out or f"outputs/{a.dataset}-{a.split}", save_overlays=a.save_overlays,
         overwrite=a.overwrite)
@@ -64,7 +73,7 @@ def main(argv=None) -> int:
     opts = parse_args(argv)
     try:
         evaluate(opts)
-    except (ValueError, FileNotFoundError, WeightsUnavailableError) as e:  # user errors: no traceback
+    except (ValueError, FileNotFoundError, WeightsUnavailableError, DownloadError) as e:  # user errors: no traceback
         logging.getLogger("avlegrad").error("%s", e)
         return 2
     return 0

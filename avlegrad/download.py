@@ -83,3 +83,38 @@ def _fetch(url: str, tmp: Path, progress: bool, desc: str) -> str:
         reason = getattr(e, "reason", e)
         raise DownloadError(f"{url}: download failed ({reason}); is the machine offline?") from None
     return digest.hexdigest()
+
+
+def weights_dir() -> Path:
+    """Where pretrained weight files are cached: ``cache_root()/"weights"``."""
+    return cache_root() / "weights"
+
+
+def pretrained_weights_file(what: str, url: str, filename: str, sha256: str | None = None,
+                            progress: bool = True) -> Path:
+    """The cached weight file ``weights_dir()/filename``, downloading it from ``url`` if absent.
+
+    The download goes through :func:`avlegrad.download.download_file` (temporary file, checksum
+    checked when ``sha256`` is given, atomic rename: nothing is cached on failure). After a
+    download, the file's sha256 is written next to it as ``filename.sha256`` (``sha256sum``
+    format). Offline (or any download failure) raises :class:`DownloadError` saying which file
+    to fetch from where and where to put it.
+    """
+    dest = weights_dir() / filename
+    if dest.is_file() and sha256 is None:
+        return dest
+    existed = dest.is_file()
+    try:
+        download_file(url, dest, sha256=sha256, progress=progress)
+    except DownloadError as e:
+        raise DownloadError(
+            f"could not fetch the {what} weights: {e}\n"
+            f"Download {url} yourself and put it at {dest} (the cache is $AVLEGRAD_CACHE/weights, default "
+            f"~/.cache/avlegrad/weights), or pass checkpoint=PATH to create_audio_encoder.") from None
+    sidecar = dest.with_name(dest.name + ".sha256")
+    if not existed or not sidecar.is_file():
+        digest = sha256 or sha256_file(dest)
+        tmp = sidecar.with_name(f".{sidecar.name}.tmp")
+        tmp.write_text(f"{digest}  {dest.name}\n")
+        tmp.replace(sidecar)
+    return dest

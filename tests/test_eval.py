@@ -175,3 +175,18 @@ def test_weights_that_cannot_be_downloaded_say_what_to_do(bench, tmp_path, caplo
     assert code == 2
     assert "cannot get the weights 'openai' of ViT-B-16" in caplog.text
     assert "--pretrained" in caplog.text and "local checkpoint file" in caplog.text
+
+
+def test_vggsound_defaults_to_imagebind_and_says_what_to_download(tmp_path, caplog, monkeypatch):
+    from avlegrad import download
+
+    def offline(url, dest, **kwargs):
+        raise download.DownloadError(f"{url}: download failed (offline)")
+
+    monkeypatch.setattr(download, "download_file", offline)
+    monkeypatch.setenv("AVLEGRAD_CACHE", str(tmp_path / "cache"))
+    opts = eval_cli.parse_args(["--dataset", "vggsound"])
+    assert opts.audio_encoder == "imagebind" and opts.target == "audio"
+    assert eval_cli.main(["--dataset", "vggsound", "--root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "imagebind_huge.pth" in caplog.text
+    assert str(tmp_path / "cache" / "weights" / "imagebind_huge.pth") in caplog.text

@@ -6,3 +6,4 @@ from .factory import (CheckpointError, create_audio_encoder, list_audio_encoders
 from .frontend import LogMel
 from . import timm_encoder  # noqa: F401  (registers "timm")
 from .timm_encoder import TimmAudioEncoder
+from . import imagebind, wav2clip  # noqa: F401,E402  (registers "imagebind" and "wav2clip")

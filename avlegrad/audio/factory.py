@@ -182,3 +182,29 @@ def create_audio_encoder(name: str, checkpoint=None, device=None, **kwargs) -> A
     if device is not None:
         encoder.to(device)
     return encoder.eval()
+
+
+def load_weights_mmap(path) -> dict:
+    """``torch.load(path, weights_only=True, mmap=True)`` (tensors stay on disk until used); a
+    legacy-format file is read whole; unreadable files raise :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "checkpoint file not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # legacy (non-zip) format cannot be memory-mapped; corrupt files: clear error
+        obj = load_checkpoint_file(path)
+    if not isinstance(obj, dict):
+        raise CheckpointError(path, f"expected a dict (a state dict or a checkpoint), found {type(obj).__name__}")
+    return obj
+
+
+def stored_encoder_kwargs(checkpoint: dict, name: str, kwargs: dict) -> dict:
+    """Builder arguments for a checkpoint: those stored in an avlegrad checkpoint of encoder ``name``
+    (written by ``encoder_checkpoint`` / ``train.py``), updated by ``kwargs``; else ``kwargs``."""
+    spec = checkpoint.get("encoder") if checkpoint.get("format") == CHECKPOINT_FORMAT else None
+    if isinstance(spec, dict) and spec.get("name") == name:
+        return {**spec.get("kwargs", {}), **kwargs}
+    return dict(kwargs)
