@@ -2,7 +2,7 @@
 
     python eval.py --dataset vggsound --root /data/vggss   # ImageBind audio + OpenCLIP ViT-H-14 (downloaded once)
     python eval.py --dataset vggsound --root /data/vggss --audio-encoder CKPT --device cuda --dtype bf16
-    python eval.py --dataset synthetic          # offline: a generated benchmark, random weights
+    python eval.py --dataset synthetic          # offline: a generated benchmark, the shipped world models
     torchrun --nproc_per_node 4 eval.py --dataset vggsound ...   # one shard per GPU
 
 Prints N, cIoU (= AP50), mean cIoU and AUC per method, with the centre prior on the same clips,
@@ -22,9 +22,11 @@ DEFAULT_AUDIO_ENCODER = "imagebind"
 def parse_args(argv=None) -> EvalOptions:
     d = EvalOptions()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", default=d.dataset, help="vggsound | flickr | folder | synthetic")
+    ap.add_argument("--dataset", default=d.dataset, help="vggsound | flickr | folder | synthetic; segmentation "
+                    "prompted by sound: ade20k-sound | ade20k-speech | avsbench-s4 | avsbench-ms3")
     ap.add_argument("--root", help="dataset folder (default: $AVLEGRAD_DATA/<name>, else ./datasets/<name>)")
-    ap.add_argument("--split", default=d.split, help="vggsound: test | heard | unheard; flickr: test | test250")
+    ap.add_argument("--split", default=d.split, help="vggsound: test | heard | unheard; flickr: test | test250; "
+                    "ade20k-speech: test (the spoken word) | test-full-prompt; avsbench-*: test | val")
     ap.add_argument("--annotations", help="annotation file or folder (default: under root, else the cache)")
     ap.add_argument("--method", default=",".join(d.methods),
                     help="comma-separated methods, e.g. legrad,center (the centre prior is always added)")
@@ -49,22 +51,39 @@ def parse_args(argv=None) -> EvalOptions:
     ap.add_argument("--out", default=None, help="output folder (default: outputs/<dataset>-<split>)")
     ap.add_argument("--save-overlays", type=int, default=0, metavar="N", help="save N heatmap overlays")
     ap.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
+    ap.add_argument("--seg-metrics", help="segmentation benchmarks: comma-separated metric variants among "
+                    "denseav-global, taco-per-image, avsbench-official, avsbench-dataset (default: the "
+                    "dataset's published ones)")
+    ap.add_argument("--avsbench-batch-frames", type=int, default=d.avsbench_batch_frames,
+                    help="frames per batch of AVSBench's official batched mIoU/F (test.sh: 4 videos = 20)")
     a = ap.parse_args(argv)
 
     audio_encoder = a.audio_encoder
     if a.dataset != "synthetic" and not (audio_encoder or a.target == "text" or a.model or a.pretrained):
         audio_encoder = DEFAULT_AUDIO_ENCODER  # LeGrad's own audio setting, with its ViT-H-14 tower
-    target = a.target or ("audio" if audio_encoder else "text")
-    pretrained = a.pretrained
+    model, pretrained, prompt = a.model, a.pretrained, a.prompt
     if a.dataset == "synthetic" and not (a.model or a.pretrained or a.audio_encoder):
-        pretrained = "none"  # offline: no weights can be fetched; says so loudly when loading
+        # offline: the procedural world's shipped CLIP + audio encoder (docs/world.md), found
+        # beside this file whatever the current directory; without them, random weights
+        from avlegrad.world_clip import AUDIO_FILE, CLIP_FILE, CONFIG_FILE, WORLD_CHECKPOINTS
+
+        if not (WORLD_CHECKPOINTS / AUDIO_FILE).is_file():
+            pretrained = "none"  # says so loudly when loading
+        elif a.target == "text":  # the world CLIP's own text tower, prompted as it was trained
+            model, pretrained = str(WORLD_CHECKPOINTS / CONFIG_FILE), str(WORLD_CHECKPOINTS / CLIP_FILE)
+            prompt = "a {}" if a.prompt == d.prompt else a.prompt
+        else:
+            audio_encoder = str(WORLD_CHECKPOINTS / AUDIO_FILE)
+    target = a.target or ("audio" if audio_encoder else "text")
     return EvalOptions(
         dataset=a.dataset, root=a.root, split=a.split, annotations=a.annotations,
-        methods=[m.strip() for m in a.method.split(",") if m.strip()], model=a.model, pretrained=pretrained,
-        audio_encoder=audio_encoder, target=target, prompt=a.prompt, layer_index=a.layer_index,
+        methods=[m.strip() for m in a.method.split(",") if m.strip()], model=model, pretrained=pretrained,
+        audio_encoder=audio_encoder, target=target, prompt=prompt, layer_index=a.layer_index,
         image_size=a.image_size, batch_size=a.batch_size, workers=a.workers, device=a.device, dtype=a.dtype,
         limit=a.limit, out=a.out or f"outputs/{a.dataset}-{a.split}", save_overlays=a.save_overlays,
-        overwrite=a.overwrite)
+        overwrite=a.overwrite,
+        seg_metrics=[m.strip() for m in a.seg_metrics.split(",") if m.strip()] if a.seg_metrics else None,
+        avsbench_batch_frames=a.avsbench_batch_frames)
 
 
 def main(argv=None) -> int:

@@ -20,6 +20,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import torch
@@ -66,6 +67,10 @@ class EvalOptions:
     out: str = "outputs/eval"
     save_overlays: int = 0  # how many clips get an overlay image (per process)
     overwrite: bool = False
+    # segmentation benchmarks only (avlegrad.segmentation_eval): the metric variants (None: the
+    # dataset's defaults) and the batch size, in frames, of AVSBench's official batched figures
+    seg_metrics: list[str] | None = None
+    avsbench_batch_frames: int = 20
 
 
 class EvalCollate:
@@ -226,30 +231,93 @@ def evaluate(opts: EvalOptions) -> dict | None:
         cleanup(dist)
 
 
+class BoxScoring:
+    """Box benchmarks (EZ-VSL protocol): each clip's cIoU per method, the centre prior beside them."""
+
+    baselines = (BASELINE,)
+
+    def __init__(self, opts: EvalOptions):
+        self.center = metrics.center_prior()  # at the GT size, float64: exactly the benchmark's prior
+
+    def start(self, out: Path, opts: EvalOptions, is_main: bool) -> None:
+        pass
+
+    def is_done(self, row: dict, out: Path) -> bool:
+        return "ciou" in row
+
+    def score(self, record, maps: dict, i: int, out: Path) -> dict:
+        row = {"clip_id": record.clip_id}
+        if record.boxes is None:
+            row["scored"] = False  # a folder of videos has no boxes to score against
+            return row
+        gt = metrics.gt_map(record.boxes, record.box_format)
+        row["ciou"] = {m: metrics.ciou(maps[m][i], gt) for m in maps}
+        row["ciou"][BASELINE] = metrics.ciou(self.center, gt)
+        return row
+
+    def save_overlay(self, path: Path, record, heatmap: torch.Tensor, image_size: int) -> None:
+        import cv2
+
+        frame = cv2.resize(record.frame, (image_size, image_size), interpolation=cv2.INTER_AREA)
+        picture = overlay(frame, heatmap)
+        if record.boxes is not None:
+            gt = metrics.gt_map(record.boxes, record.box_format, size=image_size)
+            # outline of the GT region (drawn from the map, so corrupt boxes show as they are scored)
+            contours, _ = cv2.findContours((gt > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            boxes = [(x, y, x + w - 1, y + h - 1) for x, y, w, h in map(cv2.boundingRect, contours)]
+            picture = draw_boxes(picture, boxes)
+        save_image(path, np.concatenate([frame, picture], axis=1))
+
+    def summarise(self, out: Path, scored: list[dict], methods: list[str]) -> dict:
+        return {"methods": {m: metrics.summarize([r["ciou"][m] for r in scored if m in r["ciou"]])
+                            for m in methods}}
+
+    def format_table(self, summary: dict) -> str:
+        lines = [f"{'method':<16} {'N':>6} {'cIoU(AP50)':>11} {'mean cIoU':>10} {'AUC':>7}"]
+        for m, r in summary["methods"].items():
+            label = f"{m} (prior)" if m == BASELINE else m
+            lines.append(f"{label:<16} {r['n']:>6} {percent(r['ap50']):>11} {percent(r['mean_ciou']):>10} "
+                         f"{percent(r['auc']):>7}")
+        return "\n".join(lines)
+
+
+def percent(value) -> str:
+    """A fraction as papers print it (x100), '-' where there is none."""
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
+
+
+def scoring_for(opts: EvalOptions):
+    """How a dataset's clips are scored: boxes (cIoU), or masks (maps stored, dataset-level metrics)."""
+    from .segmentation_eval import MaskScoring, is_segmentation_dataset
+
+    return MaskScoring(opts) if is_segmentation_dataset(opts.dataset) else BoxScoring(opts)
+
+
 def _evaluate(opts: EvalOptions, dist) -> dict | None:
-    unknown = [m for m in opts.methods if m not in list_explainers() + [BASELINE]]
+    scoring = scoring_for(opts)
+    allowed = list_explainers() + list(scoring.baselines)
+    unknown = [m for m in opts.methods if m not in allowed]
     if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from "
-                         f"{', '.join(list_explainers() + [BASELINE])}")
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(allowed)}")
     if opts.dtype not in DTYPES:
         raise ValueError(f"unknown dtype {opts.dtype!r}; choose from {', '.join(DTYPES)}")
     device = dist.device
-    methods = [m for m in opts.methods if m != BASELINE]
-    needs_model = bool(methods)
+    methods = [m for m in dict.fromkeys(opts.methods) if m not in scoring.baselines]
 
     model = cfg = targets = None
     name = pretrained = None
-    if needs_model:
+    if methods:
         model, cfg, name, pretrained, targets = _load_models(opts, device)
     image_size = opts.image_size or (cfg["size"][0] if cfg else 224)
     settings = _settings(opts, name, pretrained, image_size)
     out = _prepare_run_folder(opts, settings, dist.is_main)
+    scoring.start(out, opts, dist.is_main)
     dist.barrier()
 
     sample_rate = targets.encoder.sample_rate if isinstance(targets, AudioTargets) else 16000
     dataset = create_dataset(opts.dataset, opts.root or default_root(opts.dataset), split=opts.split,
                              sample_rate=sample_rate, annotations=opts.annotations, limit=opts.limit)
-    done = {cid for cid, row in load_results(out).items() if "ciou" in row}
+    done = {cid for cid, row in load_results(out).items() if scoring.is_done(row, out)}
     todo = [i for i, cid in enumerate(dataset.ids) if cid not in done]
     shard = todo[dist.rank::dist.world_size]
     if dist.is_main:
@@ -257,7 +325,6 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
 
     explainers = {m: create_explainer(m, model, **({"layer_index": opts.layer_index} if m == "legrad" else {}))
                   for m in methods}
-    center = metrics.center_prior()  # at the GT size, float64: exactly the benchmark's prior
     loader = DataLoader(Subset(dataset, shard), batch_size=opts.batch_size, num_workers=opts.workers,
                         collate_fn=EvalCollate(cfg or CLIP_PREPROCESS, image_size),
                         pin_memory=device.type == "cuda")
@@ -276,19 +343,12 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
                     with autocast:
                         batch_targets = targets(records, device)
                         for m, explainer in explainers.items():
-                            maps[m] = explainer(images, batch_targets).cpu()
-                maps[BASELINE] = [center] * len(records)
+                            maps[m] = explainer(images, batch_targets).float().cpu()
                 for i, record in enumerate(records):
-                    row = {"clip_id": record.clip_id}
-                    if record.boxes is not None:
-                        gt = metrics.gt_map(record.boxes, record.box_format)
-                        row["ciou"] = {m: metrics.ciou(maps[m][i], gt) for m in maps}
-                    else:
-                        row["scored"] = False  # a folder of videos has no boxes to score against
-                    rows.append(row)
+                    rows.append(scoring.score(record, maps, i, out))
                     if overlays_left > 0 and methods:
-                        _save_overlay(out / "overlays" / f"{record.clip_id}.png", record,
-                                      maps[methods[0]][i], image_size)
+                        scoring.save_overlay(out / "overlays" / f"{quote(record.clip_id, safe='')}.png", record,
+                                             maps[methods[0]][i], image_size)
                         overlays_left -= 1
             for row in rows:
                 sink.write(json.dumps(row) + "\n")
@@ -299,38 +359,25 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
     dist.barrier()  # every rank has finished writing before rank 0 merges
     if not dist.is_main:
         return None
-    summary = _merge_and_summarise(out, dataset, opts.methods, settings)
-    print(format_table(summary))
+    summary = _merge_and_summarise(out, dataset, scoring, methods, settings)
+    print(format_table(summary, scoring))
     return summary
 
 
-def _save_overlay(path: Path, record, heatmap: torch.Tensor, image_size: int) -> None:
-    import cv2
-
-    frame = cv2.resize(record.frame, (image_size, image_size), interpolation=cv2.INTER_AREA)
-    picture = overlay(frame, heatmap)
-    if record.boxes is not None:
-        gt = metrics.gt_map(record.boxes, record.box_format, size=image_size)
-        # outline of the GT region (drawn from the map, so corrupt boxes show as they are scored)
-        contours, _ = cv2.findContours((gt > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        boxes = [(x, y, x + w - 1, y + h - 1) for x, y, w, h in map(cv2.boundingRect, contours)]
-        picture = draw_boxes(picture, boxes)
-    save_image(path, np.concatenate([frame, picture], axis=1))
-
-
-def _merge_and_summarise(out: Path, dataset, methods: list[str], settings: dict) -> dict:
+def _merge_and_summarise(out: Path, dataset, scoring, methods: list[str], settings: dict) -> dict:
+    """Merge the per-process rows into clips.jsonl (dataset order), then write summary.json."""
     rows = load_results(out)
     ordered = [rows[cid] for cid in dataset.ids if cid in rows]
     _write_atomic(out / "clips.jsonl", "".join(json.dumps(r) + "\n" for r in ordered))
     for path in out.glob("clips.rank*.jsonl"):
         path.unlink()
-    scored = [r for r in ordered if "ciou" in r]
+    scored = [r for r in ordered if scoring.is_done(r, out)]
     skipped = [r for r in ordered if "skipped" in r]
     reasons: dict[str, int] = {}
     for r in skipped:
-        key = r["skipped"].split(" (")[0]
+        reason = r["skipped"]  # counted by kind: "missing: <what>", else the text before its details
+        key = " ".join(reason.split(" ")[:2]) if reason.startswith("missing: ") else reason.split(" (")[0]
         reasons[key] = reasons.get(key, 0) + 1
-    names = list(dict.fromkeys([m for m in methods if m != BASELINE] + [BASELINE]))
     summary = {
         "settings": settings,
         "clips": len(dataset),
@@ -338,8 +385,8 @@ def _merge_and_summarise(out: Path, dataset, methods: list[str], settings: dict)
         "unscored": sum(1 for r in ordered if r.get("scored") is False),
         "skipped": {"count": len(skipped), "reasons": reasons,
                     "clips": [{"clip_id": r["clip_id"], "reason": r["skipped"]} for r in skipped]},
-        "methods": {m: metrics.summarize([r["ciou"][m] for r in scored if m in r["ciou"]]) for m in names},
         "annotation_report": _as_dict(dataset.annotation_report),
+        **scoring.summarise(out, scored, methods + list(scoring.baselines)),
     }
     _write_atomic(out / "summary.json", json.dumps(summary, indent=2))
     return summary
@@ -353,22 +400,20 @@ def _as_dict(report) -> dict | None:
     return asdict(report) if hasattr(report, "__dataclass_fields__") else dict(report)
 
 
-def format_table(summary: dict) -> str:
-    """The results as a table, x100 as papers print them, with the centre prior beside them."""
+def format_table(summary: dict, scoring=None) -> str:
+    """The results as a table, x100 as papers print them, with the trivial baselines beside them."""
+    scoring = scoring or scoring_for(EvalOptions(dataset=summary["settings"]["dataset"]))
     s = summary["settings"]
-    lines = [f"{s['dataset']} ({s['split']}): {summary['evaluated']} clips scored of {summary['clips']}, "
-             f"{summary['skipped']['count']} skipped"
-             + "".join(f"\n  skipped, {k}: {v}" for k, v in summary["skipped"]["reasons"].items()),
-             f"{'method':<16} {'N':>6} {'cIoU(AP50)':>11} {'mean cIoU':>10} {'AUC':>7}"]
-    for m, r in summary["methods"].items():
-        fmt = (lambda v: "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}")
-        label = f"{m} (prior)" if m == BASELINE else m
-        lines.append(f"{label:<16} {r['n']:>6} {fmt(r['ap50']):>11} {fmt(r['mean_ciou']):>10} {fmt(r['auc']):>7}")
-    return "\n".join(lines)
+    head = (f"{s['dataset']} ({s['split']}): {summary['evaluated']} clips scored of {summary['clips']}, "
+            f"{summary['skipped']['count']} skipped"
+            + "".join(f"\n  skipped, {k}: {v}" for k, v in summary["skipped"]["reasons"].items()))
+    return head + "\n" + scoring.format_table(summary)
 
 
 def default_root(dataset: str) -> str:
     """Where a dataset is looked for when --root is not given."""
     base = Path(os.environ.get("AVLEGRAD_DATA", "datasets"))
     return str(base / {"vggsound": "vggss", "flickr": "flickr", "folder": "videos",
-                       "synthetic": "synthetic"}.get(dataset, dataset))
+                       "synthetic": "synthetic", "ade20k-sound": "ADE20KSoundPrompted",
+                       "ade20k-speech": "ADE20KSpeechPrompted", "avsbench-s4": "avsbench",
+                       "avsbench-ms3": "avsbench"}.get(dataset, dataset))

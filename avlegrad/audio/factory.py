@@ -177,11 +177,25 @@ def create_audio_encoder(name: str, checkpoint=None, device=None, **kwargs) -> A
     if not isinstance(encoder, AudioEncoder):
         raise TypeError(f"builder of audio encoder {name!r} returned {type(encoder).__name__}, not an AudioEncoder")
     encoder.registry_name = name
+    if checkpoint is not None:
+        _resolve_tower_file(encoder, checkpoint)
     if not hasattr(encoder, "config"):
         encoder.config = build_kwargs
     if device is not None:
         encoder.to(device)
     return encoder.eval()
+
+
+def _resolve_tower_file(encoder: AudioEncoder, checkpoint) -> None:
+    """A checkpoint may name its CLIP weights file relative to its own folder (as the shipped
+    ``checkpoints/world/audio.pt`` names ``clip.pt``), so the pair works wherever it is cloned:
+    such a path is made absolute. Other values (tags, absolute paths) are left as they are."""
+    pretrained = getattr(encoder, "clip_pretrained", None)
+    if not pretrained or Path(str(pretrained)).is_absolute():
+        return
+    beside = Path(str(checkpoint)).expanduser().resolve().parent / str(pretrained)
+    if beside.is_file():
+        encoder.clip_pretrained = str(beside)
 
 
 def load_weights_mmap(path) -> dict:

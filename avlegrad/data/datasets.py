@@ -7,7 +7,9 @@ one bad clip never stops an evaluation, and the number evaluated is always known
 Names: ``vggsound`` (VGG-SS test set; splits test / heard / unheard), ``flickr``
 (Flickr-SoundNet; splits test = EZ-VSL's 249 ids, test250 = the original 250), ``folder`` (every
 video under root, no boxes), ``synthetic`` (``data/synthetic.py``'s generated benchmark in the
-VGG-SS format; generated with defaults when root does not exist).
+VGG-SS format; generated with defaults when root does not exist). Segmentation benchmarks
+(records with a ground-truth ``mask``): ``ade20k-sound``, ``ade20k-speech``, ``avsbench-s4``,
+``avsbench-ms3`` (see ``avlegrad.data.segmentation``).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from .annotations import (AnnotationReport, BoxAnnotation, check_boxes, find_ann
                           read_flickr_test_csv, read_id_list, read_vggss_json)
 from .media import MediaError
 from .record import VIDEO_SUFFIXES, ClipFiles, ClipRecord, SkippedClip, load_clip_media, locate_clip
+from .segmentation import SEGMENTATION_SPLITS
 
 SILENCE_PEAK = 1e-4  # a waveform whose peak is below this is treated as silent
 DATASET_SPLITS = {
@@ -28,6 +31,7 @@ DATASET_SPLITS = {
     "flickr": ("test", "test250"),
     "folder": ("test",),  # one split holding every video
     "synthetic": ("test",),
+    **SEGMENTATION_SPLITS,
 }
 VGGSS_SPLIT_FILES = {"test": "vggss_test.csv", "heard": "vggss_heard_test.csv",
                      "unheard": "vggss_unheard_test.csv"}
@@ -147,6 +151,11 @@ def create_dataset(name: str, root, *, split: str = "test", sample_rate: int = 1
     if split not in DATASET_SPLITS[name]:
         raise ValueError(f"unknown split {split!r} for dataset {name!r}; valid splits: "
                          f"{', '.join(DATASET_SPLITS[name])}")
+    if name in SEGMENTATION_SPLITS:
+        from .segmentation import create_segmentation_dataset
+
+        return create_segmentation_dataset(name, root, split=split, sample_rate=sample_rate,
+                                           annotations=annotations, limit=limit)
     root = Path(root).expanduser()
     if name == "synthetic":
         if not (root / "vggss.json").is_file():

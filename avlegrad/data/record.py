@@ -36,6 +36,7 @@ class ClipRecord:
     box_format: str | None = None  # "vggss": [x0, y0, x1, y1] in [0, 1]; "flickr": 256-px boxes
     label: str | None = None  # class name, where the dataset has one
     meta: dict = field(default_factory=dict)
+    mask: np.ndarray | None = None  # ground-truth mask of the segmentation benchmarks ([H, W], binary or labels)
 
 
 @dataclass

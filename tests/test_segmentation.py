@@ -1,0 +1,714 @@
+"""Segmentation benchmarks prompted by sound: the metrics against slow references written from
+their reference code, the readers on small fixtures in each published layout, eval.py end to end
+(tiny random CLIP, text prompts), and the DenseAV download script against a local server."""
+import csv
+import functools
+import http.server
+import importlib.util
+import io
+import json
+import math
+import sys
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+try:  # a cross-check where scikit-learn is installed (it is not a dependency)
+    from sklearn.metrics import average_precision_score
+except ImportError:  # pragma: no cover
+    average_precision_score = None
+
+import eval as eval_cli
+from avlegrad import evaluation
+from avlegrad import segmentation_metrics as sm
+from avlegrad.data import ClipRecord, SkippedClip, create_dataset, write_audio
+from avlegrad.data.segmentation import ade_class_map
+
+REPO = Path(__file__).resolve().parents[1]
+SR = 16000
+TINY_CLIP = {"embed_dim": 32,
+             "vision_cfg": {"image_size": 64, "patch_size": 16, "width": 64, "layers": 2, "head_width": 16},
+             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+
+
+# =============================================================================================
+# Slow references, written from the reference code with explicit loops
+# =============================================================================================
+
+def ref_average_precision(scores, targets):
+    """sum_k (R_k - R_{k-1}) P_k over the distinct scores, highest first (predict score >= t)."""
+    scores, targets = np.asarray(scores, np.float64).ravel(), np.asarray(targets, bool).ravel()
+    positives = targets.sum()
+    ap, previous_recall = 0.0, 0.0
+    for t in sorted(set(scores.tolist()), reverse=True):
+        predicted = scores >= t
+        tp = np.sum(predicted & targets)
+        precision, recall = tp / predicted.sum(), tp / positives
+        ap += (recall - previous_recall) * precision
+        previous_recall = recall
+    return ap
+
+
+def ref_multi_iou(prediction, target, k=20):
+    """DenseAV's multi_iou, one threshold at a time."""
+    prediction = torch.tensor(np.asarray(prediction, np.float32).ravel())
+    target = torch.tensor(np.asarray(target).ravel()) > 0.5
+    best = 0.0
+    for t in torch.linspace(prediction.min(), prediction.max(), k):
+        hard = prediction > t
+        inter = torch.logical_and(hard, target).sum().float()
+        union = torch.logical_or(hard, target).sum().float()
+        union = 1.0 if union == 0 else union
+        best = max(best, float(inter / union))
+    return best
+
+
+def ref_prompted(maps, gts, classes, normalization):
+    """get_paired_heatmaps: normalise (globally: hm -= hm.min(); hm /= hm.max()), pool per class."""
+    hm = torch.tensor(np.stack(maps).astype(np.float32))
+    if normalization == "global":
+        hm -= hm.min()
+        hm /= hm.max()
+    else:
+        hm = torch.stack([(m - m.min()) / (m.max() - m.min()) for m in hm])
+    gt = torch.tensor(np.stack(gts))
+    aps, ious = [], []
+    for c in dict.fromkeys(classes):
+        idx = [i for i, x in enumerate(classes) if x == c]
+        aps.append(ref_average_precision(hm[idx].flatten().numpy(), gt[idx].flatten().numpy()))
+        ious.append(ref_multi_iou(hm[idx].flatten(), gt[idx].flatten()))
+    return float(np.mean(aps)), float(np.mean(ious))
+
+
+def ref_official_avsbench(preds, gts, batch_size):
+    """AVSBench test.py: mask_iou and Eval_Fmeasure per batch, AverageMeter over batches."""
+    miou_sum, f_sum, batches = 0.0, 0.0, 0
+    for start in range(0, len(preds), batch_size):
+        pred = torch.tensor(np.stack(preds[start:start + batch_size]).astype(np.float32))
+        target = torch.tensor(np.stack(gts[start:start + batch_size]).astype(np.float32))
+        # mask_iou
+        n, num_pixels = pred.size(0), pred.size(-1) * pred.size(-2)
+        no_obj = target.sum(2).sum(1) == 0
+        hard = (torch.sigmoid(pred) > 0.5).int()
+        inter = (hard * target).sum(2).sum(1)
+        union = torch.max(hard, target).sum(2).sum(1)
+        inter[no_obj] = ((1 - target) * (1 - hard)).sum(2).sum(1)[no_obj]
+        union[no_obj] = num_pixels
+        miou_sum += float(torch.sum(inter / (union + 1e-7)) / n)
+        # Eval_Fmeasure
+        sig = torch.sigmoid(pred)
+        avg_f, img_num, score = 0.0, 0, torch.zeros(255)
+        for i in range(n):
+            if torch.mean(target[i]) == 0.0:
+                continue
+            thlist = torch.linspace(0, 1 - 1e-10, 255)
+            prec, recall = torch.zeros(255), torch.zeros(255)
+            for j in range(255):
+                y_temp = (sig[i] >= thlist[j]).float()
+                tp = (y_temp * target[i]).sum()
+                prec[j], recall[j] = tp / (y_temp.sum() + 1e-20), tp / (target[i].sum() + 1e-20)
+            f = (1 + 0.3) * prec * recall / (0.3 * prec + recall)
+            f[f != f] = 0
+            avg_f += f
+            img_num += 1
+            score = avg_f / img_num
+        f_sum += float(score.max())
+        batches += 1
+    return miou_sum / batches, f_sum / batches
+
+
+def ref_dataset_avsbench(preds, gts):
+    """ACL-SSL's corrected figures: IoU of pred > thr per frame, dataset mean, best thr; the F
+    curves (no sigmoid) of all frames with an object averaged, then the max."""
+    curve = []
+    for thr in sm.SWEEP_THRESHOLDS:
+        ious = []
+        for p, g in zip(preds, gts):
+            pred = torch.tensor(p.astype(np.float32)) > thr
+            g = torch.tensor(g)
+            if not g.any():
+                ious.append(float((~pred).sum()) / (g.numel() + 1e-7))
+            else:
+                ious.append(float((pred & g).sum()) / (float((pred | g).sum()) + 1e-7))
+        curve.append(np.mean(ious))
+    fs = []
+    thlist = torch.linspace(0, 1 - 1e-10, 255)
+    for p, g in zip(preds, gts):
+        if not g.any():
+            continue
+        p, g = torch.tensor(p.astype(np.float32)), torch.tensor(g.astype(np.float32))
+        f = torch.zeros(255, dtype=torch.float64)
+        for j in range(255):
+            y = (p >= thlist[j]).float()
+            tp = float((y * g).sum())
+            prec, rec = tp / (float(y.sum()) + 1e-20), tp / (float(g.sum()) + 1e-20)
+            f[j] = 0.0 if prec + rec == 0 else 1.3 * prec * rec / (0.3 * prec + rec)
+        fs.append(f.numpy())
+    return max(curve), float(np.max(np.mean(fs, axis=0)))
+
+
+def random_maps(rng, n, size=16, levels=None):
+    maps = rng.random((n, size, size)).astype(np.float32)
+    if levels:  # coarse values: many ties, as float16 maps have
+        maps = np.round(maps * levels) / levels
+    gts = np.zeros((n, size, size), dtype=bool)
+    for i in range(n):
+        y, x = rng.integers(0, size - 4, 2)
+        gts[i, y:y + rng.integers(2, 8), x:x + rng.integers(2, 8)] = True
+        maps[i][gts[i]] += 0.3 * rng.random()  # some signal
+    return list(maps), list(gts)
+
+
+# =============================================================================================
+# Metrics
+# =============================================================================================
+
+@pytest.mark.parametrize("levels", [None, 7])
+def test_average_precision_matches_definition_and_sklearn(levels):
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        scores = rng.random(500).astype(np.float32)
+        if levels:
+            scores = (np.round(scores * levels) / levels).astype(np.float32)
+        targets = rng.random(500) < 0.3
+        ours = sm.binary_average_precision(scores, targets)
+        assert ours == pytest.approx(ref_average_precision(scores, targets), abs=1e-12)
+        if average_precision_score is not None:
+            assert ours == pytest.approx(average_precision_score(targets, scores), abs=1e-12)
+    assert math.isnan(sm.binary_average_precision(np.ones(5), np.zeros(5)))
+    assert sm.binary_average_precision(torch.tensor([0.1, 0.9]), torch.tensor([0, 1])) == 1.0
+
+
+def test_best_threshold_iou_matches_multi_iou():
+    rng = np.random.default_rng(1)
+    for levels in (None, 5):
+        maps, gts = random_maps(rng, 3, levels=levels)
+        scores, targets = np.stack(maps).ravel(), np.stack(gts).ravel()
+        assert sm.best_threshold_iou(scores, targets) == pytest.approx(ref_multi_iou(scores, targets), abs=1e-7)
+    # a constant map predicts nothing at any threshold (strict >): IoU 0, as DenseAV scores it
+    assert sm.best_threshold_iou(np.ones(10), np.r_[np.ones(3), np.zeros(7)]) == 0.0
+    assert sm.best_threshold_iou(np.r_[np.ones(3), np.zeros(7)], np.r_[np.ones(3), np.zeros(7)]) == 1.0
+
+
+@pytest.mark.parametrize("normalization", ["global", "per-image"])
+def test_prompted_segmentation_metrics_match_reference(normalization):
+    rng = np.random.default_rng(2)
+    maps, gts = random_maps(rng, 7)
+    maps = [m * rng.uniform(0.5, 3) + rng.uniform(-1, 1) for m in maps]  # per-image scales differ
+    classes = [3, 3, 11, 3, 11, 5, 5]
+    result = sm.prompted_segmentation_metrics(maps, gts, classes, normalization=normalization)
+    m_ap, m_iou = ref_prompted(maps, gts, classes, normalization)
+    assert result.mAP == pytest.approx(m_ap, abs=1e-6)
+    assert result.mIoU == pytest.approx(m_iou, abs=1e-6)
+    assert result.classes == 3 and result.images == 7
+    assert result.per_class[11]["images"] == 2
+
+
+def test_global_normalisation_is_a_rescaling_per_image_is_not():
+    rng = np.random.default_rng(3)
+    maps, gts = random_maps(rng, 6)
+    classes = [0, 0, 0, 1, 1, 1]
+    maps = [m * s for m, s in zip(maps, [1, 5, 0.2, 1, 3, 0.5])]
+    raw = sm.prompted_segmentation_metrics(maps, gts, classes, "global")
+    shifted = sm.prompted_segmentation_metrics([10 * m + 4 for m in maps], gts, classes, "global")
+    per_image = sm.prompted_segmentation_metrics(maps, gts, classes, "per-image")
+    assert raw.mAP == pytest.approx(shifted.mAP, abs=1e-6) and raw.mIoU == pytest.approx(shifted.mIoU, abs=1e-6)
+    assert abs(raw.mAP - per_image.mAP) > 1e-4
+
+
+def test_class_without_positive_pixels_is_left_out_of_map():
+    maps = [np.eye(4, dtype=np.float32), np.eye(4, dtype=np.float32)]
+    gts = [np.eye(4, dtype=bool), np.zeros((4, 4), dtype=bool)]
+    result = sm.prompted_segmentation_metrics(maps, gts, ["a", "b"])
+    assert result.classes_without_positives == 1 and result.mAP == 1.0
+    assert result.per_class["b"]["iou"] == 0.0 and result.mIoU == 0.5
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 5, 20])
+def test_avsbench_official_figures_match_test_py(batch_size):
+    rng = np.random.default_rng(4)
+    maps, gts = random_maps(rng, 7)
+    gts[2][:] = False  # a frame with no object: IoU from true negatives, left out of F
+    maps[4] = maps[4] - 0.5  # logits-like values: some below 0
+    miou, fscore = ref_official_avsbench(maps, gts, batch_size)
+    assert sm.avsbench_official_miou(maps, gts, batch_size) == pytest.approx(miou, abs=1e-6)
+    assert sm.avsbench_official_fscore(maps, gts, batch_size) == pytest.approx(fscore, abs=1e-5)
+
+
+def test_avsbench_official_fscore_depends_on_batch_size():
+    rng = np.random.default_rng(5)
+    maps, gts = random_maps(rng, 8)
+    maps = [m * s for m, s in zip(maps, [4, 0.3, 2, 1, 6, 0.5, 1, 3])]  # best thresholds differ per frame
+    by_batch = {b: sm.avsbench_official_fscore(maps, gts, b) for b in (1, 2, 4, 8)}
+    assert by_batch[1] > by_batch[2] > by_batch[8]  # a max per batch: smaller batches, more optimism
+    for b, value in by_batch.items():
+        assert value == pytest.approx(ref_official_avsbench(maps, gts, b)[1], abs=1e-5)
+    # one batch holding every frame = the dataset-level max of the mean curve (of sigmoid(map))
+    sigmoid = [sm.sigmoid_float32(m) for m in maps]
+    assert by_batch[8] == pytest.approx(sm.avsbench_dataset_fscore(sigmoid, gts)["F"], abs=1e-9)
+
+
+def test_official_miou_on_heatmaps_predicts_the_whole_image():
+    """sigmoid(h) > 0.5 for every h > 0: a [0, 1] heatmap is scored as the whole image."""
+    rng = np.random.default_rng(6)
+    maps, gts = random_maps(rng, 4)
+    maps = [np.clip(m, 0.01, 1) for m in maps]
+    whole = [np.ones_like(m) for m in maps]
+    assert sm.avsbench_official_miou(maps, gts, 2) == pytest.approx(sm.avsbench_official_miou(whole, gts, 2))
+    fractions = [g.mean() for g in gts]
+    assert sm.avsbench_official_miou(maps, gts, 4) == pytest.approx(np.mean(fractions), abs=1e-6)
+
+
+def test_avsbench_dataset_level_figures_match_acl_ssl():
+    rng = np.random.default_rng(7)
+    maps, gts = random_maps(rng, 6, levels=10)
+    maps = [np.clip(m, 0, 1) for m in maps]
+    gts[1][:] = False
+    best_miou, best_f = ref_dataset_avsbench(maps, gts)
+    sweep = sm.avsbench_miou_sweep(maps, gts)
+    assert sweep["best"] == pytest.approx(best_miou, abs=1e-7)
+    assert len(sweep["miou"]) == 19 and sweep["best_threshold"] in [round(t, 4) for t in sm.SWEEP_THRESHOLDS]
+    assert sm.avsbench_dataset_fscore(maps, gts)["F"] == pytest.approx(best_f, abs=1e-7)
+
+
+def test_metric_input_checks():
+    with pytest.raises(ValueError, match="differs"):
+        sm.prompted_segmentation_metrics([np.zeros((4, 4))], [np.zeros((5, 5))], [1])
+    with pytest.raises(ValueError, match="normalization"):
+        sm.prompted_segmentation_metrics([], [], [], normalization="median")
+    with pytest.raises(ValueError, match="batch_size"):
+        sm.avsbench_official_fscore([np.zeros((4, 4))], [np.ones((4, 4))], 0)
+
+
+# =============================================================================================
+# Fixtures in the published layouts
+# =============================================================================================
+
+def tone(seconds, freq=440.0):
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def seg_png(classes_map):
+    """An ADE20K _seg.png encoding full-index classes: R = class // 256 * 10, G = class % 256."""
+    rgb = np.zeros(classes_map.shape + (3,), dtype=np.uint8)
+    rgb[..., 0] = (classes_map // 256) * 10
+    rgb[..., 1] = classes_map % 256
+    rgb[..., 2] = 7  # instance channel, ignored
+    return rgb
+
+
+ADE_ROWS = [  # image, class, class name, has sound prompt, has speech prompt, timing
+    ("validation/ADE_val_00000001.jpg", 2978, "person", True, True, "[1.0, 1.5]"),
+    ("validation/ADE_val_00000002.jpg", 2978, "person", True, True, "[2.0, 2.25]"),
+    ("validation/ADE_val_00000003.jpg", 1520, "dog", True, True, "[0.1, 0.6]"),
+    ("validation/ADE_val_00000004.jpg", 1520, "dog", False, True, ""),  # no sound prompt; no timing
+    ("validation/ADE_val_00000005.jpg", 0, "-", True, True, "[0.5, 1.0]"),  # class 0: dropped
+    ("validation/ADE_val_00000001.jpg", 312, "car", True, False, ""),  # same image, another class
+]
+
+
+def write_ade(root, rng):
+    """DenseAV's ADE20K*Prompted layout for both datasets in one folder (one csv)."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n, (location, cls, name, sound, speech, timing) in enumerate(ADE_ROWS):
+        stem = location[:-4]
+        h, w = (30, 48) if n % 2 else (50, 36)  # not square: resize + centre crop matters
+        frame_path = root / "frames" / location
+        if not frame_path.exists():
+            frame_path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(frame_path, quality=95)
+            classes = np.full((h, w), 2, dtype=np.int64)
+            classes[h // 4: 3 * h // 4, w // 3: 2 * w // 3] = 2978 if n != 2 else 1520
+            classes[:3, :] = 312
+            seg = root / "annotations" / f"{stem}_seg.png"
+            seg.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(seg_png(classes)).save(seg)
+        sound_file = f"vggsound/clip_{n}.wav" if sound else ""
+        speech_file = f"/speech/prompt_{n}.wav" if speech else ""
+        for f, seconds, freq in ((sound_file, 11.0, 300 + 50 * n), (speech_file, 3.0, 500 + 50 * n)):
+            if f:
+                write_audio(root / "audio" / f.split("/")[-1], tone(seconds, freq), SR)
+        rows.append({"": n, "image_location": location, "ade_class_id": cls, "ade_class_name": name,
+                     "vggsound_file": sound_file, "speech_prompt_file": speech_file, "timing": timing})
+    with open(root / "prompted_segmentation.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+def write_avsbench(base, rng, s4_videos=(("vidA", "dog_barking"), ("vidB", "playing_piano"),
+                                          ("vidC", "dog_barking")), ms3_videos=("msX", "msY")):
+    """The AVSBench release layout: avsbench_data/Single-source and Multi-sources."""
+    s4 = base / "avsbench_data" / "Single-source"
+    ms3 = base / "avsbench_data" / "Multi-sources"
+
+    def frame_and_mask(frame_path, mask_path, i):
+        frame_path.parent.mkdir(parents=True, exist_ok=True)
+        mask_path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8)).save(frame_path)
+        mask = np.zeros((224, 224), dtype=np.uint8)
+        if i != 3:  # frame 3 has no sounding object
+            mask[40 + 10 * i: 120 + 10 * i, 60:150] = 255
+        Image.fromarray(mask).save(mask_path)
+
+    s4.mkdir(parents=True)
+    with open(s4 / "s4_meta_data.csv", "w", newline="") as f:
+        f.write("name,start,category,split\n")
+        f.write("trainvid,0,dog_barking,train\n")
+        for video, category in s4_videos:
+            f.write(f"{video},0,{category},test\n")
+            data = s4 / "s4_data"
+            write_audio(data / "audio_wav" / "test" / category / f"{video}.wav", tone(5.0), SR)
+            for i in range(1, 6):
+                frame_and_mask(data / "visual_frames" / "test" / category / video / f"{video}_{i}.png",
+                               data / "gt_masks" / "test" / category / video / f"{video}_{i}.png", i)
+    ms3.mkdir(parents=True)
+    with open(ms3 / "ms3_meta_data.csv", "w", newline="") as f:
+        f.write("video_id,split\n")
+        for video in ms3_videos:
+            f.write(f"{video},test\n")
+            data = ms3 / "ms3_data"
+            write_audio(data / "audio_wav" / "test" / f"{video}.wav", tone(5.0, 600), SR)
+            for i in range(1, 6):
+                frame_and_mask(data / "visual_frames" / video / f"{video}.mp4_{i}.png",
+                               data / "gt_masks" / "test" / video / f"{video}_{i}.png", i)
+    return base / "avsbench_data"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    base = tmp_path_factory.mktemp("segdata")
+    rng = np.random.default_rng(0)
+    ade = write_ade(base / "ADE20KSoundPrompted", rng)
+    avs = write_avsbench(base, rng)
+    config = base / "tiny-clip.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    return {"ade": ade, "avs": avs, "config": config, "base": base}
+
+
+# =============================================================================================
+# Readers
+# =============================================================================================
+
+def test_ade_label_encoding():
+    classes = np.array([[0, 2978], [312, 3661]])
+    assert (ade_class_map(seg_png(classes)) == classes).all()
+
+
+def test_ade20k_sound_reader(data):
+    root = data["ade"]
+    ds = create_dataset("ade20k-sound", root)
+    report = ds.annotation_report
+    assert report.rows == 6 and report.dropped_no_prompt == 1 and report.dropped_class_zero == 1
+    assert report.label_column == "ade_class_name" and len(ds) == 4
+    assert ds.ids == ["validation/ADE_val_00000001@2978", "validation/ADE_val_00000002@2978",
+                      "validation/ADE_val_00000003@1520", "validation/ADE_val_00000001@312"]
+    record = ds[0]
+    assert isinstance(record, ClipRecord) and record.label == "person"
+    assert record.frame.shape == (224, 224, 3) and record.mask.shape == (224, 224) and record.mask.dtype == bool
+    # exactly DenseAV's transforms on the same files (torchvision Resize(224) + CenterCrop(224))
+    import torchvision.transforms as T
+
+    with Image.open(root / "frames" / "validation" / "ADE_val_00000001.jpg") as im:
+        expected = np.asarray(T.Compose([T.Resize(224, T.InterpolationMode.BILINEAR), T.CenterCrop(224)])(
+            im.convert("RGB")))
+    assert np.array_equal(record.frame, expected)
+    with Image.open(root / "annotations" / "validation" / "ADE_val_00000001_seg.png") as im:
+        label = T.Compose([T.Resize(224, T.InterpolationMode.NEAREST), T.CenterCrop(224)])(im)
+        seg = np.array(label)
+        expected_mask = ((seg[:, :, 0] / 10).astype(np.int32) * 256 + seg[:, :, 1]) == 2978
+    assert np.array_equal(record.mask, expected_mask) and record.mask.any()
+    assert len(record.waveform) == 10 * SR  # the 11 s prompt cut to DenseAV's 10 s
+    assert record.meta["class_id"] == 2978 and record.meta["ade_class_id"] == 2978
+    assert not ds[3].mask.any()  # class 312, the top rows of a portrait frame: cut away by the crop
+
+
+def test_ade20k_speech_reader_uses_the_word_timing(data):
+    ds = create_dataset("ade20k-speech", data["ade"])
+    assert ds.annotation_report.dropped_no_prompt == 1 and ds.annotation_report.dropped_class_zero == 1
+    assert ds.annotation_report.rows_without_timing == 1  # row 4 has a prompt but no timing
+    by_id = {cid: ds[i] for i, cid in enumerate(ds.ids)}
+    word = by_id["validation/ADE_val_00000001@2978"]
+    assert word.meta["timing"] == [1.0, 1.5]
+    assert len(word.waveform) == round((1.5 + 0.2 - (1.0 - 0.2)) * SR)  # [start - 0.2, end + 0.2]
+    full = create_dataset("ade20k-speech", data["ade"], split="test-full-prompt")
+    assert len(full[0].waveform) == 3 * SR  # the whole prompt
+
+
+def test_avsbench_readers(data):
+    s4 = create_dataset("avsbench-s4", data["avs"])
+    assert len(s4) == 15 and s4.ids[:6] == ["vidA_1", "vidA_2", "vidA_3", "vidA_4", "vidA_5", "vidB_1"]
+    r = s4[1]
+    assert r.label == "dog barking" and r.meta["class_id"] == "dog_barking" and r.meta["seconds"] == [1, 2]
+    assert r.frame.shape == (224, 224, 3) and r.mask.sum() == 80 * 90 and len(r.waveform) == 5 * SR
+    assert not s4[2].mask.any()  # frame 3: no object
+    # the root may be any level of the release
+    assert create_dataset("avsbench-s4", data["avs"] / "Single-source").ids == s4.ids
+    assert len(create_dataset("avsbench-s4", data["avs"].parent, limit=4)) == 4
+    ms3 = create_dataset("avsbench-ms3", data["avs"])
+    assert ms3.ids == [f"{v}_{i}" for v in ("msX", "msY") for i in range(1, 6)]
+    r = ms3[0]
+    assert r.label is None and r.mask.sum() == 80 * 90
+    with pytest.raises(ValueError, match="unknown split 'train'"):
+        create_dataset("avsbench-s4", data["avs"], split="train")
+
+
+def test_missing_files_are_skipped_not_fatal(data, tmp_path):
+    import shutil
+
+    root = tmp_path / "avs"
+    shutil.copytree(data["avs"], root)
+    gone = root / "Single-source" / "s4_data" / "gt_masks" / "test" / "playing_piano" / "vidB" / "vidB_2.png"
+    gone.unlink()
+    ds = create_dataset("avsbench-s4", root)
+    item = ds[6]
+    assert isinstance(item, SkippedClip) and item.clip_id == "vidB_2" and "missing: mask" in item.reason
+
+
+def test_missing_data_says_how_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="on request") as info:
+        create_dataset("avsbench-ms3", tmp_path / "nowhere")
+    assert "zhoujxhfut@gmail.com" in str(info.value)
+    with pytest.raises(FileNotFoundError, match="s4_meta_data.csv"):
+        create_dataset("avsbench-s4", tmp_path)
+    with pytest.raises(FileNotFoundError, match="download_denseav.py --speech"):
+        create_dataset("ade20k-speech", tmp_path)
+
+
+# =============================================================================================
+# eval.py end to end
+# =============================================================================================
+
+def run_eval(data, dataset, root, out, *extra):
+    argv = ["--dataset", dataset, "--root", str(root), "--model", str(data["config"]), "--pretrained", "none",
+            "--target", "text", "--workers", "0", "--batch-size", "3", "--out", str(out), *extra]
+    assert eval_cli.main(argv) == 0
+    return json.loads((out / "summary.json").read_text())
+
+
+def stored(out, key):
+    rows = [json.loads(line) for line in (out / "clips.jsonl").read_text().splitlines()]
+    scored = [r for r in rows if "maps" in r]
+    arrays = []
+    for r in scored:
+        with np.load(out / r["maps"]) as z:
+            arrays.append(z[key])
+    return scored, arrays
+
+
+def test_eval_ade20k_sound(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    summary = run_eval(data, "ade20k-sound", data["ade"], out, "--method", "legrad,similarity",
+                       "--save-overlays", "1")
+    table = capsys.readouterr().out
+    for text in ("legrad", "center (prior)", "whole (baseline)", "denseav-global:mAP", "taco-per-image:mIoU",
+                 "1 without a prompt file", "1 of class 0"):
+        assert text in table, text
+    assert summary["evaluated"] == 4 and summary["skipped"]["count"] == 0
+    assert list(summary["methods"]) == ["legrad", "similarity", "center", "whole"]
+    assert set(summary["metrics"]) == {"denseav-global", "taco-per-image"}
+    scored, gts = stored(out, "gt")
+    _, legrad = stored(out, "legrad")
+    assert legrad[0].dtype == np.float16 and legrad[0].shape == (224, 224) and gts[0].dtype == bool
+    classes = [r["class_id"] for r in scored]
+    assert classes == [2978, 2978, 1520, 312]
+    for normalization, variant in (("global", "denseav-global"), ("per-image", "taco-per-image")):
+        expected = sm.prompted_segmentation_metrics(legrad, gts, classes, normalization)
+        assert summary["methods"]["legrad"][variant]["mAP"] == pytest.approx(expected.mAP)
+        assert summary["methods"]["legrad"][variant]["mIoU"] == pytest.approx(expected.mIoU)
+    # the whole image: AP = the share of positive pixels, and no pixel is > the constant
+    whole = summary["methods"]["whole"]["denseav-global"]
+    per_class_share = {}
+    for c, g in zip(classes, gts):
+        per_class_share.setdefault(c, []).append(g)
+    shares = [np.mean(v) for v in per_class_share.values()]
+    # class 312 (the top rows of a portrait image) is cut away by the centre crop: no positive
+    # pixel, so its AP is undefined (NaN, left out of mAP) and its IoU 0
+    assert shares[-1] == 0 and whole["classes_without_positives"] == 1 and summary["empty_masks"] == 1
+    assert whole["mAP"] == pytest.approx(np.mean(shares[:-1]))
+    assert whole["mIoU"] == 0.0
+    assert "mask is empty (no object, or cut away by a crop): 1" in table
+    assert len(list((out / "overlays").glob("*.png"))) == 1
+
+
+def test_eval_resume_and_metric_options(data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    full = run_eval(data, "avsbench-s4", data["avs"], out)
+    assert full["evaluated"] == 15 and set(full["metrics"]) == {"avsbench-official", "avsbench-dataset"}
+    assert full["methods"]["legrad"]["avsbench-official"]["batch_frames"] == 20
+    rows = (out / "clips.jsonl").read_text().splitlines()
+    # a run killed after 9 clips, mid-write; one maps file of a finished clip lost too
+    (out / "clips.jsonl").unlink()
+    (out / "summary.json").unlink()
+    (out / "clips.rank0.jsonl").write_text("\n".join(rows[:9]) + "\n" + rows[9][:15])
+    (out / json.loads(rows[0])["maps"]).unlink()
+    seen = []
+    real = evaluation.create_explainer
+
+    def counting(name, model, **kw):
+        explainer = real(name, model, **kw)
+        return lambda images, targets: seen.append(len(images)) or explainer(images, targets)
+
+    monkeypatch.setattr(evaluation, "create_explainer", counting)
+    resumed = run_eval(data, "avsbench-s4", data["avs"], out, "--avsbench-batch-frames", "5",
+                       "--seg-metrics", "avsbench-official,avsbench-dataset,denseav-global")
+    assert sum(seen) == 7  # 6 clips without a row + the one whose maps file was lost
+    assert resumed["methods"]["legrad"]["avsbench-dataset"]["F"] == pytest.approx(
+        full["methods"]["legrad"]["avsbench-dataset"]["F"], abs=2e-3)
+    assert resumed["methods"]["legrad"]["avsbench-official"]["batch_frames"] == 5
+    assert resumed["methods"]["legrad"]["denseav-global"]["classes"] == 2  # pooled per category
+    # the official figures are those of the stored maps, with the batch size asked for (the
+    # functions are checked against test.py's code above, on small maps: the loops are slow)
+    _, gts = stored(out, "gt")
+    _, maps = stored(out, "legrad")
+    official = resumed["methods"]["legrad"]["avsbench-official"]
+    assert official["mIoU"] == sm.avsbench_official_miou(maps, gts, 5)
+    assert official["F"] == sm.avsbench_official_fscore(maps, gts, 5)
+    # the centre prior and the whole image are [0, 1] maps: the official mIoU scores both as ~the whole image
+    official = {m: resumed["methods"][m]["avsbench-official"]["mIoU"] for m in ("center", "whole")}
+    assert official["center"] == pytest.approx(official["whole"], abs=1e-3)
+    assert not list(out.glob("clips.rank*.jsonl"))
+    # other model settings in the same folder are refused; --overwrite starts afresh (maps too)
+    code = eval_cli.main(["--dataset", "avsbench-s4", "--root", str(data["avs"]), "--model", str(data["config"]),
+                          "--pretrained", "none", "--target", "text", "--workers", "0", "--layer-index", "0",
+                          "--out", str(out)])
+    assert code == 2
+    fresh = run_eval(data, "avsbench-s4", data["avs"], out, "--method", "center", "--overwrite")
+    assert list(fresh["methods"]) == ["center", "whole"] and fresh["evaluated"] == 15
+    for path in (out / "maps").glob("*.npz"):
+        with np.load(path) as z:
+            assert z.files == ["gt"]  # the earlier legrad maps are gone
+
+
+def test_eval_user_errors(data, tmp_path, caplog):
+    base = ["--root", str(data["avs"]), "--model", str(data["config"]), "--pretrained", "none",
+            "--target", "text", "--workers", "0", "--out", str(tmp_path / "o")]
+    assert eval_cli.main(["--dataset", "avsbench-s4", "--seg-metrics", "ap50"] + base) == 2
+    assert "unknown segmentation metric(s) ap50" in caplog.text
+    assert eval_cli.main(["--dataset", "avsbench-ms3", "--overwrite"] + base) == 2  # MS3 has no class names
+    assert "has no class label" in caplog.text
+    assert eval_cli.main(["--dataset", "vggsound", "--method", "whole", "--overwrite"] + base) == 2
+    assert "unknown method(s) whole" in caplog.text  # the box benchmarks are unchanged
+
+
+# =============================================================================================
+# data/download_denseav.py
+# =============================================================================================
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", REPO / "data" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files, honouring ``Range: bytes=N-`` (206), and records the Range headers seen."""
+
+    ranges: list = []
+    honour_range = True
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            return self.send_error(404)
+        data = path.read_bytes()
+        wanted = self.headers.get("Range")
+        type(self).ranges.append(wanted)
+        if wanted and type(self).honour_range:
+            start = int(wanted.split("=")[1].split("-")[0])
+            if start >= len(data):
+                return self.send_error(416)
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            data = data[start:]
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def server(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    RangeHandler.ranges, RangeHandler.honour_range = [], True
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(RangeHandler, directory=str(served)))
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def denseav_zip(folder="ADE20KSoundPrompted", extra=None):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr(f"{folder}/prompted_segmentation.csv", "image_location,ade_class_id,vggsound_file\n")
+        z.writestr(f"{folder}/frames/validation/a.jpg", b"jpeg" * 5000)
+        z.writestr(f"__MACOSX/{folder}/._a.jpg", b"junk")
+        for name, payload in (extra or {}).items():
+            z.writestr(name, payload)
+    return buffer.getvalue()
+
+
+def test_download_denseav_resumes_verifies_and_unpacks(server, tmp_path, capsys):
+    served, base = server
+    script = load_script("download_denseav")
+    payload = denseav_zip()
+    (served / "ADE20KSoundPrompted.zip").write_bytes(payload)
+    out = tmp_path / "datasets"
+    out.mkdir()
+    (out / "ADE20KSoundPrompted.zip.part").write_bytes(payload[:1000])  # an interrupted download
+    digest = __import__("hashlib").sha256(payload).hexdigest()
+    assert script.main(["--sound", "--out", str(out), "--base-url", base, "--quiet", "--sha256", f"sound={digest}"]) == 0
+    assert RangeHandler.ranges == ["bytes=1000-"]
+    assert (out / "ADE20KSoundPrompted.zip").read_bytes() == payload
+    folder = out / "ADE20KSoundPrompted"
+    assert (folder / "prompted_segmentation.csv").is_file() and (folder / "frames/validation/a.jpg").is_file()
+    assert not (out / "__MACOSX").exists() and not list(out.glob(".*unpacking"))
+    assert f"sha256 {digest} (verified)" in capsys.readouterr().out
+    # a second run does nothing
+    assert script.main(["--sound", "--out", str(out), "--base-url", base, "--quiet"]) == 0
+    assert len(RangeHandler.ranges) == 1
+
+
+def test_download_denseav_bad_checksum_and_unsafe_archive(server, tmp_path, capsys):
+    served, base = server
+    script = load_script("download_denseav")
+    (served / "ADE20KSpeechPrompted.zip").write_bytes(denseav_zip("ADE20KSpeechPrompted"))
+    out = tmp_path / "d"
+    assert script.main(["--speech", "--out", str(out), "--base-url", base, "--quiet",
+                        "--sha256", "speech=" + "0" * 64]) == 1
+    assert "sha256 mismatch" in capsys.readouterr().err
+    assert not list(out.glob("ADE20KSpeechPrompted*"))  # nothing kept
+    (served / "ADE20KSpeechPrompted.zip").write_bytes(denseav_zip("ADE20KSpeechPrompted", {"../evil.txt": b"x"}))
+    assert script.main(["--speech", "--out", str(out), "--base-url", base, "--quiet"]) == 1
+    assert "unsafe path" in capsys.readouterr().err and not (tmp_path / "evil.txt").exists()
+    assert script.main(["--sound", "--out", str(out), "--base-url", base, "--quiet"]) == 1  # 404
+    assert "HTTP 404" in capsys.readouterr().err
+
+
+def test_download_denseav_restarts_when_the_server_ignores_range(server, tmp_path):
+    served, base = server
+    script = load_script("download_denseav")
+    payload = denseav_zip()
+    (served / "ADE20KSoundPrompted.zip").write_bytes(payload)
+    RangeHandler.honour_range = False  # answers 200 with the whole file
+    (tmp_path / "ADE20KSoundPrompted.zip.part").write_bytes(b"stale bytes of another file")
+    path = script.download_resumable(f"{base}/ADE20KSoundPrompted.zip", tmp_path / "ADE20KSoundPrompted.zip",
+                                     progress=False)
+    assert RangeHandler.ranges == ["bytes=27-"] and path.read_bytes() == payload
+    assert not (tmp_path / "ADE20KSoundPrompted.zip.part").exists()
