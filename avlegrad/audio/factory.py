@@ -222,3 +222,32 @@ def stored_encoder_kwargs(checkpoint: dict, name: str, kwargs: dict) -> dict:
     if isinstance(spec, dict) and spec.get("name") == name:
         return {**spec.get("kwargs", {}), **kwargs}
     return dict(kwargs)
+
+
+def build_pretrained_encoder(cls, name: str, *, what: str, url: str, filename: str, sha256: str | None, load_file,
+                             checkpoint=None, pretrained: bool = True, progress: bool = True, **kwargs):
+    """A published encoder ``cls`` (registered as ``name``, called ``what`` in messages) with its
+    official weights.
+
+    ``checkpoint``: a weights file read by ``load_file`` (official, a state dict, or ours: an
+    avlegrad checkpoint's stored builder arguments are used, updated by ``kwargs``). None: the
+    cached copy of ``url`` under the weights cache, downloaded when absent; ``pretrained=False``
+    (and no checkpoint): random weights. A corrupt cached copy is reported as such.
+    """
+    from ..download import pretrained_weights_file
+
+    cached = checkpoint is None and pretrained
+    if cached:
+        checkpoint = pretrained_weights_file(what, url, filename, sha256=sha256, progress=progress)
+    if checkpoint is None:
+        return cls(**kwargs).eval()
+    try:
+        state = load_file(checkpoint)
+        encoder = cls(**stored_encoder_kwargs(state, name, kwargs))
+        encoder.load_official_state_dict(state, source=checkpoint)
+    except CheckpointError as e:
+        if cached:
+            raise CheckpointError(e.path, f"{e.reason}. This is the cached download: delete it to fetch "
+                                  f"{url} again") from None
+        raise
+    return encoder.eval()

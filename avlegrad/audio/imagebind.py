@@ -49,9 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..download import pretrained_weights_file
 from .base import AudioEncoder
-from .factory import CheckpointError, load_weights_mmap, register_audio_encoder, stored_encoder_kwargs
+from .factory import CheckpointError, build_pretrained_encoder, load_weights_mmap, register_audio_encoder
 
 IMAGEBIND_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
 IMAGEBIND_FILENAME = "imagebind_huge.pth"
@@ -382,22 +381,7 @@ def imagebind(checkpoint=None, pretrained: bool = True, progress: bool = True, *
     downloaded from :data:`IMAGEBIND_URL` when absent (4.5 GB). ``pretrained=False`` (and no
     checkpoint) builds a random-init tower. ``kwargs`` go to :class:`ImageBindAudioEncoder`.
     """
-    cached = checkpoint is None and pretrained
-    if cached:
-        checkpoint = pretrained_weights_file("ImageBind", IMAGEBIND_URL, IMAGEBIND_FILENAME,
-                                             sha256=IMAGEBIND_SHA256, progress=progress)
-    if checkpoint is None:
-        return ImageBindAudioEncoder(**kwargs).eval()
-    try:
-        state = load_weights_mmap(checkpoint)
-        encoder = ImageBindAudioEncoder(**stored_encoder_kwargs(state, "imagebind", kwargs))
-        encoder.load_official_state_dict(state, source=checkpoint)
-    except CheckpointError as e:
-        if cached:
-            raise CheckpointError(e.path, f"{e.reason}. This is the cached download: delete it to fetch "
-                                  f"{IMAGEBIND_URL} again") from None
-        raise
-    finally:
-        state = None  # release the memory map
-    return encoder.eval()
+    return build_pretrained_encoder(ImageBindAudioEncoder, "imagebind", what="ImageBind", url=IMAGEBIND_URL, filename=IMAGEBIND_FILENAME,
+                                    sha256=IMAGEBIND_SHA256, load_file=load_weights_mmap, checkpoint=checkpoint,
+                                    pretrained=pretrained, progress=progress, **kwargs)
 

@@ -43,8 +43,7 @@ import torch
 from torch import nn
 
 from .base import AudioEncoder
-from ..download import pretrained_weights_file
-from .factory import CheckpointError, load_checkpoint_file, register_audio_encoder, stored_encoder_kwargs
+from .factory import CheckpointError, build_pretrained_encoder, load_checkpoint_file, register_audio_encoder
 
 WAV2CLIP_URL = "https://github.com/descriptinc/lyrebird-wav2clip/releases/download/v0.1.0-alpha/Wav2CLIP.pt"
 WAV2CLIP_FILENAME = "Wav2CLIP.pt"
@@ -264,19 +263,6 @@ def wav2clip(checkpoint=None, pretrained: bool = True, progress: bool = True, **
     ``pretrained=False`` (and no checkpoint): random init. ``kwargs`` go to :class:`Wav2CLIPEncoder`
     (``normalize="batch"|"per_input"``).
     """
-    cached = checkpoint is None and pretrained
-    if cached:
-        checkpoint = pretrained_weights_file("Wav2CLIP", WAV2CLIP_URL, WAV2CLIP_FILENAME,
-                                             sha256=WAV2CLIP_SHA256, progress=progress)
-    if checkpoint is None:
-        return Wav2CLIPEncoder(**kwargs).eval()
-    try:
-        state = load_wav2clip_file(checkpoint)
-        encoder = Wav2CLIPEncoder(**stored_encoder_kwargs(state, "wav2clip", kwargs))
-        encoder.load_official_state_dict(state, source=checkpoint)
-    except CheckpointError as e:
-        if cached:
-            raise CheckpointError(e.path, f"{e.reason}. This is the cached download: delete it to fetch "
-                                  f"{WAV2CLIP_URL} again") from None
-        raise
-    return encoder.eval()
+    return build_pretrained_encoder(Wav2CLIPEncoder, "wav2clip", what="Wav2CLIP", url=WAV2CLIP_URL, filename=WAV2CLIP_FILENAME,
+                                    sha256=WAV2CLIP_SHA256, load_file=load_wav2clip_file, checkpoint=checkpoint,
+                                    pretrained=pretrained, progress=progress, **kwargs)
