@@ -5,23 +5,16 @@
 """
 from __future__ import annotations
 
-import argparse
 
 import torch
 
 from avlegrad.explain import create_explainer, list_explainers
-from legrad_speed import DTYPES, autocast, timed
+from legrad_speed import DTYPES, autocast, speed_arguments, timed
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="ViT-B-16", help="open_clip model name (random weights)")
-    ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--dtype", choices=DTYPES, default="bf16")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap = speed_arguments(__doc__)
     ap.add_argument("--methods", default=",".join(list_explainers()))
-    ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args(argv)
 
     import open_clip

@@ -45,15 +45,21 @@ def autocast(device, dtype):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def speed_arguments(doc: str) -> argparse.ArgumentParser:
+    """The options every speed benchmark takes: model, input size, batch, dtype, device, repeats."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--model", default="ViT-B-16", help="open_clip model name (random weights)")
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--dtype", choices=DTYPES, default="bf16")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--layers", default="-2,0", help="layer_index values to measure (0 = all blocks)")
     ap.add_argument("--repeats", type=int, default=10)
+    return ap
+
+
+def main(argv=None):
+    ap = speed_arguments(__doc__)
+    ap.add_argument("--layers", default="-2,0", help="layer_index values to measure (0 = all blocks)")
     ap.add_argument("--ref-images", type=int, default=4, help="images timed and compared with the reference")
     args = ap.parse_args(argv)
 

@@ -1,4 +1,8 @@
 """Shared fixtures: tiny randomly initialised models (nothing can be downloaded here)."""
+import contextlib
+import functools
+import http.server
+import threading
 from pathlib import Path
 
 import pytest
@@ -67,3 +71,37 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def serve_directory(directory, handler=QuietHandler):
+    """A local http.server on 127.0.0.1 serving ``directory``; yields its base url."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(directory)))
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def explained_images(monkeypatch):
+    """How many images eval.py's explainers were asked to explain (a list of batch sizes)."""
+    from avlegrad import evaluation
+
+    seen = []
+    real = evaluation.create_explainer
+
+    def counting(name, model, **kw):
+        explainer = real(name, model, **kw)
+        return lambda images, targets: seen.append(len(images)) or explainer(images, targets)
+
+    monkeypatch.setattr(evaluation, "create_explainer", counting)
+    return seen

@@ -1,13 +1,10 @@
 """data/download_annotations.py against a local HTTP server, and data/prepare_clips.py."""
-import functools
 import hashlib
-import http.server
 import importlib.util
 import io
 import json
 import subprocess
 import sys
-import threading
 import zipfile
 from pathlib import Path
 
@@ -16,6 +13,7 @@ import pytest
 
 from avlegrad.data import write_video
 from avlegrad.download import DownloadError, download_file, sha256_file
+from conftest import serve_directory
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -34,17 +32,8 @@ def server(tmp_path):
     """A local http.server on 127.0.0.1 serving ``served`` (yields (served dir, base url))."""
     served = tmp_path / "served"
     served.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(served)))
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_directory(served) as url:
+        yield served, url
 
 
 def sha(data: bytes) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import eval as eval_cli
-from avlegrad import evaluation, metrics
+from avlegrad import metrics
 from avlegrad.data.synthetic import generate_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ def test_center_only_needs_no_model(bench, tmp_path):
     assert summary["settings"]["model"] is None
 
 
-def test_resume_scores_only_the_missing_clips(bench, tmp_path, monkeypatch):
+def test_resume_scores_only_the_missing_clips(bench, tmp_path, explained_images):
     full = run_eval(bench, tmp_path / "full")
     out = tmp_path / "interrupted"
     run_eval(bench, out)
@@ -80,16 +80,9 @@ def test_resume_scores_only_the_missing_clips(bench, tmp_path, monkeypatch):
     (out / "summary.json").unlink()
     (out / "clips.rank0.jsonl").write_text("\n".join(rows[:7]) + "\n" + rows[7][:20])
 
-    seen = []
-    real = evaluation.create_explainer
-
-    def counting(name, model, **kw):
-        explainer = real(name, model, **kw)
-        return lambda images, targets: seen.append(len(images)) or explainer(images, targets)
-
-    monkeypatch.setattr(evaluation, "create_explainer", counting)
+    explained_images.clear()
     resumed = run_eval(bench, out)
-    assert sum(seen) == 5  # only the clips without a complete row
+    assert sum(explained_images) == 5  # only the clips without a complete row
     assert (out / "clips.jsonl").read_text().splitlines()[:7] == rows[:7]  # kept as they were
     # the 5 rescored clips were batched differently: float rounding may move a pixel across the median
     for method, figures in full["methods"].items():

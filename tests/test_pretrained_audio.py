@@ -10,12 +10,9 @@ ViT with explicit attention for the ImageBind tower.
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
-import http.server
 import math
 import sys
-import threading
 import types
 from fractions import Fraction
 
@@ -29,6 +26,7 @@ from avlegrad.audio import imagebind as ib
 from avlegrad.audio import wav2clip as w2c
 from avlegrad.audio.factory import CheckpointError
 from avlegrad.download import DownloadError
+from conftest import serve_directory
 
 SR = 16000
 
@@ -533,16 +531,8 @@ def test_wav2clip_edge_cases(wav2clip_file):
 def http_root(tmp_path):
     root = tmp_path / "served"
     root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a, **k: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_directory(root) as url:
+        yield root, url
 
 
 SMALL_IB = dict(width=64, depth=1, heads=4, embed_dim=32)

@@ -2,14 +2,12 @@
 their reference code, the readers on small fixtures in each published layout, eval.py end to end
 (tiny random CLIP, text prompts), and the DenseAV download script against a local server."""
 import csv
-import functools
 import http.server
 import importlib.util
 import io
 import json
 import math
 import sys
-import threading
 import zipfile
 from pathlib import Path
 
@@ -23,10 +21,10 @@ except ImportError:  # pragma: no cover
     average_precision_score = None
 
 import eval as eval_cli
-from avlegrad import evaluation
 from avlegrad import segmentation_metrics as sm
 from avlegrad.data import ClipRecord, SkippedClip, create_dataset, write_audio
 from avlegrad.data.segmentation import ade_class_map
+from conftest import serve_directory
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -538,7 +536,7 @@ def test_eval_ade20k_sound(data, tmp_path, capsys):
     assert len(list((out / "overlays").glob("*.png"))) == 1
 
 
-def test_eval_resume_and_metric_options(data, tmp_path, monkeypatch):
+def test_eval_resume_and_metric_options(data, tmp_path, explained_images):
     out = tmp_path / "run"
     full = run_eval(data, "avsbench-s4", data["avs"], out)
     assert full["evaluated"] == 15 and set(full["metrics"]) == {"avsbench-official", "avsbench-dataset"}
@@ -549,17 +547,10 @@ def test_eval_resume_and_metric_options(data, tmp_path, monkeypatch):
     (out / "summary.json").unlink()
     (out / "clips.rank0.jsonl").write_text("\n".join(rows[:9]) + "\n" + rows[9][:15])
     (out / json.loads(rows[0])["maps"]).unlink()
-    seen = []
-    real = evaluation.create_explainer
-
-    def counting(name, model, **kw):
-        explainer = real(name, model, **kw)
-        return lambda images, targets: seen.append(len(images)) or explainer(images, targets)
-
-    monkeypatch.setattr(evaluation, "create_explainer", counting)
+    explained_images.clear()
     resumed = run_eval(data, "avsbench-s4", data["avs"], out, "--avsbench-batch-frames", "5",
                        "--seg-metrics", "avsbench-official,avsbench-dataset,denseav-global")
-    assert sum(seen) == 7  # 6 clips without a row + the one whose maps file was lost
+    assert sum(explained_images) == 7  # 6 clips without a row + the one whose maps file was lost
     assert resumed["methods"]["legrad"]["avsbench-dataset"]["F"] == pytest.approx(
         full["methods"]["legrad"]["avsbench-dataset"]["F"], abs=2e-3)
     assert resumed["methods"]["legrad"]["avsbench-official"]["batch_frames"] == 5
@@ -645,12 +636,8 @@ def server(tmp_path):
     served = tmp_path / "served"
     served.mkdir()
     RangeHandler.ranges, RangeHandler.honour_range = [], True
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(RangeHandler, directory=str(served)))
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_directory(served, RangeHandler) as url:
+        yield served, url
 
 
 def denseav_zip(folder="ADE20KSoundPrompted", extra=None):
