@@ -355,12 +355,25 @@ def build_clip_tower(cfg: dict, device) -> tuple[nn.Module, object]:
     return create_clip_tower(c["model"], c["pretrained"], c["model_cfg"], c["init_seed"], device=device)
 
 
+def _picture_files_signature(clips: list[ClipFiles]) -> str:
+    """sha256 of the path, size and modification time of every clip's frame or video file: a
+    clip re-encoded or regenerated under the same id invalidates the cache (its content may differ)."""
+    h = hashlib.sha256()
+    for c in clips:
+        for f in (c.frame, c.video):
+            if f is not None:
+                st = Path(f).stat()
+                h.update(f"{f}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
 def compute_targets(clips: list[ClipFiles], cfg: dict, d: DistInfo, split: str,
                     tower=None) -> tuple[list[ClipFiles], torch.Tensor]:
     """CLIP targets ``[N, D]`` of the clips whose frames decode (and those clips), from the cache if valid.
 
     The cache file is keyed by the tower (name, weights tag, sha256 of its image weights), the
-    image preprocessing, the frame settings and the clip id list; any change gives a new file.
+    image preprocessing, the frame settings, the clip id list and the size and modification time
+    of every picture file; any change gives a new file.
     Under DDP each process embeds a shard, rank 0 merges them. ``tower``: ``(model, transform)``
     from ``build_clip_tower`` (built here if None).
     """
@@ -370,7 +383,8 @@ def compute_targets(clips: list[ClipFiles], cfg: dict, d: DistInfo, split: str,
     key = {"clip_model": clip_cfg["model"], "clip_pretrained": clip_cfg["pretrained"],
            "clip_model_cfg": clip_cfg["model_cfg"], "tower_sha256": tower_fingerprint(tower),
            "preprocess": repr(preprocess), "frames_per_clip": int(data["frames_per_clip"]),
-           "num_clips": len(ids), "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()}
+           "num_clips": len(ids), "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+           "files_sha256": _picture_files_signature(clips)}
     key_hash = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     folder = Path(data["targets_cache"]).expanduser() if data["targets_cache"] else cache_root() / "targets"
     path = folder / f"{_safe_name(clip_cfg['model'])}-{_safe_name(clip_cfg['pretrained'] or 'random')}-{key_hash}.pt"

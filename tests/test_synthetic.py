@@ -122,3 +122,29 @@ def test_create_dataset_generates_defaults(tmp_path):
     assert isinstance(record, ClipRecord) and record.box_format == "vggss" and record.label in CLASSES
     assert record.frame.shape == (160, 160, 3) and len(record.waveform) == pytest.approx(48000, abs=1100)
     assert ds.annotation_report.corrupt_boxes == 0 and ds.annotation_report.zero_area_clips == 0
+
+
+def test_a_set_made_by_an_older_generator_is_regenerated_with_its_settings(tmp_path):
+    root = generate_synthetic(tmp_path / "s", **SMALL)
+    manifest = json.loads((root / MANIFEST).read_text())
+    old = {k: v for k, v in manifest["params"].items() if k not in ("object_counts", "center_spread")}
+    old["version"] = 2  # what the previous generator wrote
+    (root / MANIFEST).write_text(json.dumps({**manifest, "params": old}))
+    (root / "vggss.json").write_text(json.dumps([{"file": c, "class": "red disc", "bbox": [[0, 0, 1, 1]]}
+                                                 for c in manifest["clips"]]))
+    ds = create_dataset("synthetic", root)
+    assert json.loads((root / MANIFEST).read_text()) == manifest  # today's scenes, same settings
+    assert len(ds) == SMALL["num_clips"] and ds.entries[0].boxes != [[0, 0, 1, 1]]
+
+    foreign = tmp_path / "foreign"  # a VGG-SS-format folder without our manifest is read as it is
+    (foreign / "videos").mkdir(parents=True)
+    (foreign / "vggss.json").write_text((root / "vggss.json").read_text())
+    assert len(create_dataset("synthetic", foreign)) == SMALL["num_clips"]
+    assert not (foreign / MANIFEST).exists()
+
+
+def test_scene_options_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="object_counts"):
+        generate_synthetic(tmp_path, object_counts=[0, 0])
+    with pytest.raises(ValueError, match="center_spread"):
+        generate_synthetic(tmp_path, center_spread=0)

@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +174,23 @@ def test_targets_cache_is_keyed_by_frame_settings(clips, tmp_path):
     assert len(list((tmp_path / "t").iterdir())) == 2  # a new key, a new file
     assert torch.allclose(three[0], one[0])  # a prepared clip has its one frame; these videos are static
 
+
+
+def test_targets_cache_sees_a_picture_replaced_under_the_same_id(clips, tmp_path):
+    root = tmp_path / "copy"
+    for sub, suffix in (("frames", "jpg"), ("audio", "wav")):
+        (root / sub).mkdir(parents=True)
+        for clip_id in ("c0_00", "c1_00"):
+            shutil.copy(clips / sub / f"{clip_id}.{suffix}", root / sub)
+    cfg = load_config(TINY, [f"data.root={root}", f"data.targets_cache={tmp_path / 't'}"])
+    found, _ = locate_clips(root, ["c0_00", "c1_00"])
+    _, before = compute_targets(found, cfg, DistInfo(), "train")
+    assert not torch.allclose(before[0], before[1])
+    time.sleep(0.01)  # a regenerated clip: same id, other picture
+    shutil.copy(root / "frames" / "c1_00.jpg", root / "frames" / "c0_00.jpg")
+    _, after = compute_targets(found, cfg, DistInfo(), "train")
+    assert len(list((tmp_path / "t").iterdir())) == 2
+    assert torch.allclose(after[0], before[1]) and torch.equal(after[1], before[1])
 
 def _free_port() -> int:
     with socket.socket() as s:

@@ -59,6 +59,19 @@ def test_scenes_keep_their_guarantees(size):
     np.testing.assert_array_equal(again.frame, first.frame)
 
 
+
+def test_scene_counts_and_framing_follow_the_options():
+    def offsets(**options):
+        scenes = [world.make_scene(np.random.default_rng([6, i]), 96, **options) for i in range(40)]
+        centres = [((o.box[0] + o.box[2]) / 2, (o.box[1] + o.box[3]) / 2) for o in (s.sounding_object for s in scenes)]
+        return scenes, np.mean([np.hypot(x - 0.5, y - 0.5) for x, y in centres])
+
+    busy, spread_anywhere = offsets(object_counts=(0, 0, 1))
+    assert sum(len(s.objects) == 3 for s in busy) >= 36  # fewer only when they cannot be laid out
+    assert [len(s.objects) for s in offsets(object_counts=(1,))[0]] == [1] * 40
+    framed, spread_framed = offsets(object_counts=(0, 0, 1), center_spread=0.08)
+    assert spread_framed < 0.7 * spread_anywhere  # the sounding object sits near the middle
+
 def test_captions():
     assert world.caption(["red disc"]) == "a red disc"
     assert world.caption(["red disc", "orange cross"]) == "a red disc and an orange cross"
@@ -202,6 +215,14 @@ def test_shipped_checkpoints_localize_held_out_clips(tmp_path, monkeypatch, one_
     assert m["legrad"]["auc"] >= m["center"]["auc"] + 0.05
     assert m["legrad"]["ap50"] >= max(m["similarity"]["ap50"], m["attention"]["ap50"]) + 0.15
 
+    # the control: the same encoder at its initialisation does not localize the sounding object
+    untrained = world_clip.save_untrained_audio_encoder(REPO / "configs" / "world_audio.yaml", tmp_path / "u.pt",
+                                                        clip_file=SHIPPED / "clip.pt")
+    assert eval_cli.main(["--dataset", "synthetic", "--root", str(root), "--workers", "0", "--audio-encoder",
+                          str(untrained), "--method", "legrad", "--out", str(tmp_path / "u")]) == 0
+    u = json.loads((tmp_path / "u" / "summary.json").read_text())["methods"]
+    assert u["legrad"]["ap50"] <= m["center"]["ap50"] + 0.1 and u["legrad"]["auc"] <= m["center"]["auc"]
+
 
 # --------------------------------------------------------------------------------------------
 # the whole chain, reduced: a world CLIP, train.py into its space, eval.py on held-out clips
@@ -238,8 +259,8 @@ def test_reduced_chain_learns_to_localize(tmp_path, one_thread):
     good, random = figures(trained, "trained"), figures(untrained, "untrained")
     centre = good["center"]
     assert good["legrad"]["n"] == random["legrad"]["n"] == 60
-    # measured here: AP50 0.87, mean cIoU 0.58; centre 0.17 / 0.41; untrained 0.07 / 0.21
-    assert good["legrad"]["ap50"] >= centre["ap50"] + 0.3
-    assert good["legrad"]["mean_ciou"] >= centre["mean_ciou"] + 0.07
+    # measured here: AP50 0.67, mean cIoU 0.59; centre 0.47 / 0.50; untrained 0.10 / 0.27
+    assert good["legrad"]["ap50"] >= centre["ap50"] + 0.15
+    assert good["legrad"]["mean_ciou"] >= centre["mean_ciou"] + 0.06
     assert good["legrad"]["ap50"] >= random["legrad"]["ap50"] + 0.3
     assert good["legrad"]["mean_ciou"] >= random["legrad"]["mean_ciou"] + 0.15

@@ -158,10 +158,9 @@ def create_dataset(name: str, root, *, split: str = "test", sample_rate: int = 1
                                            annotations=annotations, limit=limit)
     root = Path(root).expanduser()
     if name == "synthetic":
-        if not (root / "vggss.json").is_file():
-            from .synthetic import generate_synthetic
+        from .synthetic import ensure_synthetic
 
-            generate_synthetic(root)
+        ensure_synthetic(root)
         annotations = annotations if annotations is not None else root
     elif not root.is_dir():
         raise FileNotFoundError(f"{name} dataset root {root} does not exist: {GET_DATA_HINTS[name]}")

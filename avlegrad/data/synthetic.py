@@ -1,7 +1,7 @@
 """A small synthetic localization benchmark in the VGG-SS format, generated in seconds.
 
 Each clip is a real mp4 (H.264 video + AAC audio) ``<root>/videos/<id>.mp4`` showing a scene of
-:mod:`avlegrad.data.world`: 1-3 large objects of distinct classes (shape, colour, texture;
+:mod:`avlegrad.data.world`: 1-3 large objects (mostly 2-3) of distinct classes (shape, colour, texture;
 random size, aspect, tilt and position, overlapping and cut by the border) on a cluttered
 background; the audio is the sound of ONE visible object (each class has its own sound) with
 coloured background noise and, in some clips, a quieter off-screen distractor. ``<root>/vggss.json``
@@ -30,7 +30,11 @@ from . import world
 from .media import write_video
 
 MANIFEST = "synthetic.json"
-GENERATOR_VERSION = 2  # bump when the scenes or sounds change, so old sets are regenerated
+GENERATOR_VERSION = 3  # bump when the scenes or sounds change, so old sets are regenerated
+# Busy scenes, framed as a camera frames what it films: most pictures hold 2-3 objects, and the
+# sounding one lies near the middle (so the centre prior scores about what it does on VGG-SS)
+OBJECT_COUNTS = (0.1, 0.3, 0.6)  # relative frequencies of 1, 2, 3 objects
+CENTER_SPREAD = 0.2  # std of the sounding object's centre about the picture's, share of the side
 ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 SOUND_PEAK = world.SOUND_PEAK
 CLASSES = world.CLASSES  # class name -> ObjectClass(shape, color, sound, pitch, texture)
@@ -52,7 +56,8 @@ def make_clip(index: int, params: dict) -> dict:
     (nothing written). The scene and the sound come from :mod:`avlegrad.data.world`."""
     rng = np.random.default_rng([params["seed"], index])
     clip_id = _clip_id(rng)
-    scene = world.make_scene(rng, params["size"], params["classes"], max_objects=params["max_objects"])
+    scene = world.make_scene(rng, params["size"], params["classes"], object_counts=params["object_counts"],
+                             center_spread=params["center_spread"])
     audio, distractor = world.scene_audio(scene, params["duration"], params["sample_rate"], rng,
                                           params["classes"], distractor_prob=params["distractor_prob"])
     sounding = scene.sounding_object
@@ -88,12 +93,14 @@ def _is_complete(root: Path, manifest: dict | None, params: dict) -> bool:
 
 def generate_synthetic(root, num_clips: int = 32, seed: int = 0, size: int = 160,
                        duration: float = 3.0, fps: int = 10, sample_rate: int = 16000,
-                       classes=tuple(CLASSES), max_objects: int = world.MAX_OBJECTS,
-                       distractor_prob: float = 0.3) -> Path:
+                       classes=tuple(CLASSES), object_counts=OBJECT_COUNTS,
+                       center_spread: float | None = CENTER_SPREAD, distractor_prob: float = 0.3) -> Path:
     """Write the synthetic benchmark under ``root`` (see the module docstring); returns root.
 
-    ``classes``: names from :data:`CLASSES` the scenes draw from; ``max_objects``: objects per
-    picture (1..max_objects); ``distractor_prob``: share of clips with a quieter off-screen sound.
+    ``classes``: names from :data:`CLASSES` the scenes draw from; ``object_counts``: relative
+    frequencies of pictures with 1, 2, ... objects; ``center_spread``: standard deviation of the
+    sounding object's centre about the picture's (share of the side; None: anywhere);
+    ``distractor_prob``: share of clips with a quieter off-screen sound.
     Does nothing when root already holds a complete set made with the same parameters.
     """
     root = Path(root).expanduser()
@@ -103,11 +110,15 @@ def generate_synthetic(root, num_clips: int = 32, seed: int = 0, size: int = 160
         raise ValueError(f"unknown synthetic classes {unknown}; valid: {', '.join(CLASSES)}")
     if size % 2 or size < 32:
         raise ValueError(f"size must be even and >= 32 (H.264 needs even sides), got {size}")
-    if max_objects < 1:
-        raise ValueError(f"max_objects must be >= 1, got {max_objects}")
+    counts = [float(c) for c in object_counts]
+    if not counts or min(counts) < 0 or not sum(counts) > 0:
+        raise ValueError(f"object_counts must be non-negative frequencies of 1, 2, ... objects, got {object_counts}")
+    if center_spread is not None and not 0 < center_spread <= 1:
+        raise ValueError(f"center_spread must be in (0, 1] (a share of the picture's side) or None, got {center_spread}")
     params = {"version": GENERATOR_VERSION, "num_clips": int(num_clips), "seed": int(seed),
               "size": int(size), "duration": float(duration), "fps": int(fps),
-              "sample_rate": int(sample_rate), "classes": classes, "max_objects": int(max_objects),
+              "sample_rate": int(sample_rate), "classes": classes, "object_counts": counts,
+              "center_spread": None if center_spread is None else float(center_spread),
               "distractor_prob": float(distractor_prob)}
     old = _read_manifest(root)
     if _is_complete(root, old, params):
@@ -134,3 +145,26 @@ def generate_synthetic(root, num_clips: int = 32, seed: int = 0, size: int = 160
     _write_text(root / MANIFEST, json.dumps({"generator": "avlegrad.data.synthetic", "params": params,
                                              "clips": ids, "scenes": scenes}, indent=1))
     return root
+
+
+def ensure_synthetic(root) -> Path:
+    """The synthetic benchmark under ``root``, ready to read: generated with the defaults when
+    ``root`` holds none, regenerated with its own settings when an older version of this generator
+    made it (its scenes would differ from today's), otherwise left as it is."""
+    root = Path(root).expanduser()
+    manifest = _read_manifest(root)
+    if manifest is None:
+        if not (root / "vggss.json").is_file():
+            generate_synthetic(root)
+        return root  # a VGG-SS-format set from elsewhere: read as it is
+    params = manifest.get("params", {})
+    if manifest.get("generator") == "avlegrad.data.synthetic" and params.get("version") != GENERATOR_VERSION:
+        import logging
+
+        logging.getLogger(__name__).warning("%s was made by version %s of the synthetic generator; "
+                                            "regenerating it with version %d", root, params.get("version"),
+                                            GENERATOR_VERSION)
+        kept = ("num_clips", "seed", "size", "duration", "fps", "sample_rate", "classes", "distractor_prob")
+        generate_synthetic(root, **{k: params[k] for k in kept if k in params})
+    return root
+

@@ -229,17 +229,23 @@ class Scene:
         return [o.name for o in self.objects]
 
 
-def _object_mask(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
+def _object_mask(shape: str, size: int, rng: np.random.Generator, center_spread: float | None = None) -> np.ndarray:
     """A random placement of ``shape``: size, aspect ratio, tilt and position (it may be cut by
-    the frame border by up to about a third of its width)."""
+    the frame border by up to about a third of its width). The centre is uniform over the
+    allowed range, or, with ``center_spread``, normal about the picture's centre with that
+    standard deviation (a share of the side), clipped to the range."""
     import cv2
 
     half = rng.uniform(0.25, 0.42) * size
     aspect = float(np.exp(rng.uniform(-0.45, 0.45)))
     hw, hh = half * np.sqrt(aspect), half / np.sqrt(aspect)
     tilt = 0.0 if shape == "disc" and abs(aspect - 1) < 0.05 else np.deg2rad(rng.uniform(-20, 20))
-    cx = rng.uniform(0.35 * hw, size - 0.35 * hw)
-    cy = rng.uniform(0.35 * hh, size - 0.35 * hh)
+    if center_spread is None:
+        cx = rng.uniform(0.35 * hw, size - 0.35 * hw)
+        cy = rng.uniform(0.35 * hh, size - 0.35 * hh)
+    else:
+        cx, cy = size / 2 + rng.normal(0.0, center_spread * size, size=2)
+        cx, cy = np.clip(cx, 0.35 * hw, size - 0.35 * hw), np.clip(cy, 0.35 * hh, size - 0.35 * hh)
     points = _unit_polygon(shape) * (hw, hh)
     rotation = np.array([[np.cos(tilt), -np.sin(tilt)], [np.sin(tilt), np.cos(tilt)]])
     points = points @ rotation.T + (cx, cy)
@@ -266,11 +272,12 @@ def _sounding_ok(mask: np.ndarray, full: np.ndarray, size: int) -> bool:
     return bool(mask[max(cy - r - 1, 0):cy + r + 1, max(cx - r - 1, 0):cx + r + 1].all())
 
 
-def _layout(names: list[str], sounding: int, size: int, rng: np.random.Generator):
+def _layout(names: list[str], sounding: int, size: int, rng: np.random.Generator,
+            center_spread: float | None = None):
     """``(visible mask, visible share)`` of ``names`` drawn in order, or None if a guarantee fails."""
     full = []
-    for name in names:
-        mask = _object_mask(CLASSES[name].shape, size, rng)
+    for i, name in enumerate(names):
+        mask = _object_mask(CLASSES[name].shape, size, rng, center_spread if i == sounding else None)
         if not mask.any():
             return None
         full.append(mask)
@@ -289,12 +296,26 @@ def _layout(names: list[str], sounding: int, size: int, rng: np.random.Generator
     return [(mask, float(mask.sum() / whole.sum())) for mask, whole in zip(visible, full)]
 
 
-def make_scene(rng: np.random.Generator, size: int, classes=tuple(CLASSES), max_objects: int = MAX_OBJECTS,
-               num_objects: int | None = None) -> Scene:
-    """A random scene: 1..``max_objects`` objects of distinct ``classes`` (or exactly
-    ``num_objects``, fewer only if they cannot be laid out), one of them sounding."""
+def make_scene(rng: np.random.Generator, size: int, classes=tuple(CLASSES), object_counts=None,
+               num_objects: int | None = None, center_spread: float | None = None) -> Scene:
+    """A random scene: objects of distinct ``classes``, one of them sounding.
+
+    How many: exactly ``num_objects``; else drawn with relative frequencies ``object_counts``
+    (of 1, 2, ... objects); else uniform over 1..``MAX_OBJECTS``. Fewer only where they cannot
+    be laid out. ``center_spread``: the sounding object's centre is drawn about the picture's
+    centre with this standard deviation (share of the side), as a camera frames what it films;
+    None: anywhere, like every other object.
+    """
     classes = list(classes)
-    count = int(num_objects) if num_objects is not None else int(rng.integers(1, min(max_objects, len(classes)) + 1))
+    if num_objects is not None:
+        count = int(num_objects)
+    elif object_counts is not None:
+        weights = np.asarray(object_counts, dtype=np.float64)
+        if weights.ndim != 1 or not len(weights) or (weights < 0).any() or not weights.sum() > 0:
+            raise ValueError(f"object_counts must be non-negative frequencies of 1, 2, ... objects, got {object_counts}")
+        count = 1 + int(rng.choice(len(weights), p=weights / weights.sum()))
+    else:
+        count = int(rng.integers(1, min(MAX_OBJECTS, len(classes)) + 1))
     count = max(1, min(count, len(classes)))
     names = [classes[i] for i in rng.permutation(len(classes))[:count]]
     sounding = int(rng.integers(0, count))
@@ -302,7 +323,7 @@ def make_scene(rng: np.random.Generator, size: int, classes=tuple(CLASSES), max_
     visible = None
     while visible is None:
         for _ in range(60):
-            visible = _layout(names, sounding, size, rng)
+            visible = _layout(names, sounding, size, rng, center_spread)
             if visible is not None:
                 break
         if visible is None:  # too crowded: drop an object that is not the sounding one

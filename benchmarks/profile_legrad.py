@@ -1,0 +1,47 @@
+"""Where LeGrad's time goes on a GPU: the top CUDA kernels of one batched call (torch.profiler).
+
+    python benchmarks/profile_legrad.py --model ViT-B-16 --batch 64 --dtype bf16 --layer-index 0
+"""
+from __future__ import annotations
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from avlegrad import LeGrad
+from legrad_speed import DTYPES, autocast, speed_arguments
+
+
+def main(argv=None):
+    ap = speed_arguments(__doc__)
+    ap.add_argument("--layer-index", type=int, default=0)
+    ap.add_argument("--rows", type=int, default=20)
+    args = ap.parse_args(argv)
+
+    import open_clip
+
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    torch.manual_seed(0)
+    model = open_clip.create_model(args.model, pretrained=None, force_image_size=args.size).to(device).eval()
+    images = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    targets = torch.randn(args.batch, model.visual.output_dim, device=device)
+    explainer = LeGrad(model, layer_index=args.layer_index)
+
+    def explain():
+        with autocast(device, dtype):
+            explainer(images, targets)
+
+    explain()  # warm-up
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(args.repeats):
+            explain()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    print(f"# {args.model} {args.size}px batch {args.batch} {args.dtype} layer_index {args.layer_index}, "
+          f"{args.repeats} calls")
+    print(prof.key_averages().table(sort_by=sort, row_limit=args.rows))
+
+
+if __name__ == "__main__":
+    main()
