@@ -12,6 +12,8 @@ How it is computed fast, and still exactly:
 - the attention runs as a fused kernel; with ``o = A v`` per head, ``dS/dA = (dS/do) v^T``, so
   autograd only has to reach ``o`` (out-projection, MLP and head of each block: activation
   gradients, never parameter gradients) and ``A`` is never materialised in the forward pass;
+- OpenCLIP towers: the score reads the mean token, so the MLP's last layer runs on that mean
+  (exact, see ``OpenCLIPViT.legrad_layer``) and all explained blocks share one stacked head;
 - the sum over layers is taken on the patch grid before the (linear) bilinear upsampling.
 """
 from __future__ import annotations
@@ -76,7 +78,7 @@ class LeGrad(Explainer):
             extra = self.correction_target.to(targets.device).expand(targets.shape[0], 1, -1)
             targets = torch.cat([targets, extra], dim=1)
         x = vit.tokens_before(images, self.first_layer)
-        outputs, values, scores = [], [], []
+        outputs, values, scores, features = [], [], [], []
         with torch.enable_grad():
             for block in vit.blocks[self.first_layer:]:
                 with torch.no_grad():
@@ -92,11 +94,12 @@ class LeGrad(Explainer):
                     scores.append(torch.einsum("bd,bkd->bk", embedding, targets))
                 else:
                     # the next block sees no graph, so d s_m / d A_l = 0 for m != l
-                    x, layer_scores = vit.legrad_layer(block, x, o, targets)
-                    scores.append(layer_scores)
+                    x, feature = vit.legrad_layer(block, x, o)
+                    features.append(feature)
                 outputs.append(o)
                 values.append(v)
-            total = torch.stack(scores).sum(dim=0)  # [B, K]; images are independent, so sum them too
+            # sum over blocks, [B, K]; images are independent, so their scores are summed too
+            total = torch.stack(scores).sum(dim=0) if pooled else vit.legrad_total_score(features, targets)
             if outputs[0].dtype == torch.float16:
                 # fp16 gradients of a cosine underflow easily; maps are min-max normalised, and
                 # ReLU, mean and sum are positively homogeneous, so a constant scale is exact
@@ -117,9 +120,18 @@ class LeGrad(Explainer):
 
     def _layer_relevance(self, grad_o: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """mean over heads and queries of ReLU(dS/dA), at the patch keys: ``[B, patches]``."""
-        grad_attn = torch.matmul(grad_o, v.transpose(-1, -2))  # [B, heads, N query, N key]
-        relevance = grad_attn.relu_().mean(dim=(1, 2), dtype=torch.float32)
-        return relevance[:, self.vit.num_prefix_tokens:]
+        heads, n = v.shape[1], v.shape[2]
+        # zero keys up to a multiple of 8: rows of the [N, N] product 16-byte aligned, which cuBLAS
+        # needs for its fast kernels (N = 197 is not); their columns are cut off below
+        v = F.pad(v, (0, 0, 0, -n % 8))
+        grad_attn = torch.matmul(grad_o, v.transpose(-1, -2)).relu_()  # [B, heads, N query, N key]
+        if grad_attn.dtype == torch.bfloat16:
+            # fp32 accumulation without an fp32 copy of the whole [B, heads, N, N] tensor (bf16 has
+            # fp32's range; fp16 has not, and takes the path below)
+            relevance = grad_attn.sum(dim=(1, 2)).float() / (heads * n)
+        else:
+            relevance = grad_attn.mean(dim=(1, 2), dtype=torch.float32)
+        return relevance[:, self.vit.num_prefix_tokens:n]
 
     def _pool_relevance(self, grad_o: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """The pooler's first latent query: mean over heads of ReLU(dS/dA), ``[B, patches]``."""

@@ -110,11 +110,16 @@ class ViTAdapter:
             x = self.block_forward(block, x)
         return x
 
-    def legrad_layer(self, block, x: torch.Tensor, o: torch.Tensor, targets: torch.Tensor):
-        """One explained block from its attention output ``o``: (its output tokens, detached;
-        LeGrad's per-layer scores ``[B, K]``, with the autograd graph back to ``o``)."""
+    def legrad_layer(self, block, x: torch.Tensor, o: torch.Tensor):
+        """One explained block from its attention output ``o``: (its output tokens, detached; what
+        its LeGrad score reads, with the autograd graph back to ``o``: here the tokens)."""
         tokens = self.finish_block(block, x, o)
-        return tokens.detach(), self.legrad_scores(tokens, targets)
+        return tokens.detach(), tokens
+
+    def legrad_total_score(self, features: list, targets: torch.Tensor) -> torch.Tensor:
+        """The sum over explained blocks of LeGrad's per-layer scores, ``[B, K]``, from what
+        :meth:`legrad_layer` returned for each block."""
+        return sum(self.legrad_scores(f, targets) for f in features)
 
     def legrad_scores(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """LeGrad's per-layer score of a block's output tokens: ``[B, K]``.
@@ -208,21 +213,33 @@ class OpenCLIPViT(ViTAdapter):
             a = block.ln_attn(a)
         return x + block.ls_1(a)
 
-    def legrad_layer(self, block, x: torch.Tensor, o: torch.Tensor, targets: torch.Tensor):
-        """As the base, but cheaper to differentiate, exactly: the score reads the MEAN of the
+    def legrad_layer(self, block, x: torch.Tensor, o: torch.Tensor):
+        """As the base, but cheaper to differentiate, exactly: the score reads only the MEAN of the
         block's tokens, and the MLP's last layer (and LayerScale) are affine, so
         ``mean(y + ls(W h + b)) = mean(y) + ls(W mean(h) + b)``. The graph then holds that layer
-        on one vector per image instead of every token: its backward costs almost nothing."""
+        on one vector per image instead of every token: its backward costs almost nothing.
+        Returns (output tokens, detached; the mean token ``[B, width]`` with its graph)."""
         mlp = block.mlp
         if not (isinstance(mlp, nn.Sequential) and isinstance(mlp[-1], nn.Linear)):
-            return super().legrad_layer(block, x, o, targets)
+            tokens = self.finish_block(block, x, o)
+            return tokens.detach(), tokens.mean(dim=1)
         y = self._attention_residual(block, x, o)
         hidden = mlp[:-1](block.ln_2(y))
         with torch.no_grad():
             tokens = y + block.ls_2(mlp[-1](hidden))
-        pooled = y.mean(dim=1) + block.ls_2(mlp[-1](hidden.mean(dim=1)))
-        embedding = F.normalize(self._project(self.visual.ln_post(pooled)).float(), dim=-1)
-        return tokens, torch.einsum("bd,bkd->bk", embedding, targets)
+        # sum, then divide the [B, C] result: the backward of a sum is a free broadcast, a mean's
+        # would write a full [B, N, 4C] gradient
+        n = y.shape[1]
+        pooled = y.sum(dim=1) / n + block.ls_2(mlp[-1](hidden.sum(dim=1) / n))
+        return tokens, pooled
+
+    def legrad_total_score(self, features: list, targets: torch.Tensor) -> torch.Tensor:
+        """Every explained block's mean token through ``ln_post`` and ``proj`` at once: one
+        ``[L, B, width]`` stack instead of L small heads (fewer kernels, the same numbers)."""
+        embedding = self._project(self.visual.ln_post(torch.stack(features)))
+        with torch.autocast(embedding.device.type, enabled=False):  # cosines in fp32
+            embedding = F.normalize(embedding.float(), dim=-1)
+            return torch.einsum("lbd,bkd->bk", embedding, targets.float())
 
     def layer_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
         """LeGrad's per-layer embedding, as the official code: ``ln_post(mean of ALL tokens) @ proj``."""
