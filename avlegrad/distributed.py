@@ -61,6 +61,25 @@ def all_gather_objects(info: DistInfo, obj) -> list:
     return out
 
 
+def all_gather_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Every process's rows of ``x`` ``[n_rank, ...]``, concatenated in rank order, WITH autograd
+    (the gradient of the result reaches each process's own ``x``), and the index of this process's
+    first row. Processes may hold different numbers of rows, none included. In a single process:
+    ``(x, 0)``."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x, 0
+    import torch.distributed.nn.functional as dist_nn
+
+    world, rank = dist.get_world_size(), dist.get_rank()
+    size = torch.tensor([x.shape[0]], device=x.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    sizes = [int(s) for s in sizes]
+    padded = torch.cat([x, x.new_zeros(max(sizes) - x.shape[0], *x.shape[1:])])  # all_gather needs equal shapes
+    parts = dist_nn.all_gather(padded)
+    return torch.cat([part[:n] for part, n in zip(parts, sizes)]), sum(sizes[:rank])
+
+
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -45,7 +45,7 @@ from .audio.factory import (CheckpointError, create_audio_encoder, encoder_check
 from .data.media import MediaError, load_audio, load_frame, video_info
 from .data.annotations import AnnotationNotFoundError, find_annotation, read_id_list, read_vggss_json
 from .data.record import ClipFiles, locate_clip
-from .distributed import DistInfo, all_gather_objects, init_distributed
+from .distributed import DistInfo, all_gather_objects, all_gather_rows, init_distributed
 from .download import cache_root
 
 log = logging.getLogger("avlegrad.training")
@@ -91,6 +91,8 @@ DEFAULTS = {
         "temperature_init": 0.07,     # logit scale starts at 1/0.07, clamped to [1, 100] as CLIP does
         "learn_temperature": True,
         "distill_weight": 0.0,        # weight of the cosine distillation term mean(1 - cos(audio, image))
+        "gather_negatives": True,     # under torchrun: InfoNCE over every process's batch, as one process
+                                      # with the whole batch would; false: each process's own batch only
         "amp": True,                  # bf16 autocast on CUDA (no effect on CPU)
         "deterministic": False,       # deterministic CUDA kernels (slower); CPU runs are deterministic anyway
         "max_steps": None,            # stop after this many optimizer steps (the schedule still spans `epochs`)
@@ -504,38 +506,60 @@ class EpochBatchSampler:
 # --------------------------------------------------------------------------------------------
 # model and loss
 # --------------------------------------------------------------------------------------------
-def info_nce(audio: torch.Tensor, image: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE over a batch of matching (audio, image) unit-vector pairs."""
-    logits = logit_scale * audio @ image.t()
-    labels = torch.arange(len(audio), device=audio.device)
-    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+def info_nce(audio: torch.Tensor, image: torch.Tensor, logit_scale: torch.Tensor,
+             all_audio: torch.Tensor | None = None, all_image: torch.Tensor | None = None,
+             offset: int = 0) -> torch.Tensor:
+    """Symmetric InfoNCE of matching (audio, image) unit-vector pairs, mean over these rows.
+
+    With ``all_audio``/``all_image`` (the whole batch over processes, these rows at ``offset``),
+    these rows are scored against every pair of it: the terms of these rows in the whole batch's loss.
+    """
+    all_audio = audio if all_audio is None else all_audio
+    all_image = image if all_image is None else all_image
+    labels = offset + torch.arange(len(audio), device=audio.device)
+    audio_to_image = F.cross_entropy(logit_scale * audio @ all_image.t(), labels)
+    image_to_audio = F.cross_entropy(logit_scale * image @ all_audio.t(), labels)
+    return (audio_to_image + image_to_audio) / 2
 
 
 class ContrastiveModel(nn.Module):
-    """The audio encoder plus the learnable temperature, so DDP averages both."""
+    """The audio encoder plus the learnable temperature, so DDP averages both.
+
+    ``gather_negatives``: under torch.distributed, InfoNCE's negatives are every process's pairs;
+    each process's loss is weighted by its share of the whole batch, so DDP's average of the
+    gradients is exactly the gradient of the whole batch's loss.
+    """
 
     def __init__(self, encoder: nn.Module, temperature_init: float, learn_temperature: bool,
-                 distill_weight: float):
+                 distill_weight: float, gather_negatives: bool = True):
         super().__init__()
         self.encoder = encoder
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / temperature_init)),
                                         requires_grad=learn_temperature)
         self.distill_weight = float(distill_weight)
+        self.gather_negatives = bool(gather_negatives)
 
     def clamp_temperature(self):
         with torch.no_grad():
             self.logit_scale.clamp_(0, math.log(100))  # CLIP's bounds: scale in [1, 100]
 
     def forward(self, waveforms, targets):
-        if len(waveforms) == 0:  # every clip of the batch was unreadable: a zero loss that keeps DDP in step
-            zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
-            return zero, {"infonce": zero.detach(), "distill": zero.detach()}
-        audio = self.encoder(waveforms).float()
         image = targets.float()
-        contrastive = info_nce(audio, image, self.logit_scale.exp())
+        # a zero that reaches every parameter: a process without a readable clip still gives DDP a
+        # gradient, and (through its empty rows) joins the backward of the gathers below
+        zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+        audio = self.encoder(waveforms).float() if len(waveforms) else image.new_zeros(0, image.shape[1]) + zero
+        all_audio, offset = all_gather_rows(audio) if self.gather_negatives else (audio, 0)
+        all_image = all_gather_rows(image)[0] if self.gather_negatives else image
+        zero = zero + all_audio.sum() * 0.0
+        if len(audio) == 0:
+            return zero, {"infonce": zero.detach(), "distill": zero.detach()}
+        contrastive = info_nce(audio, image, self.logit_scale.exp(), all_audio, all_image, offset)
         distill = (1 - (audio * image).sum(-1)).mean()
         loss = contrastive + self.distill_weight * distill if self.distill_weight else contrastive
-        return loss, {"infonce": contrastive.detach(), "distill": distill.detach()}
+        gathered = self.gather_negatives and dist.is_available() and dist.is_initialized()
+        share = len(audio) * (dist.get_world_size() if gathered else 1) / len(all_audio)
+        return loss * share + zero, {"infonce": contrastive.detach() * share, "distill": distill.detach() * share}
 
 
 def build_optimizer(model: ContrastiveModel, cfg: dict) -> torch.optim.Optimizer:
@@ -762,7 +786,7 @@ class Trainer:
         torch.manual_seed(self.seed)  # the same initial weights on every process
         self.encoder = build_encoder(self.cfg, self.embed_dim, d.device)
         self.model = ContrastiveModel(self.encoder, float(t["temperature_init"]), bool(t["learn_temperature"]),
-                                      float(t["distill_weight"])).to(d.device)
+                                      float(t["distill_weight"]), bool(t["gather_negatives"])).to(d.device)
         self.optimizer = build_optimizer(self.model, self.cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(self.total_steps, int(t["warmup_steps"]), float(t["min_lr_ratio"])))

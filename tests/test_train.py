@@ -214,6 +214,75 @@ def test_two_process_gloo_run(clips, tmp_path, cache_home):
     steps_per_epoch = 33 // 2 // 4  # usable train clips, 2 processes, batches of 4
     assert ckpt["train_state"]["step"] == 2 * steps_per_epoch == len(read_rows(out, "train"))
 
+    # InfoNCE's negatives come from both processes: the same as one process with batches of 8
+    # (process r takes every 2nd clip of the epoch's order, so the global batches are the same clips)
+    one = tmp_path / "one"
+    train_script.main(args_for(clips, one, "--set", "train.batch_size=8", "--set", "train.epochs=2"))
+    two_losses = [float(r["loss"]) for r in read_rows(out, "train")]
+    one_losses = [float(r["loss"]) for r in read_rows(one, "train")]
+    assert len(one_losses) == len(two_losses)
+    np.testing.assert_allclose(two_losses, one_losses, rtol=1e-4)
+    final_two = torch.load(out / "checkpoints" / "final.pt", weights_only=True)["state_dict"]
+    final_one = torch.load(one / "checkpoints" / "final.pt", weights_only=True)["state_dict"]
+    for name, value in final_one.items():
+        torch.testing.assert_close(final_two[name], value, rtol=1e-3, atol=1e-4, msg=name)
+
+
+
+class _LinearAudio(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(6, 4)
+
+    def forward(self, waves):
+        return torch.nn.functional.normalize(self.proj(waves), dim=-1)
+
+
+def _gathered_gradients(rank, world, port, rows, out):
+    import torch.distributed as dist
+    from avlegrad.training import ContrastiveModel
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = ContrastiveModel(_LinearAudio(), 0.1, True, distill_weight=0.5)
+    g = torch.Generator().manual_seed(1)
+    waves, targets = torch.randn(sum(rows), 6, generator=g), torch.randn(sum(rows), 4, generator=g)
+    targets = torch.nn.functional.normalize(targets, dim=-1)
+    mine = slice(sum(rows[:rank]), sum(rows[:rank + 1]))
+    loss, _ = model(waves[mine], targets[mine])
+    loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    for grad in grads:  # what DDP does: the mean over processes
+        dist.all_reduce(grad)
+        grad /= world
+    if rank == 0:
+        torch.save(grads, out)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("rows", [(3, 2), (3, 0)])
+def test_gathered_negatives_give_the_whole_batch_gradient(tmp_path, rows):
+    """Unequal batches, one of them empty (every clip unreadable): no hang, and DDP's mean of the
+    gradients is the gradient of one process's loss over the whole batch."""
+    from avlegrad.training import ContrastiveModel
+
+    out = tmp_path / "grads.pt"
+    procs = torch.multiprocessing.spawn(_gathered_gradients, args=(2, _free_port(), rows, out), nprocs=2, join=False)
+    deadline = time.time() + 120
+    while not procs.join(timeout=1):
+        if time.time() > deadline:  # a deadlock in the gathers: fail rather than hang CI
+            for proc in procs.processes:
+                proc.kill()
+            pytest.fail(f"processes with batches {rows} did not finish: the gathers deadlocked")
+    torch.manual_seed(0)
+    model = ContrastiveModel(_LinearAudio(), 0.1, True, distill_weight=0.5)
+    g = torch.Generator().manual_seed(1)
+    waves, targets = torch.randn(sum(rows), 6, generator=g), torch.randn(sum(rows), 4, generator=g)
+    loss, _ = model(waves, torch.nn.functional.normalize(targets, dim=-1))
+    loss.backward()
+    for gathered, whole in zip(torch.load(out), [p.grad for p in model.parameters()]):
+        torch.testing.assert_close(gathered, whole, rtol=1e-5, atol=1e-6)
 
 def test_vggss_test_ids_are_refused(clips, tmp_path, cache_home):
     entries = [{"file": name, "class": "x", "bbox": [[0, 0, 1, 1]]} for name in ("c3_01", "c5_02", "not_ours")]
