@@ -315,8 +315,15 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
     dist.barrier()
 
     sample_rate = targets.encoder.sample_rate if isinstance(targets, AudioTargets) else 16000
-    dataset = create_dataset(opts.dataset, opts.root or default_root(opts.dataset), split=opts.split,
-                             sample_rate=sample_rate, annotations=opts.annotations, limit=opts.limit)
+    def open_dataset():
+        return create_dataset(opts.dataset, opts.root or default_root(opts.dataset), split=opts.split,
+                              sample_rate=sample_rate, annotations=opts.annotations, limit=opts.limit)
+
+    # rank 0 first: it may have to write the data (the synthetic set), which the others then read
+    dataset = open_dataset() if dist.is_main else None
+    dist.barrier()
+    if dataset is None:
+        dataset = open_dataset()
     done = {cid for cid, row in load_results(out).items() if scoring.is_done(row, out)}
     todo = [i for i, cid in enumerate(dataset.ids) if cid not in done]
     shard = todo[dist.rank::dist.world_size]

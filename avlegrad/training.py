@@ -387,6 +387,8 @@ def compute_targets(clips: list[ClipFiles], cfg: dict, d: DistInfo, split: str,
            "preprocess": repr(preprocess), "frames_per_clip": int(data["frames_per_clip"]),
            "num_clips": len(ids), "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
            "files_sha256": _picture_files_signature(clips)}
+    if d.enabled:  # rank 0's key for all: nodes with their own copies of the data may see other mtimes
+        key = all_gather_objects(d, key)[0]
     key_hash = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     folder = Path(data["targets_cache"]).expanduser() if data["targets_cache"] else cache_root() / "targets"
     path = folder / f"{_safe_name(clip_cfg['model'])}-{_safe_name(clip_cfg['pretrained'] or 'random')}-{key_hash}.pt"
@@ -545,21 +547,26 @@ class ContrastiveModel(nn.Module):
 
     def forward(self, waveforms, targets):
         image = targets.float()
-        # a zero that reaches every parameter: a process without a readable clip still gives DDP a
-        # gradient, and (through its empty rows) joins the backward of the gathers below
-        zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
-        audio = self.encoder(waveforms).float() if len(waveforms) else image.new_zeros(0, image.shape[1]) + zero
-        all_audio, offset = all_gather_rows(audio) if self.gather_negatives else (audio, 0)
-        all_image = all_gather_rows(image)[0] if self.gather_negatives else image
-        zero = zero + all_audio.sum() * 0.0
+        dim = image.shape[1]
+        if len(waveforms):
+            audio = self.encoder(waveforms).float()
+        else:  # no readable clip here: a zero that reaches every parameter, so DDP still gets a
+            # gradient, and that (through the empty rows) joins the backward of the gather below
+            zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+            audio = image.new_zeros(0, dim) + zero
+        all_audio, all_image, offset = audio, image, 0
+        if self.gather_negatives:  # one gather for both: every process's rows, in rank order
+            rows, offset = all_gather_rows(torch.cat([audio, image], dim=1))
+            all_audio, all_image = rows[:, :dim], rows[:, dim:]
         if len(audio) == 0:
+            zero = zero + all_audio.sum() * 0.0
             return zero, {"infonce": zero.detach(), "distill": zero.detach()}
         contrastive = info_nce(audio, image, self.logit_scale.exp(), all_audio, all_image, offset)
         distill = (1 - (audio * image).sum(-1)).mean()
         loss = contrastive + self.distill_weight * distill if self.distill_weight else contrastive
         gathered = self.gather_negatives and dist.is_available() and dist.is_initialized()
         share = len(audio) * (dist.get_world_size() if gathered else 1) / len(all_audio)
-        return loss * share + zero, {"infonce": contrastive.detach() * share, "distill": distill.detach() * share}
+        return loss * share, {"infonce": contrastive.detach() * share, "distill": distill.detach() * share}
 
 
 def build_optimizer(model: ContrastiveModel, cfg: dict) -> torch.optim.Optimizer:

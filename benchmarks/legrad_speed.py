@@ -57,21 +57,27 @@ def speed_arguments(doc: str) -> argparse.ArgumentParser:
     return ap
 
 
+def speed_setup(args):
+    """``(device, dtype, model, images, targets)`` for ``speed_arguments``' options: a randomly
+    initialised open_clip model (seed 0), random images and random targets of its embedding width."""
+    import open_clip
+
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    torch.manual_seed(0)
+    model = open_clip.create_model(args.model, pretrained=None, force_image_size=args.size).to(device).eval()
+    images = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    targets = torch.randn(args.batch, model.visual.output_dim, device=device)
+    return device, dtype, model, images, targets
+
+
 def main(argv=None):
     ap = speed_arguments(__doc__)
     ap.add_argument("--layers", default="-2,0", help="layer_index values to measure (0 = all blocks)")
     ap.add_argument("--ref-images", type=int, default=4, help="images timed and compared with the reference")
     args = ap.parse_args(argv)
 
-    import open_clip
-
-    device = torch.device(args.device)
-    dtype = DTYPES[args.dtype]
-    torch.manual_seed(0)
-    model = open_clip.create_model(args.model, pretrained=None, force_image_size=args.size).to(device).eval()
+    device, dtype, model, images, targets = speed_setup(args)
     visual = model.visual
-    images = torch.randn(args.batch, 3, args.size, args.size, device=device)
-    targets = torch.randn(args.batch, visual.output_dim, device=device)
 
     def forward():
         with torch.no_grad(), autocast(device, dtype):

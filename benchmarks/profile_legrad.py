@@ -8,7 +8,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from avlegrad import LeGrad
-from legrad_speed import DTYPES, autocast, speed_arguments
+from legrad_speed import autocast, speed_arguments, speed_setup
 
 
 def main(argv=None):
@@ -17,13 +17,7 @@ def main(argv=None):
     ap.add_argument("--rows", type=int, default=20)
     args = ap.parse_args(argv)
 
-    import open_clip
-
-    device, dtype = torch.device(args.device), DTYPES[args.dtype]
-    torch.manual_seed(0)
-    model = open_clip.create_model(args.model, pretrained=None, force_image_size=args.size).to(device).eval()
-    images = torch.randn(args.batch, 3, args.size, args.size, device=device)
-    targets = torch.randn(args.batch, model.visual.output_dim, device=device)
+    device, dtype, model, images, targets = speed_setup(args)
     explainer = LeGrad(model, layer_index=args.layer_index)
 
     def explain():

@@ -122,6 +122,22 @@ def test_autocast_close_to_fp32(tiny_clip, dtype):
     assert (low - fp32).abs().mean() < 0.01 and (low - fp32).abs().max() < 0.05
 
 
+def test_fp16_autocast_with_many_tokens_and_large_activations(tiny_clip):
+    """The per-layer token mean must not overflow fp16 (1,025 tokens of MLP activations of a few hundred: their sum exceeds 65,504)."""
+    model = copy.deepcopy(tiny_clip)
+    with torch.no_grad():
+        for block in model.visual.transformer.resblocks:
+            block.mlp.c_fc.weight.mul_(150)
+    torch.manual_seed(8)
+    images, targets = torch.randn(1, 3, 256, 256), torch.randn(1, 32)
+    explainer = LeGrad(model, layer_index=0)
+    fp32 = explainer(images, targets)
+    with torch.autocast("cpu", dtype=torch.float16):
+        low = explainer(images, targets)
+    assert torch.isfinite(low).all() and low.max() == 1
+    assert (low - fp32).abs().mean() < 0.02
+
+
 def test_half_precision_weights(tiny_clip):
     torch.manual_seed(8)
     images, targets = torch.randn(2, 3, 32, 32), torch.randn(2, 32)

@@ -143,8 +143,42 @@ def test_a_set_made_by_an_older_generator_is_regenerated_with_its_settings(tmp_p
     assert not (foreign / MANIFEST).exists()
 
 
+def test_an_interrupted_regeneration_never_pairs_old_boxes_with_new_videos(tmp_path, monkeypatch):
+    from avlegrad.data import synthetic
+
+    root = generate_synthetic(tmp_path / "s", **SMALL)
+    manifest = json.loads((root / MANIFEST).read_text())
+    old = {k: v for k, v in manifest["params"].items() if k not in ("object_counts", "center_spread")}
+    (root / MANIFEST).write_text(json.dumps({**manifest, "params": {**old, "version": 2, "max_objects": 1}}))
+    calls = []
+
+    def dies_on_the_third_clip(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_write(*args, **kwargs)
+
+    real_write = synthetic.write_video
+    monkeypatch.setattr(synthetic, "write_video", dies_on_the_third_clip)
+    with pytest.raises(KeyboardInterrupt):
+        create_dataset("synthetic", root)
+    assert not (root / "vggss.json").exists() and not (root / MANIFEST).exists()
+    monkeypatch.setattr(synthetic, "write_video", real_write)
+    (root / MANIFEST).write_text(json.dumps({**manifest, "params": {**old, "version": 2, "max_objects": 1}}))
+    create_dataset("synthetic", root)  # a version-2 set of single objects stays a set of single objects
+    regenerated = json.loads((root / MANIFEST).read_text())
+    assert regenerated["params"]["object_counts"] == [1.0] and regenerated["params"]["num_clips"] == SMALL["num_clips"]
+    assert all(len(scene["objects"]) == 1 for scene in regenerated["scenes"])
+
+
 def test_scene_options_are_checked(tmp_path):
     with pytest.raises(ValueError, match="object_counts"):
         generate_synthetic(tmp_path, object_counts=[0, 0])
     with pytest.raises(ValueError, match="center_spread"):
         generate_synthetic(tmp_path, center_spread=0)
+    with pytest.raises(ValueError, match="object_counts"):
+        generate_synthetic(tmp_path, object_counts=[1, float("inf")])
+    from avlegrad.data import world
+
+    with pytest.raises(ValueError, match="center_spread"):
+        world.make_scene(np.random.default_rng(0), 64, center_spread=-0.1)

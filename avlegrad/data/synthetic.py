@@ -111,7 +111,7 @@ def generate_synthetic(root, num_clips: int = 32, seed: int = 0, size: int = 160
     if size % 2 or size < 32:
         raise ValueError(f"size must be even and >= 32 (H.264 needs even sides), got {size}")
     counts = [float(c) for c in object_counts]
-    if not counts or min(counts) < 0 or not sum(counts) > 0:
+    if not counts or not all(0 <= c < float("inf") for c in counts) or not sum(counts) > 0:
         raise ValueError(f"object_counts must be non-negative frequencies of 1, 2, ... objects, got {object_counts}")
     if center_spread is not None and not 0 < center_spread <= 1:
         raise ValueError(f"center_spread must be in (0, 1] (a share of the picture's side) or None, got {center_spread}")
@@ -125,7 +125,10 @@ def generate_synthetic(root, num_clips: int = 32, seed: int = 0, size: int = 160
         return root
 
     root.mkdir(parents=True, exist_ok=True)
-    (root / MANIFEST).unlink(missing_ok=True)  # incomplete until the manifest is rewritten
+    # incomplete until these are rewritten: an interrupted run must not leave old boxes beside new
+    # videos (clip ids do not depend on the generator version)
+    for stale in (MANIFEST, "vggss.json", "vggss_test.csv"):
+        (root / stale).unlink(missing_ok=True)
     entries, ids, scenes = [], [], []
     n_frames = max(1, int(round(duration * fps)))
     for index in range(num_clips):
@@ -165,6 +168,9 @@ def ensure_synthetic(root) -> Path:
                                             "regenerating it with version %d", root, params.get("version"),
                                             GENERATOR_VERSION)
         kept = ("num_clips", "seed", "size", "duration", "fps", "sample_rate", "classes", "distractor_prob")
-        generate_synthetic(root, **{k: params[k] for k in kept if k in params})
+        settings = {k: params[k] for k in kept if k in params}
+        if params.get("max_objects", world.MAX_OBJECTS) != world.MAX_OBJECTS:  # versions 1-2: 1..max_objects
+            settings["object_counts"] = [1.0] * int(params["max_objects"])
+        generate_synthetic(root, **settings)
     return root
 

@@ -307,11 +307,14 @@ def make_scene(rng: np.random.Generator, size: int, classes=tuple(CLASSES), obje
     None: anywhere, like every other object.
     """
     classes = list(classes)
+    if center_spread is not None and not 0 < center_spread <= 1:
+        raise ValueError(f"center_spread must be in (0, 1] (a share of the picture's side) or None, got {center_spread}")
     if num_objects is not None:
         count = int(num_objects)
     elif object_counts is not None:
         weights = np.asarray(object_counts, dtype=np.float64)
-        if weights.ndim != 1 or not len(weights) or (weights < 0).any() or not weights.sum() > 0:
+        if weights.ndim != 1 or not len(weights) or not np.isfinite(weights).all() or (weights < 0).any() \
+                or not weights.sum() > 0:
             raise ValueError(f"object_counts must be non-negative frequencies of 1, 2, ... objects, got {object_counts}")
         count = 1 + int(rng.choice(len(weights), p=weights / weights.sum()))
     else:

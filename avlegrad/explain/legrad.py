@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import Explainer, min_max_normalize
-from .vit import OpenCLIPViT, TimmViT
+from .vit import OpenCLIPViT, TimmViT, cosines
 
 FP16_GRAD_SCALE = 1024.0
 
@@ -90,8 +90,7 @@ class LeGrad(Explainer):
                     o = vit.attend(q, k, v)
                 o.requires_grad_(True)
                 if pooled:
-                    embedding = F.normalize(vit.finish_pool(o).float(), dim=-1)
-                    scores.append(torch.einsum("bd,bkd->bk", embedding, targets))
+                    scores.append(cosines(vit.finish_pool(o), targets))
                 else:
                     # the next block sees no graph, so d s_m / d A_l = 0 for m != l
                     x, feature = vit.legrad_layer(block, x, o)
@@ -125,12 +124,8 @@ class LeGrad(Explainer):
         # needs for its fast kernels (N = 197 is not); their columns are cut off below
         v = F.pad(v, (0, 0, 0, -n % 8))
         grad_attn = torch.matmul(grad_o, v.transpose(-1, -2)).relu_()  # [B, heads, N query, N key]
-        if grad_attn.dtype == torch.bfloat16:
-            # fp32 accumulation without an fp32 copy of the whole [B, heads, N, N] tensor (bf16 has
-            # fp32's range; fp16 has not, and takes the path below)
-            relevance = grad_attn.sum(dim=(1, 2)).float() / (heads * n)
-        else:
-            relevance = grad_attn.mean(dim=(1, 2), dtype=torch.float32)
+        # reduced into fp32 (on CUDA in one kernel, no fp32 copy of the [B, heads, N, N] tensor)
+        relevance = grad_attn.sum(dim=(1, 2), dtype=torch.float32) / (heads * n)
         return relevance[:, self.vit.num_prefix_tokens:n]
 
     def _pool_relevance(self, grad_o: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

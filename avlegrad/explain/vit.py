@@ -33,6 +33,20 @@ class UnsupportedModelError(TypeError):
     pass
 
 
+def cosines(embedding: torch.Tensor, targets: torch.Tensor, pattern: str = "bd,bkd->bk") -> torch.Tensor:
+    """Cosines of (unnormalised) embeddings with unit ``targets``, in fp32 whatever the autocast."""
+    with torch.autocast(embedding.device.type, enabled=False):
+        return torch.einsum(pattern, F.normalize(embedding.float(), dim=-1), targets.float())
+
+
+def token_mean(tokens: torch.Tensor) -> torch.Tensor:
+    """The mean over tokens (dim 1) as a sum divided by N: a sum's backward is a free broadcast
+    where a mean's writes a full gradient tensor. fp16 would overflow the sum: it takes the mean."""
+    if tokens.dtype == torch.float16:
+        return tokens.mean(dim=1)
+    return tokens.sum(dim=1) / tokens.shape[1]
+
+
 def _refuse(what: str):
     raise UnsupportedModelError(f"{what}. Supported: {SUPPORTED_MODELS}.")
 
@@ -128,8 +142,7 @@ class ViTAdapter:
         indices ``[B, K]`` (the class logit), where the family has a classifier.
         """
         if targets.is_floating_point():
-            embedding = F.normalize(self.layer_embedding(tokens).float(), dim=-1)
-            return torch.einsum("bd,bkd->bk", embedding, targets)
+            return cosines(self.layer_embedding(tokens), targets)
         return self.layer_logits(tokens).float().gather(1, targets)
 
     # family-specific
@@ -222,24 +235,18 @@ class OpenCLIPViT(ViTAdapter):
         mlp = block.mlp
         if not (isinstance(mlp, nn.Sequential) and isinstance(mlp[-1], nn.Linear)):
             tokens = self.finish_block(block, x, o)
-            return tokens.detach(), tokens.mean(dim=1)
+            return tokens.detach(), token_mean(tokens)
         y = self._attention_residual(block, x, o)
         hidden = mlp[:-1](block.ln_2(y))
         with torch.no_grad():
             tokens = y + block.ls_2(mlp[-1](hidden))
-        # sum, then divide the [B, C] result: the backward of a sum is a free broadcast, a mean's
-        # would write a full [B, N, 4C] gradient
-        n = y.shape[1]
-        pooled = y.sum(dim=1) / n + block.ls_2(mlp[-1](hidden.sum(dim=1) / n))
+        pooled = token_mean(y) + block.ls_2(mlp[-1](token_mean(hidden)))
         return tokens, pooled
 
     def legrad_total_score(self, features: list, targets: torch.Tensor) -> torch.Tensor:
         """Every explained block's mean token through ``ln_post`` and ``proj`` at once: one
         ``[L, B, width]`` stack instead of L small heads (fewer kernels, the same numbers)."""
-        embedding = self._project(self.visual.ln_post(torch.stack(features)))
-        with torch.autocast(embedding.device.type, enabled=False):  # cosines in fp32
-            embedding = F.normalize(embedding.float(), dim=-1)
-            return torch.einsum("lbd,bkd->bk", embedding, targets.float())
+        return cosines(self._project(self.visual.ln_post(torch.stack(features))), targets, "lbd,bkd->bk")
 
     def layer_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
         """LeGrad's per-layer embedding, as the official code: ``ln_post(mean of ALL tokens) @ proj``."""
