@@ -6,11 +6,11 @@
     python train.py --config configs/audio_resnet18_vggsound.yaml --resume     # continue from checkpoints/last.pt
     torchrun --nproc_per_node 4 train.py --config configs/audio_resnet18_vggsound.yaml
 
-The config keys and their meaning: avlegrad/training.py (DEFAULTS) and docs/training.md.
+The config keys and their meaning: avlegrad/train/config.py (DEFAULTS) and docs/training.md.
 """
 import argparse
 
-from avlegrad.training import run
+from avlegrad.train import run
 
 
 def main(argv=None):

@@ -327,7 +327,7 @@ def save_untrained_audio_encoder(config, dst, overrides=(), clip_file=None) -> P
     import tempfile
 
     from .audio.factory import encoder_checkpoint, save_checkpoint_file
-    from .training import build_encoder, load_config
+    from .train import build_encoder, load_config
 
     cfg = load_config(config, overrides)
     model_cfg = cfg["clip"]["model_cfg"]

@@ -18,7 +18,7 @@ from PIL import Image
 from avlegrad.audio import create_audio_encoder, create_clip_tower
 from avlegrad.data.media import write_audio, write_video
 from avlegrad.distributed import DistInfo
-from avlegrad.training import (EpochBatchSampler, apply_override, compute_targets, load_clip_frames,
+from avlegrad.train import (EpochBatchSampler, apply_override, compute_targets, load_clip_frames,
                                load_config, locate_clips, split_ids)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -240,7 +240,7 @@ class _LinearAudio(torch.nn.Module):
 
 def _gathered_gradients(rank, world, port, rows, out):
     import torch.distributed as dist
-    from avlegrad.training import ContrastiveModel
+    from avlegrad.train import ContrastiveModel
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     torch.manual_seed(0)
@@ -265,7 +265,7 @@ def _gathered_gradients(rank, world, port, rows, out):
 def test_gathered_negatives_give_the_whole_batch_gradient(tmp_path, rows):
     """Unequal batches, one of them empty (every clip unreadable): no hang, and DDP's mean of the
     gradients is the gradient of one process's loss over the whole batch."""
-    from avlegrad.training import ContrastiveModel
+    from avlegrad.train import ContrastiveModel
 
     out = tmp_path / "grads.pt"
     procs = torch.multiprocessing.spawn(_gathered_gradients, args=(2, _free_port(), rows, out), nprocs=2, join=False)

@@ -229,7 +229,7 @@ def test_shipped_checkpoints_localize_held_out_clips(tmp_path, monkeypatch, one_
 # --------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_reduced_chain_learns_to_localize(tmp_path, one_thread):
-    from avlegrad.training import run
+    from avlegrad.train import run
 
     clip_dir = tmp_path / "clip"
     cfg = json.loads(json.dumps(world_clip.WORLD_CLIP_CONFIG))

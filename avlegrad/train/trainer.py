@@ -1,0 +1,407 @@
+"""The training run: ``run``/``train`` and the ``Trainer`` loop, checkpoints, logs and RNG state."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import logging
+import os
+import random
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+
+from ..audio.factory import CheckpointError, encoder_checkpoint, load_checkpoint_file, save_checkpoint_file
+from ..data.annotations import read_id_list
+from ..distributed import DistInfo, all_gather_objects, init_distributed
+from .config import CSV_FIELDS, DEFAULTS, _merge, apply_override, load_config, plain_config
+from .data import (ClipAudioDataset, EpochBatchSampler, _log_skipped, build_clip_tower, collate_clips,
+                   compute_targets, locate_clips, refuse_vggss_test_ids, split_ids)
+from .model import ContrastiveModel, _autocast, build_encoder, build_optimizer, evaluate, warmup_cosine
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------
+# RNG state (plain tensors and Python types, so torch.load(weights_only=True) reads it back)
+# --------------------------------------------------------------------------------------------
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def get_rng_state(device: torch.device) -> dict:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+# --------------------------------------------------------------------------------------------
+# logging
+# --------------------------------------------------------------------------------------------
+def _setup_logging(output_dir: Path, d: DistInfo) -> list[logging.Handler]:
+    logger = logging.getLogger("avlegrad")
+    logger.setLevel(logging.INFO if d.is_main else logging.WARNING)
+    fmt = logging.Formatter(f"%(asctime)s [rank {d.rank}] %(levelname)s %(message)s", "%H:%M:%S")
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if d.is_main:
+        handlers.append(logging.FileHandler(output_dir / "train.log"))
+    for h in handlers:
+        h.setFormatter(fmt)
+        logger.addHandler(h)
+    return handlers
+
+
+class CsvLog:
+    """``log.csv``: train and validation rows; on resume, rows past the checkpoint are dropped."""
+
+    def __init__(self, path: Path, resume_step: int | None, drop_val_at_resume: bool):
+        self.path = path
+        rows = []
+        if resume_step is not None and path.is_file():
+            with open(path, newline="") as f:
+                for row in csv.DictReader(f):
+                    step = int(row["step"])
+                    redone = drop_val_at_resume and row["split"] == "val"  # that validation runs again
+                    if step < resume_step or (step == resume_step and not redone):
+                        rows.append(row)
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, CSV_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def write(self, **row):
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, CSV_FIELDS).writerow({k: row.get(k, "") for k in CSV_FIELDS})
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+# --------------------------------------------------------------------------------------------
+def resolve_run(config=None, overrides=(), resume=None) -> tuple[dict, Path | None]:
+    """The config of a run and the checkpoint it resumes from.
+
+    ``resume``: None (new run), ``"auto"`` (``<output_dir>/checkpoints/last.pt`` if it exists,
+    else a new run) or a checkpoint path. A resumed run uses the config stored in the
+    checkpoint, with ``overrides`` applied again (e.g. ``train.max_steps=null``, more epochs).
+    """
+    cfg = load_config(config, overrides)
+    if resume is None:
+        return cfg, None
+    path = Path(cfg["output_dir"]) / "checkpoints" / "last.pt" if resume == "auto" else Path(resume)
+    if not path.is_file():
+        if resume == "auto":
+            log.warning("--resume: no checkpoint at %s, starting a new run", path)
+            return cfg, None
+        raise FileNotFoundError(f"--resume {path}: checkpoint not found")
+    stored = load_checkpoint_file(path).get("config")
+    if stored is None:
+        raise CheckpointError(path, "holds no training config: not a train.py checkpoint")
+    cfg = copy.deepcopy(DEFAULTS)
+    _merge(cfg, stored, where=str(path))
+    for item in overrides or ():
+        apply_override(cfg, item)
+    return cfg, path
+
+
+def run(config=None, overrides=(), resume=None) -> dict:
+    """Resolve the config (see ``resolve_run``) and train."""
+    cfg, checkpoint = resolve_run(config, overrides, resume)
+    return train(cfg, resume_from=checkpoint)
+
+
+def train(cfg: dict, resume_from=None) -> dict:
+    """Train an audio encoder as ``cfg`` says; returns a summary (checkpoint path, step, metrics)."""
+    cfg = plain_config(cfg)
+    d = init_distributed(cfg["device"], cfg["dist_backend"])
+    output_dir = Path(cfg["output_dir"])
+    if d.is_main:
+        (output_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    d.barrier()
+    logger = logging.getLogger("avlegrad")
+    level = logger.level
+    handlers = _setup_logging(output_dir, d)
+    try:
+        return Trainer(cfg, d, output_dir).fit(resume_from)
+    finally:
+        for h in handlers:
+            logger.removeHandler(h)
+            h.close()
+        logger.setLevel(level)
+        if d.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class Trainer:
+    """One training run: data and targets, model, optimizer, the loop, checkpoints and logs."""
+
+    def __init__(self, cfg: dict, d: DistInfo, output_dir: Path):
+        self.cfg, self.d, self.output_dir = cfg, d, output_dir
+        self.t, self.data = cfg["train"], cfg["data"]
+        self.seed = int(cfg["seed"])
+        if self.t["deterministic"]:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        if d.is_main:
+            with open(output_dir / "config.yaml", "w") as f:
+                yaml.safe_dump(cfg, f, sort_keys=False)
+        self._prepare_data()
+        self._build_model()
+        self.step, self.best_r1, self.val_done_epoch = 0, -1.0, -1
+        self.running = self._zero_running()
+
+    # --- setup ---------------------------------------------------------------------------------
+    def _prepare_data(self):
+        cfg, data, d = self.cfg, self.data, self.d
+        if not data["root"] or not Path(data["root"]).is_dir():
+            raise FileNotFoundError(f"data.root {data['root']!r} is not a folder")
+        train_ids, val_ids = split_ids(cfg)
+        lists = {f"data.train_list {data['train_list']}": read_id_list(data["train_list"])}
+        if data["val_list"]:  # checkpoints are chosen on it: benchmark clips do not belong there either
+            lists[f"data.val_list {data['val_list']}"] = read_id_list(data["val_list"])
+        refuse_vggss_test_ids(lists, data["vggss_annotations"])
+        train_clips, missing = locate_clips(data["root"], train_ids)
+        val_clips, val_missing = locate_clips(data["root"], val_ids)
+        if d.is_main:
+            _log_skipped(missing, "train: missing clips")
+            _log_skipped(val_missing, "validation: missing clips")
+        tower = build_clip_tower(cfg, d.device)  # needed only here: the targets never change
+        self.train_clips, self.train_targets = compute_targets(train_clips, cfg, d, "train", tower)
+        self.val_clips, self.val_targets = (compute_targets(val_clips, cfg, d, "validation", tower)
+                                            if val_clips else ([], None))
+        del tower
+        if d.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.embed_dim = self.train_targets.shape[1]
+        self.batch, self.accum = int(self.t["batch_size"]), int(self.t["accum_steps"])
+        self.steps_per_epoch = (len(self.train_clips) // d.world_size // self.batch) // self.accum
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{len(self.train_clips)} usable training clips are too few for batch_size="
+                             f"{self.batch} x accum_steps={self.accum} x {d.world_size} processes")
+        self.epochs = int(self.t["epochs"])
+        self.total_steps = self.epochs * self.steps_per_epoch
+        log.info("train: %d clips, validation: %d clips, %d steps per epoch, %d steps in all",
+                 len(self.train_clips), len(self.val_clips), self.steps_per_epoch, self.total_steps)
+
+    def _build_model(self):
+        t, d = self.t, self.d
+        torch.manual_seed(self.seed)  # the same initial weights on every process
+        self.encoder = build_encoder(self.cfg, self.embed_dim, d.device)
+        self.model = ContrastiveModel(self.encoder, float(t["temperature_init"]), bool(t["learn_temperature"]),
+                                      float(t["distill_weight"]), bool(t["gather_negatives"])).to(d.device)
+        self.optimizer = build_optimizer(self.model, self.cfg)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(self.total_steps, int(t["warmup_steps"]), float(t["min_lr_ratio"])))
+        self.ddp = self.model
+        if d.enabled:
+            # a 1-channel stem's weight grad [C, 1, k, k] has ambiguous strides; DDP warns, harmlessly
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[d.device] if d.device.type == "cuda" else None)
+        self.sample_rate = self.encoder.sample_rate
+        self.num_samples = int(round(float(self.data["audio_seconds"]) * self.sample_rate))
+        self.train_set = ClipAudioDataset(self.train_clips, self.train_targets, self.sample_rate,
+                                          self.num_samples, self.seed, random_crop=True)
+        self.val_loader = None
+        if self.val_clips:
+            val_set = ClipAudioDataset(self.val_clips, self.val_targets, self.sample_rate, self.num_samples,
+                                       self.seed, random_crop=False)
+            batches = [[(0, i) for i in range(s, min(s + self.batch, len(val_set)))]
+                       for s in range(0, len(val_set), self.batch)]
+            self.val_loader = torch.utils.data.DataLoader(val_set, batch_sampler=batches, collate_fn=collate_clips,
+                                                          num_workers=int(self.data["num_workers"]))
+
+    @staticmethod
+    def _zero_running() -> dict:
+        return {"loss": 0.0, "infonce": 0.0, "distill": 0.0, "steps": 0}
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def save(self, name: str, full: bool = True):
+        """Write ``checkpoints/<name>``; ``full`` adds what ``--resume`` needs (call on every process)."""
+        extra = {"config": self.cfg,
+                 "summary": {"step": self.step, "epoch": self.step / self.steps_per_epoch, "best_r1": self.best_r1}}
+        if full:
+            # every process contributes its RNG state and running loss sums; rank 0 writes
+            per_rank = all_gather_objects(self.d, {"rng": get_rng_state(self.d.device), "running": self.running})
+            extra["train_state"] = {
+                "step": self.step, "logit_scale": self.model.logit_scale.detach().cpu().clone(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "per_rank": per_rank, "best_r1": self.best_r1, "val_done_epoch": self.val_done_epoch,
+                "num_train_clips": len(self.train_clips), "world": self.d.world_size}
+        if self.d.is_main:
+            save_checkpoint_file(encoder_checkpoint(self.encoder, **extra), self.output_dir / "checkpoints" / name)
+
+    def load(self, path):
+        ckpt = load_checkpoint_file(path)
+        if "train_state" not in ckpt:
+            raise CheckpointError(path, "holds no training state (best.pt and final.pt are encoder-only); "
+                                  "resume from checkpoints/last.pt")
+        state = ckpt["train_state"]
+        self.encoder.load_state_dict(ckpt["state_dict"])
+        with torch.no_grad():
+            self.model.logit_scale.copy_(state["logit_scale"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.best_r1, self.val_done_epoch = state["step"], state["best_r1"], state["val_done_epoch"]
+        if state["num_train_clips"] != len(self.train_clips) or state["world"] != self.d.world_size:
+            log.warning("resuming with %d clips on %d processes, the checkpoint had %d on %d: the run will not "
+                        "repeat the uninterrupted one exactly", len(self.train_clips), self.d.world_size,
+                        state["num_train_clips"], state["world"])
+        mine = state["per_rank"][self.d.rank] if self.d.rank < len(state["per_rank"]) else state["per_rank"][0]
+        set_rng_state(mine["rng"], self.d.device)
+        self.running = dict(mine["running"])
+        log.info("resumed from %s at step %d", path, self.step)
+
+    # --- validation ----------------------------------------------------------------------------
+    def end_of_epoch(self, epoch: int):
+        """Validate (rank 0) if due, then write last.pt (and best.pt when recall@1 improved)."""
+        improved = False
+        due = (epoch + 1) % int(self.t["val_every_epochs"]) == 0 or epoch + 1 == self.epochs
+        if self.val_loader is not None and due:
+            if self.d.is_main:
+                m = evaluate(self.encoder, self.val_loader, self.val_targets, self.model.logit_scale.exp().item(),
+                             self.d.device, bool(self.t["amp"]))
+                log.info("epoch %d step %d: validation R@1 %.4f R@5 %.4f loss %.4f (%d clips)", epoch + 1,
+                         self.step, m["r1"], m["r5"], m["loss"], m["clips"])
+                self.csv.write(split="val", step=self.step, epoch=epoch + 1, loss=m["loss"], r1=m["r1"],
+                               r5=m["r5"], clips=m["clips"])
+                for k in ("r1", "r5", "loss"):
+                    self.writer.add_scalar(f"val/{k}", m[k], self.step)
+                improved = m["r1"] > self.best_r1
+                self.best_r1 = max(self.best_r1, m["r1"])
+            self.d.barrier()
+        self.val_done_epoch = epoch
+        if improved:
+            self.save("best.pt", full=False)
+        self.save("last.pt")
+
+    # --- the loop ------------------------------------------------------------------------------
+    def fit(self, resume_from=None) -> dict:
+        d, t = self.d, self.t
+        seed_everything(self.seed + d.rank)
+        if resume_from is not None:
+            self.load(resume_from)
+        start_epoch = self.step // self.steps_per_epoch
+        # a run stopped right at an epoch end, before that epoch's validation, validates first
+        pending_val = start_epoch > 0 and self.val_done_epoch < start_epoch - 1
+        self.writer = self.csv = None
+        if d.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            resumed = resume_from is not None
+            self.writer = SummaryWriter(str(self.output_dir / "tb"), purge_step=self.step + 1 if resumed else None)
+            self.csv = CsvLog(self.output_dir / "log.csv", self.step if resumed else None, pending_val)
+        if pending_val:
+            self.end_of_epoch(start_epoch - 1)
+
+        max_steps = t["max_steps"]
+        stopped = max_steps is not None and self.step >= int(max_steps)
+        for epoch in range(start_epoch, self.epochs if not stopped else start_epoch):
+            stopped = self.train_epoch(epoch)
+            if stopped:
+                log.info("stopped at step %d (train.max_steps=%s)", self.step, t["max_steps"])
+                break
+            self.end_of_epoch(epoch)
+        if d.is_main:
+            self.writer.close()
+        if not stopped:
+            self.save("final.pt", full=False)
+        d.barrier()
+        name = "last.pt" if stopped else "final.pt"
+        return {"checkpoint": str(self.output_dir / "checkpoints" / name), "step": self.step, "rank": d.rank,
+                "finished": not stopped, "best_r1": self.best_r1, "num_train_clips": len(self.train_clips),
+                "num_val_clips": len(self.val_clips)}
+
+    def train_epoch(self, epoch: int) -> bool:
+        """Train from the current step to the end of ``epoch``; True if stopped by ``train.max_steps``."""
+        from tqdm import tqdm
+
+        d, t, accum = self.d, self.t, self.accum
+        first = (self.step - epoch * self.steps_per_epoch) * accum  # micro-batches already done (resume)
+        sampler = EpochBatchSampler(len(self.train_set), self.batch, self.steps_per_epoch * accum, self.seed,
+                                    epoch, d.rank, d.world_size, start=first)
+        loader = torch.utils.data.DataLoader(
+            self.train_set, batch_sampler=sampler, num_workers=int(self.data["num_workers"]),
+            collate_fn=collate_clips, pin_memory=d.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.seed + epoch))  # keeps loaders off the global RNG
+        bar = tqdm(total=self.steps_per_epoch, initial=first // accum, desc=f"epoch {epoch + 1}/{self.epochs}",
+                   disable=not (d.is_main and t["progress"]), leave=False)
+        started = time.time()
+        max_steps = t["max_steps"]
+        self.ddp.train()
+        for micro, item in enumerate(loader, start=first):
+            if item is None:  # no readable clip in this micro-batch
+                waves = torch.zeros(0, self.num_samples, device=d.device)
+                targets = torch.zeros(0, self.embed_dim, device=d.device)
+            else:
+                waves = item[0].to(d.device, non_blocking=True)
+                targets = item[1].to(d.device, non_blocking=True)
+            sync = (micro + 1) % accum == 0
+            with (self.ddp.no_sync() if d.enabled and not sync else contextlib.nullcontext()):
+                with _autocast(d.device, bool(t["amp"])):
+                    loss, parts = self.ddp(waves, targets)
+                (loss / accum).backward()
+            self.running["loss"] += loss.item() / accum
+            self.running["infonce"] += parts["infonce"].item() / accum
+            self.running["distill"] += parts["distill"].item() / accum
+            if not sync:
+                continue
+            if t["grad_clip_norm"]:
+                nn.utils.clip_grad_norm_(self.model.parameters(), float(t["grad_clip_norm"]))
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            self.model.clamp_temperature()
+            self.step += 1
+            self.running["steps"] += 1
+            bar.update(1)
+            if self.step % int(t["log_every_steps"]) == 0:
+                self._log_train(epoch, bar)
+            if max_steps is not None and self.step >= int(max_steps):
+                self.save("last.pt")
+                bar.close()
+                return True
+            if self.step % int(t["save_every_steps"]) == 0 and self.step % self.steps_per_epoch:
+                self.save("last.pt")  # (the epoch end saves anyway)
+        bar.close()
+        log.info("epoch %d: %.1f s", epoch + 1, time.time() - started)
+        return False
+
+    def _log_train(self, epoch: int, bar):
+        r = self.running
+        means = torch.tensor([r[k] / r["steps"] for k in ("loss", "infonce", "distill")], dtype=torch.float64)
+        if self.d.enabled:
+            dist.all_reduce(means)
+            means /= self.d.world_size
+        self.running = self._zero_running()
+        if self.d.is_main:
+            row = dict(zip(("loss", "infonce", "distill"), means.tolist()),
+                       lr=self.scheduler.get_last_lr()[0], logit_scale=self.model.logit_scale.exp().item())
+            self.csv.write(split="train", step=self.step, epoch=epoch + 1, **row)
+            for k, v in row.items():
+                self.writer.add_scalar(f"train/{k}", v, self.step)
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
