@@ -48,7 +48,8 @@ def parse_args(argv=None) -> EvalOptions:
     ap.add_argument("--device", help="cuda | cpu (default: cuda if available)")
     ap.add_argument("--dtype", default=d.dtype, choices=("fp32", "bf16", "fp16"), help="autocast dtype")
     ap.add_argument("--limit", type=int, help="evaluate only the first N clips")
-    ap.add_argument("--out", default=None, help="output folder (default: outputs/<dataset>-<split>)")
+    ap.add_argument("--out", default=None, help="output folder (default: outputs/<dataset>-<split>, or -2, -3, "
+                    "... when that one holds the results of other settings)")
     ap.add_argument("--save-overlays", type=int, default=0, metavar="N", help="save N heatmap overlays")
     ap.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
     ap.add_argument("--seg-metrics", help="segmentation benchmarks: comma-separated metric variants among "
@@ -80,7 +81,7 @@ def parse_args(argv=None) -> EvalOptions:
         methods=[m.strip() for m in a.method.split(",") if m.strip()], model=model, pretrained=pretrained,
         audio_encoder=audio_encoder, target=target, prompt=prompt, layer_index=a.layer_index,
         image_size=a.image_size, batch_size=a.batch_size, workers=a.workers, device=a.device, dtype=a.dtype,
-        limit=a.limit, out=a.out or f"outputs/{a.dataset}-{a.split}", save_overlays=a.save_overlays,
+        limit=a.limit, out=a.out, save_overlays=a.save_overlays,
         overwrite=a.overwrite,
         seg_metrics=[m.strip() for m in a.seg_metrics.split(",") if m.strip()] if a.seg_metrics else None,
         avsbench_batch_frames=a.avsbench_batch_frames)

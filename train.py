@@ -9,7 +9,11 @@
 The config keys and their meaning: avlegrad/train/config.py (DEFAULTS) and docs/training.md.
 """
 import argparse
+import logging
+import sys
 
+from avlegrad.download import DownloadError
+from avlegrad.models import WeightsUnavailableError
 from avlegrad.train import run
 
 
@@ -32,4 +36,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError, WeightsUnavailableError, DownloadError) as e:  # user errors: no traceback
+        logging.getLogger("avlegrad").error("%s", e)
+        sys.exit(2)

@@ -43,7 +43,12 @@ def init_distributed(device: str | None = None, backend: str | None = None) -> D
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device("cuda", local_rank) if device == "cuda" else torch.device(device)
+    try:
+        device = torch.device("cuda", local_rank) if device == "cuda" else torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} asked for, but torch sees no CUDA GPU here; use --device cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     info = DistInfo(rank, world, local_rank, device)

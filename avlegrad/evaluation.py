@@ -30,7 +30,7 @@ from tqdm import tqdm
 from . import metrics
 from .data import create_dataset
 from .data.datasets import collate_clips
-from .distributed import cleanup, init_distributed
+from .distributed import all_gather_objects, cleanup, init_distributed
 from .explain import create_explainer, list_explainers
 from .models import RANDOM_WEIGHTS, encode_text, image_tensor, load_clip
 from .visualize import draw_boxes, overlay, save_image
@@ -64,7 +64,7 @@ class EvalOptions:
     device: str | None = None
     dtype: str = "fp32"
     limit: int | None = None
-    out: str = "outputs/eval"
+    out: str | None = None  # None: outputs/<dataset>-<split> (-2, -3, ... when that holds another run)
     save_overlays: int = 0  # how many clips get an overlay image (per process)
     overwrite: bool = False
     # segmentation benchmarks only (avlegrad.segmentation_eval): the metric variants (None: the
@@ -153,6 +153,17 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _json_safe(value):
+    """NaN/inf (a method with no scored clip) as null: strict JSON readers reject bare NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _result_files(out: Path) -> list[Path]:
     return [out / "clips.jsonl", *sorted(out.glob("clips.rank*.jsonl"))]
 
@@ -166,23 +177,43 @@ def load_results(out: Path) -> dict[str, dict]:
     return rows
 
 
-def _prepare_run_folder(opts: EvalOptions, settings: dict, is_main: bool) -> Path:
-    out = Path(opts.out)
+def _holds_other_results(out: Path, settings: dict) -> bool:
     run_file = out / "run.json"
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        if opts.overwrite:
-            for path in _result_files(out) + [out / "summary.json", run_file]:
-                path.unlink(missing_ok=True)
-        if run_file.is_file():
-            previous = json.loads(run_file.read_text())
-            changed = {k: (previous.get(k), settings[k]) for k in RESULT_KEYS if previous.get(k) != settings[k]}
-            if changed:
-                detail = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
-                raise ValueError(f"{out} holds results of a run with other settings ({detail}); "
-                                 f"use another --out, or --overwrite to start afresh")
-        else:
-            _write_atomic(run_file, json.dumps(settings, indent=2))
+    if not run_file.is_file() or not any(p.is_file() and p.stat().st_size for p in _result_files(out)):
+        return False  # no results to protect
+    previous = json.loads(run_file.read_text())
+    return any(previous.get(k) != settings[k] for k in RESULT_KEYS)
+
+
+def _default_out(opts: EvalOptions, settings: dict) -> Path:
+    """``outputs/<dataset>-<split>``, or the first of ``-2``, ``-3``, ... that holds no other run's
+    results: rerunning a command resumes in its folder, another command gets its own."""
+    base = Path("outputs") / f"{opts.dataset}-{opts.split}"
+    if opts.overwrite:
+        return base
+    k = 1
+    while _holds_other_results(base if k == 1 else base.with_name(f"{base.name}-{k}"), settings):
+        k += 1
+    return base if k == 1 else base.with_name(f"{base.name}-{k}")
+
+
+def _prepare_run_folder(opts: EvalOptions, settings: dict, is_main: bool) -> Path:
+    """The run's folder (rank 0 only): results of other settings are refused, never mixed."""
+    out = Path(opts.out) if opts.out else _default_out(opts, settings)
+    run_file = out / "run.json"
+    out.mkdir(parents=True, exist_ok=True)
+    if opts.overwrite:
+        for path in _result_files(out) + [out / "summary.json", run_file]:
+            path.unlink(missing_ok=True)
+    if _holds_other_results(out, settings):
+        previous = json.loads(run_file.read_text())
+        changed = {k: (previous.get(k), settings[k]) for k in RESULT_KEYS if previous.get(k) != settings[k]}
+        detail = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        raise ValueError(f"{out} holds results of a run with other settings ({detail}); "
+                         f"use another --out, or --overwrite to start afresh")
+    _write_atomic(run_file, json.dumps(settings, indent=2))  # (a run that scored nothing is replaced)
+    if not opts.out:
+        log.info("results go to %s", out)
     return out
 
 
@@ -304,26 +335,29 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
     device = dist.device
     methods = [m for m in dict.fromkeys(opts.methods) if m not in scoring.baselines]
 
-    model = cfg = targets = None
-    name = pretrained = None
-    if methods:
-        model, cfg, name, pretrained, targets = _load_models(opts, device)
-    image_size = opts.image_size or (cfg["size"][0] if cfg else 224)
-    settings = _settings(opts, name, pretrained, image_size)
-    out = _prepare_run_folder(opts, settings, dist.is_main)
-    scoring.start(out, opts, dist.is_main)
-    dist.barrier()
-
-    sample_rate = targets.encoder.sample_rate if isinstance(targets, AudioTargets) else 16000
+    # the data first: a wrong name or root is told before any model is loaded (or downloaded)
     def open_dataset():
         return create_dataset(opts.dataset, opts.root or default_root(opts.dataset), split=opts.split,
-                              sample_rate=sample_rate, annotations=opts.annotations, limit=opts.limit)
+                              annotations=opts.annotations, limit=opts.limit)
 
     # rank 0 first: it may have to write the data (the synthetic set), which the others then read
     dataset = open_dataset() if dist.is_main else None
     dist.barrier()
     if dataset is None:
         dataset = open_dataset()
+
+    model = cfg = targets = None
+    name = pretrained = None
+    if methods:
+        model, cfg, name, pretrained, targets = _load_models(opts, device)
+    if isinstance(targets, AudioTargets):
+        dataset.sample_rate = targets.encoder.sample_rate  # clips are decoded at the encoder's rate
+    image_size = opts.image_size or (cfg["size"][0] if cfg else 224)
+    settings = _settings(opts, name, pretrained, image_size)
+    out = _prepare_run_folder(opts, settings, dist.is_main) if dist.is_main else None
+    out = Path(all_gather_objects(dist, str(out) if out else None)[0])
+    scoring.start(out, opts, dist.is_main)
+    dist.barrier()
     done = {cid for cid, row in load_results(out).items() if scoring.is_done(row, out)}
     todo = [i for i, cid in enumerate(dataset.ids) if cid not in done]
     shard = todo[dist.rank::dist.world_size]
@@ -395,7 +429,7 @@ def _merge_and_summarise(out: Path, dataset, scoring, methods: list[str], settin
         "annotation_report": _as_dict(dataset.annotation_report),
         **scoring.summarise(out, scored, methods + list(scoring.baselines)),
     }
-    _write_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    _write_atomic(out / "summary.json", json.dumps(_json_safe(summary), indent=2, allow_nan=False))
     return summary
 
 

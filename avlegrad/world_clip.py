@@ -314,8 +314,9 @@ def package_audio_checkpoint(src, dst, clip_file=None) -> Path:
     kwargs["clip_pretrained"] = Path(os.path.relpath(clip_file.resolve(), dst.resolve().parent)).as_posix()
     packed = {"format": ckpt["format"], "version": ckpt["version"],
               "encoder": {"name": ckpt["encoder"]["name"], "kwargs": kwargs}, "state_dict": ckpt["state_dict"]}
-    if "summary" in ckpt:
-        packed["summary"] = ckpt["summary"]
+    for key in ("config", "summary"):  # how it was trained (its audio window, ...)
+        if key in ckpt:
+            packed[key] = ckpt[key]
     save_checkpoint_file(packed, dst)
     return dst
 

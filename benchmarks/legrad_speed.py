@@ -51,8 +51,10 @@ def speed_arguments(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--model", default="ViT-B-16", help="open_clip model name (random weights)")
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--dtype", choices=DTYPES, default="bf16")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    cuda = torch.cuda.is_available()
+    ap.add_argument("--dtype", choices=DTYPES, default="bf16" if cuda else "fp32",
+                    help="autocast dtype (default: bf16 on a GPU, fp32 on the CPU)")
+    ap.add_argument("--device", default="cuda" if cuda else "cpu")
     ap.add_argument("--repeats", type=int, default=10)
     return ap
 

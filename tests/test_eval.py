@@ -180,6 +180,56 @@ def test_vggsound_defaults_to_imagebind_and_says_what_to_download(tmp_path, capl
     monkeypatch.setenv("AVLEGRAD_CACHE", str(tmp_path / "cache"))
     opts = eval_cli.parse_args(["--dataset", "vggsound"])
     assert opts.audio_encoder == "imagebind" and opts.target == "audio"
+    (tmp_path / "vggss.json").write_text(json.dumps([{"file": "abc_000010", "class": "dog", "bbox": [[0, 0, 1, 1]]}]))
     assert eval_cli.main(["--dataset", "vggsound", "--root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "imagebind_huge.pth" in caplog.text
     assert str(tmp_path / "cache" / "weights" / "imagebind_huge.pth") in caplog.text
+
+
+def test_default_out_resumes_its_own_run_and_gives_another_run_its_own_folder(bench, tmp_path, monkeypatch):
+    root, config = bench
+    monkeypatch.chdir(tmp_path)
+    base = ["--dataset", "synthetic", "--root", str(root), "--model", str(config), "--pretrained", "none",
+            "--workers", "0"]
+    assert eval_cli.main(base + ["--method", "center"]) == 0
+    first = tmp_path / "outputs" / "synthetic-test"
+    assert json.loads((first / "run.json").read_text())["methods"] == ["center"]
+    assert eval_cli.main(base + ["--method", "legrad"]) == 0  # other settings: not refused, a new folder
+    second = tmp_path / "outputs" / "synthetic-test-2"
+    assert json.loads((second / "run.json").read_text())["methods"] == ["legrad"]
+    stamp = (first / "clips.jsonl").stat().st_mtime_ns
+    assert eval_cli.main(base + ["--method", "center"]) == 0  # the first command again: its own folder
+    assert (first / "clips.jsonl").stat().st_mtime_ns != stamp
+    assert not (tmp_path / "outputs" / "synthetic-test-3").exists()
+
+
+def test_a_failed_run_leaves_nothing_in_the_way(bench, tmp_path, caplog, monkeypatch):
+    root, config = bench
+    monkeypatch.chdir(tmp_path)
+    # a wrong root is told before any model is loaded, and writes no run folder
+    assert eval_cli.main(["--dataset", "folder", "--root", str(tmp_path / "nope"), "--audio-encoder",
+                          "imagebind", "--workers", "0"]) == 2
+    assert "does not exist" in caplog.text and "imagebind_huge" not in caplog.text
+    assert not (tmp_path / "outputs").exists()
+    # a folder whose run scored nothing (settings of a failed run) is simply reused
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"dataset": "vggsound", "methods": ["legrad"]}))
+    assert eval_cli.main(["--dataset", "synthetic", "--root", str(root), "--method", "center", "--workers", "0",
+                          "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["evaluated"] == 12
+    json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
+
+
+@pytest.mark.parametrize("device,message", [("gpu", "unknown device 'gpu'"), ("cuda", "no CUDA GPU")])
+def test_bad_device_is_one_clear_line(bench, tmp_path, caplog, device, message):
+    if device == "cuda":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+    root, config = bench
+    assert eval_cli.main(["--dataset", "synthetic", "--root", str(root), "--method", "center", "--device", device,
+                          "--out", str(tmp_path / "o")]) == 2
+    assert message in caplog.text

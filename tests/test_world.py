@@ -201,6 +201,11 @@ def test_synthetic_default_is_the_shipped_world():
     assert stored["clip_pretrained"] == "clip.pt" and stored["clip_model_cfg"] == cfg
     sizes = sum((SHIPPED / n).stat().st_size for n in (world_clip.CLIP_FILE, world_clip.AUDIO_FILE))
     assert sizes < 8e6
+    from avlegrad.audio import create_audio_encoder
+    from avlegrad.localize import encoder_window
+
+    # localize's default window is the one the encoder was trained on (configs/world_audio.yaml)
+    assert encoder_window(create_audio_encoder(str(SHIPPED / "audio.pt"))) == config["data"]["audio_seconds"] == 1.5
 
 
 @pytest.mark.slow

@@ -179,6 +179,9 @@ def create_audio_encoder(name: str, checkpoint=None, device=None, **kwargs) -> A
     encoder.registry_name = name
     if checkpoint is not None:
         _resolve_tower_file(encoder, checkpoint)
+        trained_on = ((ckpt or {}).get("config") or {}).get("data", {}).get("audio_seconds")
+        if trained_on:  # a train.py checkpoint: the window it learned on (localize's default window)
+            encoder.clip_seconds = float(trained_on)
     if not hasattr(encoder, "config"):
         encoder.config = build_kwargs
     if device is not None:

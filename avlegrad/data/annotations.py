@@ -57,6 +57,8 @@ def find_annotation(name: str, dataset: str, *, annotations=None, root=None) -> 
         given = Path(annotations).expanduser()
         if given.name == name and given.exists():
             return given
+        if not given.exists() and given.suffix:  # a file that is not there, not a folder to search
+            raise AnnotationNotFoundError(f"{dataset} annotations {given} do not exist (looking for {name!r})")
         tried = _candidates(given.parent if given.is_file() else given, name, dataset)
     else:
         tried = []
@@ -72,7 +74,8 @@ def find_annotation(name: str, dataset: str, *, annotations=None, root=None) -> 
     else:
         command = DOWNLOAD_COMMAND + (" --flickr-xml" if name == "Annotations" else "")
         how = (f"Download the official annotations with `{command}` (into {cache_dir()}; "
-               f"or add `--out DIR` and pass annotations=DIR)")
+               f"or add `--out DIR` and give that folder: eval.py --annotations DIR, "
+               f"create_dataset(..., annotations=DIR))")
     raise AnnotationNotFoundError(f"{dataset} annotation {name!r} not found; looked in:\n  {where}\n{how}")
 
 

@@ -200,8 +200,9 @@ class Trainer:
         self.batch, self.accum = int(self.t["batch_size"]), int(self.t["accum_steps"])
         self.steps_per_epoch = (len(self.train_clips) // d.world_size // self.batch) // self.accum
         if self.steps_per_epoch == 0:
-            raise ValueError(f"{len(self.train_clips)} usable training clips are too few for batch_size="
-                             f"{self.batch} x accum_steps={self.accum} x {d.world_size} processes")
+            raise ValueError(f"{len(self.train_clips)} usable training clips (of {len(train_ids)} listed in "
+                             f"{data['train_list']}, looked for under data.root {data['root']}) are too few for "
+                             f"batch_size={self.batch} x accum_steps={self.accum} x {d.world_size} processes")
         self.epochs = int(self.t["epochs"])
         self.total_steps = self.epochs * self.steps_per_epoch
         log.info("train: %d clips, validation: %d clips, %d steps per epoch, %d steps in all",
