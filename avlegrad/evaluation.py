@@ -60,7 +60,7 @@ class EvalOptions:
     layer_index: int = -2
     image_size: int | None = None  # None: the model's own input size
     batch_size: int = 32
-    workers: int = 4
+    workers: int = min(4, os.cpu_count() or 1)  # more than the cores only makes torch warn
     device: str | None = None
     dtype: str = "fp32"
     limit: int | None = None
@@ -346,6 +346,9 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
     if dataset is None:
         dataset = open_dataset()
 
+    if dist.is_main and opts.dataset == "folder":
+        log.info("the folder dataset has no boxes: maps are computed (see them with --save-overlays N) "
+                 "but no clip can be scored")
     model = cfg = targets = None
     name = pretrained = None
     if methods:
