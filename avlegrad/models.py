@@ -1,8 +1,11 @@
 """Creating the CLIP image/text model, with errors that say what to download and where."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,30 @@ RANDOM_WEIGHTS = (None, "", "none", "random")
 
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights could not be found locally nor downloaded."""
+
+
+@contextlib.contextmanager
+def _offline_if_hub_unreachable(pretrained):
+    """Weights named by a tag come from the Hugging Face hub. Where it cannot be reached, look in
+    the local cache only: otherwise huggingface_hub retries for most of a minute before failing."""
+    offline = False
+    proxied = any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
+    if pretrained is not None and not proxied and not Path(pretrained).expanduser().is_file():
+        try:
+            socket.create_connection(("huggingface.co", 443), timeout=3).close()
+        except OSError:
+            offline = True
+    if not offline:
+        yield
+        return
+    import huggingface_hub.constants as hub
+
+    before = hub.HF_HUB_OFFLINE
+    hub.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = before
 
 
 def load_clip(model_name: str, pretrained: str | None = None, device="cpu", model_cfg: dict | None = None,
@@ -57,7 +84,8 @@ def load_clip(model_name: str, pretrained: str | None = None, device="cpu", mode
                 model.load_state_dict(state.get("state_dict", state))
         else:
             try:
-                model = open_clip.create_model(model_name, pretrained=pretrained)
+                with _offline_if_hub_unreachable(pretrained):
+                    model = open_clip.create_model(model_name, pretrained=pretrained)
             except RuntimeError as e:
                 if "download" not in str(e).lower() and "not found" not in str(e).lower():
                     raise

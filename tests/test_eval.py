@@ -233,3 +233,30 @@ def test_bad_device_is_one_clear_line(bench, tmp_path, caplog, device, message):
     assert eval_cli.main(["--dataset", "synthetic", "--root", str(root), "--method", "center", "--device", device,
                           "--out", str(tmp_path / "o")]) == 2
     assert message in caplog.text
+
+
+def test_unreachable_hub_fails_fast_from_the_cache_only(monkeypatch):
+    import socket
+
+    import huggingface_hub.constants as hub
+    import open_clip
+
+    from avlegrad.models import WeightsUnavailableError, load_clip
+
+    def no_network(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    seen = []
+
+    def create_model(name, pretrained=None):
+        seen.append(hub.HF_HUB_OFFLINE)  # offline: the cache only, no minute of retries
+        raise RuntimeError(f"Failed to download weights for tag {pretrained!r}")
+
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(open_clip, "create_model", create_model)
+    before = hub.HF_HUB_OFFLINE
+    with pytest.raises(WeightsUnavailableError, match="openai"):
+        load_clip("ViT-B-32", "openai")
+    assert seen == [True] and hub.HF_HUB_OFFLINE == before

@@ -317,6 +317,11 @@ def test_config_errors_and_overrides(tmp_path):
         load_config(bad)
     with pytest.raises(ValueError, match="key=value"):
         load_config(TINY, ["train.lr"])
+    with pytest.raises(ValueError, match="train.epochs must be int like its default 6, got 'abc'"):
+        load_config(TINY, ["train.epochs=abc"])
+    with pytest.raises(ValueError, match="train.amp must be bool"):
+        load_config(TINY, ["train.amp=1"])
+    assert load_config(TINY, ["train.lr=3e-4"])["train"]["lr"] == 3e-4  # YAML's text "3e-4" is a number here
 
 
 def test_batches_are_sharded_and_reproducible():

@@ -78,7 +78,31 @@ def _merge(base: dict, new: dict, where: str, prefix: str = "") -> None:
         if isinstance(value, dict) and isinstance(base.get(key), dict):
             _merge(base[key], value, where, dotted + ".")
         else:
-            base[key] = copy.deepcopy(value)
+            base[key] = copy.deepcopy(value if free else _checked_type(base.get(key), value, dotted, where))
+
+
+def _checked_type(default, value, dotted: str, where: str):
+    """``value`` for a key whose default is ``default``: a number where a number is expected (YAML
+    reads ``1e-3`` as text: such text is converted), a flag where a flag is; null is always allowed."""
+    if value is None or default is None or isinstance(default, (dict, list)):
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ValueError(f"{where}: {dotted} must be {type(default).__name__} like its default {default!r}, "
+                         f"got {value!r}")
+    return float(value) if isinstance(default, float) else value
 
 
 def _parse_value(text: str):
