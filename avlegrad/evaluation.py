@@ -330,6 +330,9 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
     unknown = [m for m in opts.methods if m not in allowed]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(allowed)}")
+    if opts.seg_metrics and isinstance(scoring, BoxScoring):
+        raise ValueError(f"--seg-metrics applies to the segmentation datasets; {opts.dataset} is scored with "
+                         f"boxes (cIoU, AP50, AUC)")
     if opts.dtype not in DTYPES:
         raise ValueError(f"unknown dtype {opts.dtype!r}; choose from {', '.join(DTYPES)}")
     device = dist.device

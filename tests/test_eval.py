@@ -119,6 +119,7 @@ def test_bad_clips_are_skipped_and_reported(bench, tmp_path):
     (["--dataset", "synthetic", "--method", "legrad,magic"], "unknown method(s) magic"),
     (["--dataset", "vggsound", "--root", "/nonexistent/vggss", "--method", "center"], "does not exist"),
     (["--dataset", "vggsound", "--target", "audio", "--method", "legrad"], "needs an --audio-encoder"),
+    (["--dataset", "synthetic", "--seg-metrics", "denseav-global"], "--seg-metrics applies to the segmentation"),
 ])
 def test_user_errors_are_one_clear_line(bench, tmp_path, caplog, argv, message):
     root, config = bench
