@@ -14,6 +14,7 @@ Under ``torchrun`` each process takes every world-size-th clip, and rank 0 merge
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -177,12 +178,14 @@ def load_results(out: Path) -> dict[str, dict]:
     return rows
 
 
-def _holds_other_results(out: Path, settings: dict) -> bool:
+def _changed_settings(out: Path, settings: dict) -> dict:
+    """``{key: (before, now)}`` where ``out`` holds results scored with other settings; empty when
+    it holds none (no results: nothing to protect)."""
     run_file = out / "run.json"
     if not run_file.is_file() or not any(p.is_file() and p.stat().st_size for p in _result_files(out)):
-        return False  # no results to protect
+        return {}
     previous = json.loads(run_file.read_text())
-    return any(previous.get(k) != settings[k] for k in RESULT_KEYS)
+    return {k: (previous.get(k), settings[k]) for k in RESULT_KEYS if previous.get(k) != settings[k]}
 
 
 def _default_out(opts: EvalOptions, settings: dict) -> Path:
@@ -191,13 +194,11 @@ def _default_out(opts: EvalOptions, settings: dict) -> Path:
     base = Path("outputs") / f"{opts.dataset}-{opts.split}"
     if opts.overwrite:
         return base
-    k = 1
-    while _holds_other_results(base if k == 1 else base.with_name(f"{base.name}-{k}"), settings):
-        k += 1
-    return base if k == 1 else base.with_name(f"{base.name}-{k}")
+    candidates = (base if k == 1 else base.with_name(f"{base.name}-{k}") for k in itertools.count(1))
+    return next(out for out in candidates if not _changed_settings(out, settings))
 
 
-def _prepare_run_folder(opts: EvalOptions, settings: dict, is_main: bool) -> Path:
+def _prepare_run_folder(opts: EvalOptions, settings: dict) -> Path:
     """The run's folder (rank 0 only): results of other settings are refused, never mixed."""
     out = Path(opts.out) if opts.out else _default_out(opts, settings)
     run_file = out / "run.json"
@@ -205,9 +206,8 @@ def _prepare_run_folder(opts: EvalOptions, settings: dict, is_main: bool) -> Pat
     if opts.overwrite:
         for path in _result_files(out) + [out / "summary.json", run_file]:
             path.unlink(missing_ok=True)
-    if _holds_other_results(out, settings):
-        previous = json.loads(run_file.read_text())
-        changed = {k: (previous.get(k), settings[k]) for k in RESULT_KEYS if previous.get(k) != settings[k]}
+    changed = _changed_settings(out, settings)
+    if changed:
         detail = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
         raise ValueError(f"{out} holds results of a run with other settings ({detail}); "
                          f"use another --out, or --overwrite to start afresh")
@@ -360,7 +360,7 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
         dataset.sample_rate = targets.encoder.sample_rate  # clips are decoded at the encoder's rate
     image_size = opts.image_size or (cfg["size"][0] if cfg else 224)
     settings = _settings(opts, name, pretrained, image_size)
-    out = _prepare_run_folder(opts, settings, dist.is_main) if dist.is_main else None
+    out = _prepare_run_folder(opts, settings) if dist.is_main else None
     out = Path(all_gather_objects(dist, str(out) if out else None)[0])
     scoring.start(out, opts, dist.is_main)
     dist.barrier()

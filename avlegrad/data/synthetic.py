@@ -21,6 +21,7 @@ parameters is left untouched. Two seeds give disjoint sets of clips (train on on
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -28,6 +29,8 @@ import numpy as np
 
 from . import world
 from .media import write_video
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "synthetic.json"
 GENERATOR_VERSION = 3  # bump when the scenes or sounds change, so old sets are regenerated
@@ -110,15 +113,11 @@ def generate_synthetic(root, num_clips: int = 32, seed: int = 0, size: int = 160
         raise ValueError(f"unknown synthetic classes {unknown}; valid: {', '.join(CLASSES)}")
     if size % 2 or size < 32:
         raise ValueError(f"size must be even and >= 32 (H.264 needs even sides), got {size}")
-    counts = [float(c) for c in object_counts]
-    if not counts or not all(0 <= c < float("inf") for c in counts) or not sum(counts) > 0:
-        raise ValueError(f"object_counts must be non-negative frequencies of 1, 2, ... objects, got {object_counts}")
-    if center_spread is not None and not 0 < center_spread <= 1:
-        raise ValueError(f"center_spread must be in (0, 1] (a share of the picture's side) or None, got {center_spread}")
+    counts, center_spread = world.scene_options(object_counts, center_spread)
     params = {"version": GENERATOR_VERSION, "num_clips": int(num_clips), "seed": int(seed),
               "size": int(size), "duration": float(duration), "fps": int(fps),
               "sample_rate": int(sample_rate), "classes": classes, "object_counts": counts,
-              "center_spread": None if center_spread is None else float(center_spread),
+              "center_spread": center_spread,
               "distractor_prob": float(distractor_prob)}
     old = _read_manifest(root)
     if _is_complete(root, old, params):
@@ -162,11 +161,8 @@ def ensure_synthetic(root) -> Path:
         return root  # a VGG-SS-format set from elsewhere: read as it is
     params = manifest.get("params", {})
     if manifest.get("generator") == "avlegrad.data.synthetic" and params.get("version") != GENERATOR_VERSION:
-        import logging
-
-        logging.getLogger(__name__).warning("%s was made by version %s of the synthetic generator; "
-                                            "regenerating it with version %d", root, params.get("version"),
-                                            GENERATOR_VERSION)
+        log.warning("%s was made by version %s of the synthetic generator; "
+                    "regenerating it with version %d", root, params.get("version"), GENERATOR_VERSION)
         kept = ("num_clips", "seed", "size", "duration", "fps", "sample_rate", "classes", "distractor_prob")
         settings = {k: params[k] for k in kept if k in params}
         if params.get("max_objects", world.MAX_OBJECTS) != world.MAX_OBJECTS:  # versions 1-2: 1..max_objects

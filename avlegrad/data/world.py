@@ -296,6 +296,21 @@ def _layout(names: list[str], sounding: int, size: int, rng: np.random.Generator
     return [(mask, float(mask.sum() / whole.sum())) for mask, whole in zip(visible, full)]
 
 
+def scene_options(object_counts=None, center_spread=None) -> tuple[list[float] | None, float | None]:
+    """:func:`make_scene`'s ``object_counts`` (as floats) and ``center_spread``, checked."""
+    if object_counts is not None:
+        counts = [float(c) for c in object_counts]
+        if not counts or not all(0 <= c < float("inf") for c in counts) or not sum(counts) > 0:
+            raise ValueError(f"object_counts must be non-negative frequencies of 1, 2, ... objects, got {object_counts}")
+        object_counts = counts
+    if center_spread is not None:
+        if not 0 < center_spread <= 1:
+            raise ValueError(f"center_spread must be in (0, 1] (a share of the picture's side) or None, "
+                             f"got {center_spread}")
+        center_spread = float(center_spread)
+    return object_counts, center_spread
+
+
 def make_scene(rng: np.random.Generator, size: int, classes=tuple(CLASSES), object_counts=None,
                num_objects: int | None = None, center_spread: float | None = None) -> Scene:
     """A random scene: objects of distinct ``classes``, one of them sounding.
@@ -307,15 +322,11 @@ def make_scene(rng: np.random.Generator, size: int, classes=tuple(CLASSES), obje
     None: anywhere, like every other object.
     """
     classes = list(classes)
-    if center_spread is not None and not 0 < center_spread <= 1:
-        raise ValueError(f"center_spread must be in (0, 1] (a share of the picture's side) or None, got {center_spread}")
+    object_counts, center_spread = scene_options(object_counts, center_spread)
     if num_objects is not None:
         count = int(num_objects)
     elif object_counts is not None:
-        weights = np.asarray(object_counts, dtype=np.float64)
-        if weights.ndim != 1 or not len(weights) or not np.isfinite(weights).all() or (weights < 0).any() \
-                or not weights.sum() > 0:
-            raise ValueError(f"object_counts must be non-negative frequencies of 1, 2, ... objects, got {object_counts}")
+        weights = np.asarray(object_counts)
         count = 1 + int(rng.choice(len(weights), p=weights / weights.sum()))
     else:
         count = int(rng.integers(1, min(MAX_OBJECTS, len(classes)) + 1))
