@@ -53,8 +53,8 @@ def parse_args(argv=None) -> EvalOptions:
     ap.add_argument("--save-overlays", type=int, default=0, metavar="N", help="save N heatmap overlays")
     ap.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
     ap.add_argument("--seg-metrics", help="segmentation benchmarks: comma-separated metric variants among "
-                    "denseav-global, taco-per-image, avsbench-official, avsbench-dataset (default: the "
-                    "dataset's published ones)")
+                    "denseav-global, taco-per-image, taco-per-image-fixed, avsbench-official, avsbench-dataset "
+                    "(default: the dataset's published ones)")
     ap.add_argument("--avsbench-batch-frames", type=int, default=d.avsbench_batch_frames,
                     help="frames per batch of AVSBench's official batched mIoU/F (test.sh: 4 videos = 20)")
     a = ap.parse_args(argv)

@@ -10,8 +10,10 @@ plus the maps:
   ``{"clip_id", "maps": "maps/<quoted id>.npz", "class_id", "label", "gt_pixels"}`` or
   ``{"clip_id", "skipped": reason}``. A clip is done when its row and its maps file exist, so a
   rerun resumes (``--overwrite`` starts afresh, removing ``maps/`` too);
-- ``maps/<quoted clip id>.npz``: per method, the map at the ground truth's size (224 x 224,
-  bilinear as ``F.interpolate``) in float16, and ``gt`` (the bool mask as scored);
+- ``maps/<quoted clip id>.npz``: per method, the map at the explainer's own resolution in
+  float16 (each metric variant resizes it to the mask as its reference does: DenseAV and
+  AVSBench bilinear, TACO bicubic with ``align_corners=True``), and ``gt`` (the bool mask as
+  scored);
 - ``summary.json``: computed from the stored maps, for every method and for the two trivial
   baselines on the same clips: ``center`` (the centre prior of the box benchmarks) and
   ``whole`` (a constant map: the whole image), under each metric variant of
@@ -45,7 +47,11 @@ METRIC_VARIANTS = {
     "denseav-global": ("DenseAV (eval_utils.get_paired_heatmaps): one min-max over the whole evaluation set; "
                        "per prompt class, all its pixels pooled: binary AP and the best IoU over 20 thresholds "
                        "linspace(min, max); mAP / mIoU = means over classes"),
-    "taco-per-image": ("TACO's re-evaluation: as denseav-global, but each map min-max normalised on its own"),
+    "taco-per-image": ("TACO's code (taco/metrics.py, evaluate.py): each map min-max normalised at its own "
+                       "resolution (a constant map is NaN: its class's IoU 0, its AP from NaN scores), bicubic "
+                       "align_corners=True to the mask's size; per class the same AP and IoU as denseav-global"),
+    "taco-per-image-fixed": ("taco-per-image with its defects corrected: a constant map becomes zeros, classes "
+                             "without a positive pixel are left out of mAP and mIoU"),
     "avsbench-official": ("AVSBench test.py: mIoU of sigmoid(map) > 0.5 (meant for logits: a [0, 1] heatmap "
                           "predicts ~the whole image) and F-score (beta^2 0.3, max of each batch's mean F curve "
                           "over 255 thresholds of sigmoid(map)), batch figures averaged: depends on the batch size"),
@@ -53,10 +59,12 @@ METRIC_VARIANTS = {
                          "0.05..0.95 over all frames; F = max over 255 thresholds of the dataset-mean F curve"),
 }
 VARIANT_FIGURES = {"denseav-global": ("mAP", "mIoU"), "taco-per-image": ("mAP", "mIoU"),
+                   "taco-per-image-fixed": ("mAP", "mIoU"),
                    "avsbench-official": ("mIoU", "F"), "avsbench-dataset": ("mIoU", "F")}
 DROP_REASONS = {"dropped_no_prompt": "without a prompt file", "dropped_class_zero": "of class 0",
                 "dropped_bad_class": "with an unreadable class id"}
 DEFAULT_METRICS = {"ade20k-sound": ("denseav-global", "taco-per-image"),
+                   "ade20k-sound/taco": ("taco-per-image", "taco-per-image-fixed"),
                    "ade20k-speech": ("denseav-global", "taco-per-image"),
                    "avsbench-s4": ("avsbench-official", "avsbench-dataset"),
                    "avsbench-ms3": ("avsbench-official", "avsbench-dataset")}
@@ -68,7 +76,8 @@ def is_segmentation_dataset(name: str) -> bool:
 
 def metric_variants(opts) -> list[str]:
     """The metric variants of a run: ``opts.seg_metrics`` or the dataset's defaults."""
-    chosen = list(getattr(opts, "seg_metrics", None) or DEFAULT_METRICS[opts.dataset])
+    defaults = DEFAULT_METRICS.get(f"{opts.dataset}/{getattr(opts, 'split', None)}") or DEFAULT_METRICS[opts.dataset]
+    chosen = list(getattr(opts, "seg_metrics", None) or defaults)
     unknown = [m for m in chosen if m not in METRIC_VARIANTS]
     if unknown:
         raise ValueError(f"unknown segmentation metric(s) {', '.join(unknown)}; choose from "
@@ -139,7 +148,8 @@ def score_method(maps, gts, class_ids, variants: list[str], batch_frames: int) -
     if avsbench:
         meter = sm.AVSBenchMeter()
         for i in range(len(gts)):
-            meter.update(maps[i], gts[i])
+            gt = gts[i]
+            meter.update(resize_maps(torch.from_numpy(sm.as_float32(maps[i]))[None], gt.shape)[0].numpy(), gt)
         if "avsbench-official" in variants:
             out["avsbench-official"] = {"mIoU": meter.official_miou(batch_frames),
                                         "F": meter.official_fscore(batch_frames), "batch_frames": batch_frames}
@@ -148,10 +158,9 @@ def score_method(maps, gts, class_ids, variants: list[str], batch_frames: int) -
             out["avsbench-dataset"] = {"mIoU": sweep["best"], "mIoU_threshold": sweep["best_threshold"],
                                        "mIoU_curve": dict(zip(map(str, sweep["thresholds"]), sweep["miou"])),
                                        "F": fscore["F"], "F_threshold": fscore["threshold"]}
-    for variant, normalization in (("denseav-global", "global"), ("taco-per-image", "per-image")):
+    for variant in sm.PROMPTED_VARIANTS:
         if variant in variants:
-            result = sm.prompted_segmentation_metrics(maps, gts, class_ids, normalization=normalization)
-            out[variant] = result.as_dict()
+            out[variant] = sm.prompted_segmentation_metrics(maps, gts, class_ids, variant=variant).as_dict()
     return out
 
 
@@ -179,7 +188,8 @@ class MaskScoring:
             return {"clip_id": record.clip_id, "scored": False}
         gt = np.asarray(record.mask).astype(bool)
         rel = maps_file_name(record.clip_id)
-        save_clip_maps(out / rel, {m: resize_maps(v[i:i + 1], gt.shape)[0].numpy() for m, v in maps.items()}, gt)
+        # each map at its own resolution: every metric variant resizes it to the mask its own way
+        save_clip_maps(out / rel, {m: v[i].numpy() for m, v in maps.items()}, gt)
         class_id = record.meta.get("class_id")
         return {"clip_id": record.clip_id, "maps": rel,
                 "class_id": class_id if isinstance(class_id, (int, str)) or class_id is None else str(class_id),

@@ -52,14 +52,18 @@ used). Everything here is numpy + torch; nothing knows about models or datasets.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Hashable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 DENSEAV_IOU_THRESHOLDS = 20  # ``multi_iou(..., k=20)``
-NORMALIZATIONS = ("global", "per-image")
+# the prompted-segmentation variants (see prepare_prompted_map), and the older names of the first two
+PROMPTED_VARIANTS = ("denseav-global", "taco-per-image", "taco-per-image-fixed")
+LEGACY_NORMALIZATIONS = {"global": "denseav-global", "per-image": "taco-per-image"}
 FMEASURE_BETA2 = 0.3
 FMEASURE_THRESHOLDS = 255  # ``Eval_Fmeasure(pr_num=255)``
 OFFICIAL_IOU_EPS = 1e-7
@@ -187,51 +191,122 @@ def best_threshold_iou(scores, targets, k: int = DENSEAV_IOU_THRESHOLDS) -> floa
     return float(iou.max())
 
 
+def torchmetrics_average_precision(scores: torch.Tensor, targets: torch.Tensor) -> float:
+    """torchmetrics' ``binary_average_precision(scores, targets)``, the call DenseAV
+    (``eval_utils.py`` l. 101) and TACO (``metrics.py``, ``per_class_detection_scores``) make.
+
+    Its rules, which the faithful variants keep: if any score lies outside [0, 1] (or is NaN)
+    it applies a sigmoid to all of them; NaN scores are ranked by ``argsort`` and each is a
+    threshold of its own; with no positive target, torchmetrics >= 1.4 returns 0 (1.3 returned
+    NaN); counts are accumulated in float32.
+    """
+    from torchmetrics.functional.classification import binary_average_precision as tm_average_precision
+
+    with warnings.catch_warnings():  # "no positive samples" / NaN warnings: the figure says it
+        warnings.simplefilter("ignore")
+        return float(tm_average_precision(scores.reshape(-1).float(), targets.reshape(-1).int()))
+
+
+def multi_iou(scores, targets, k: int = DENSEAV_IOU_THRESHOLDS) -> float:
+    """``multi_iou`` of DenseAV (``eval_utils.py`` l. 33-52) and TACO (``metrics.py``): the best
+    IoU over ``linspace(min, max, k)``; a single NaN score makes ``min``/``max`` NaN, so every
+    threshold is NaN, nothing is ``> NaN`` and the IoU is 0."""
+    s = _flat_scores(scores)
+    if np.isnan(s).any():
+        return 0.0
+    return best_threshold_iou(s, targets, k)
+
+
+def _minmax_torch(m: torch.Tensor, constant_to_zero: bool) -> torch.Tensor:
+    """``(m - m.min()) / (m.max() - m.min())`` in float32; a constant map is 0/0 = NaN (TACO's
+    ``minmax``) unless ``constant_to_zero``."""
+    low, span = m.min(), m.max() - m.min()
+    if constant_to_zero and not span > 0:
+        return torch.zeros_like(m)
+    return (m - low) / span
+
+
+def prepare_prompted_map(pred, size: tuple[int, int], variant: str,
+                         low: float | None = None, high: float | None = None) -> torch.Tensor:
+    """One map as ``variant`` scores it, at the ground truth's ``size`` (float32 ``[H, W]``).
+
+    - ``denseav-global`` (``eval_utils.py`` ``prep_heatmap`` l. 15-20): ``hm -= min; hm /= max``
+      with the evaluation set's ``low``/``high``, at the map's own resolution, then bilinear
+      (``align_corners=False``) to ``size``; a constant set gives NaN.
+    - ``taco-per-image`` (``metrics.py`` ``minmax`` and ``resize_map``, called in
+      ``evaluate.py`` ``infer_once``): the map's own min-max at its own resolution (a constant
+      map gives NaN), then bicubic with ``align_corners=True`` to ``size`` (values may leave
+      [0, 1]); ``taco-per-image-fixed``: the same, a constant map becomes zeros.
+    """
+    m = torch.from_numpy(as_float32(pred))
+    if variant == "denseav-global":
+        m = (m - np.float32(low)) / (np.float32(high) - np.float32(low))
+        mode, corners = "bilinear", False
+    else:
+        m = _minmax_torch(m, constant_to_zero=variant == "taco-per-image-fixed")
+        mode, corners = "bicubic", True
+    if tuple(m.shape) == tuple(size):  # both resizes are the identity at the same size
+        return m
+    return F.interpolate(m[None, None], size=tuple(size), mode=mode, align_corners=corners)[0, 0]
+
+
 @dataclass
 class PromptedSegmentationResult:
     """Per-class AP and IoU, and their means over classes (mAP, mIoU)."""
 
-    normalization: str
+    variant: str
     mAP: float
     mIoU: float
     classes: int
     images: int
     per_class: dict = field(default_factory=dict)  # class -> {"ap", "iou", "images", "positive_pixels"}
-    classes_without_positives: int = 0  # their AP is NaN and left out of mAP (DenseAV: NaN mAP)
+    classes_without_positives: int = 0  # AP 0 (torchmetrics >= 1.4), IoU 0; left out by the -fixed variant
+    constant_maps: int = 0  # maps with min == max: NaN under the faithful rules (see the variants)
+
+    @property
+    def normalization(self) -> str:
+        return "global" if self.variant == "denseav-global" else "per-image"
 
     def as_dict(self, per_class: bool = False) -> dict:
-        out = {"normalization": self.normalization, "mAP": self.mAP, "mIoU": self.mIoU,
+        out = {"variant": self.variant, "mAP": self.mAP, "mIoU": self.mIoU,
                "classes": self.classes, "images": self.images,
-               "classes_without_positives": self.classes_without_positives}
+               "classes_without_positives": self.classes_without_positives,
+               "constant_maps": self.constant_maps}
         if per_class:
             out["per_class"] = {str(k): v for k, v in self.per_class.items()}
         return out
 
 
 def prompted_segmentation_metrics(maps: Sequence, gts: Sequence, class_ids: Sequence[Hashable],
-                                  normalization: str = "global",
+                                  variant: str = "denseav-global",
                                   k: int = DENSEAV_IOU_THRESHOLDS) -> PromptedSegmentationResult:
-    """DenseAV's sound-/speech-prompted segmentation metrics (see the module docstring).
+    """DenseAV's / TACO's sound-prompted segmentation metrics (see the module docstring).
 
-    ``maps[i]`` (2-D, any float dtype; already at the ground truth's size), ``gts[i]`` (binary,
-    same shape) and ``class_ids[i]`` (the prompt's class) describe image ``i``. Each sequence is
-    read by index only, so a lazily loading sequence keeps memory to one class at a time.
-    ``normalization``: ``"global"`` (DenseAV) or ``"per-image"`` (TACO).
+    ``maps[i]`` (2-D, any float dtype, at any resolution: each variant resizes it to the ground
+    truth's size its own way, see :func:`prepare_prompted_map`), ``gts[i]`` (binary) and
+    ``class_ids[i]`` (the prompt's class) describe image ``i``. Each sequence is read by index
+    only, so a lazily loading sequence keeps memory to one class at a time. ``variant``: one of
+    ``PROMPTED_VARIANTS`` (``"global"`` / ``"per-image"`` are accepted for ``denseav-global`` /
+    ``taco-per-image``). Per class, all pixels of its images are pooled in dataset order: AP by
+    :func:`torchmetrics_average_precision`, IoU by :func:`multi_iou`; mAP / mIoU are the plain
+    means over classes (``taco-per-image-fixed`` leaves classes without positives out of both).
     """
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"unknown normalization {normalization!r}; choose from {', '.join(NORMALIZATIONS)}")
+    variant = LEGACY_NORMALIZATIONS.get(variant, variant)
+    if variant not in PROMPTED_VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(PROMPTED_VARIANTS)}")
     n = len(class_ids)
     if len(maps) != n or len(gts) != n:
         raise ValueError(f"{len(maps)} maps, {len(gts)} ground truths and {n} class ids: they must match")
     low = high = None
-    if normalization == "global":
+    constant = 0
+    if variant == "denseav-global" and n:
         lows, highs = [], []
         for i in range(n):
             m = as_float32(maps[i])
             lows.append(m.min())
             highs.append(m.max())
-        if n:
-            low, high = np.float32(min(lows)), np.float32(max(highs))
+            constant += bool(m.min() == m.max())
+        low, high = np.float32(min(lows)), np.float32(max(highs))
     groups: dict = {}
     for i, c in enumerate(class_ids):
         groups.setdefault(c, []).append(i)
@@ -239,26 +314,26 @@ def prompted_segmentation_metrics(maps: Sequence, gts: Sequence, class_ids: Sequ
     for c, idx in groups.items():
         scores, targets = [], []
         for i in idx:
-            m, g = as_float32(maps[i]), as_binary(gts[i])
-            _check_pair(m, g)
-            if normalization == "global":
-                m = min_max_float32(m, low, high)
-            else:
-                m = min_max_float32(m, m.min(), m.max())
+            g = as_binary(gts[i])
+            m = maps[i]
+            if variant != "denseav-global":
+                raw = as_float32(m)
+                constant += bool(raw.min() == raw.max())
+            m = prepare_prompted_map(m, g.shape, variant, low, high)
             scores.append(m.reshape(-1))
-            targets.append(g.reshape(-1))
-        scores, targets = np.concatenate(scores), np.concatenate(targets)
-        per_class[c] = {"ap": binary_average_precision(scores, targets),
-                        "iou": best_threshold_iou(scores, targets, k),
+            targets.append(torch.from_numpy(g.reshape(-1)))
+        scores, targets = torch.cat(scores), torch.cat(targets)
+        per_class[c] = {"ap": torchmetrics_average_precision(scores, targets),
+                        "iou": multi_iou(scores.numpy(), targets.numpy(), k),
                         "images": len(idx), "positive_pixels": int(targets.sum())}
-    aps = [v["ap"] for v in per_class.values() if not math.isnan(v["ap"])]
-    ious = [v["iou"] for v in per_class.values()]
+    empty = [c for c, v in per_class.items() if v["positive_pixels"] == 0]
+    kept = [v for c, v in per_class.items() if not (variant == "taco-per-image-fixed" and c in empty)]
     return PromptedSegmentationResult(
-        normalization=normalization,
-        mAP=float(np.mean(aps)) if aps else math.nan,
-        mIoU=float(np.mean(ious)) if ious else math.nan,
+        variant=variant,
+        mAP=float(np.mean([v["ap"] for v in kept])) if kept else math.nan,
+        mIoU=float(np.mean([v["iou"] for v in kept])) if kept else math.nan,
         classes=len(per_class), images=n, per_class=per_class,
-        classes_without_positives=sum(1 for v in per_class.values() if math.isnan(v["ap"])))
+        classes_without_positives=len(empty), constant_maps=constant)
 
 
 # --------------------------------------------------------------------------------------------

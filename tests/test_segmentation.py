@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 try:  # a cross-check where scikit-learn is installed (it is not a dependency)
     from sklearn.metrics import average_precision_score
@@ -65,21 +66,56 @@ def ref_multi_iou(prediction, target, k=20):
     return best
 
 
-def ref_prompted(maps, gts, classes, normalization):
-    """get_paired_heatmaps: normalise (globally: hm -= hm.min(); hm /= hm.max()), pool per class."""
+def tm_average_precision(scores, targets):
+    """torchmetrics' binary_average_precision, the call both references make."""
+    import warnings
+
+    from torchmetrics.functional.classification import binary_average_precision
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(binary_average_precision(scores.flatten(), targets.flatten().int()))
+
+
+def ref_denseav(maps, gts, classes):
+    """DenseAV eval_utils.py: prep_heatmap (hm -= hm.min(); hm /= hm.max() over every map of the
+    set, then F.interpolate(bilinear) to the mask's size), get_paired_heatmaps (per class
+    torch.unique, pixels pooled, binary_average_precision and multi_iou), train.py
+    torch.tensor(v).mean()."""
     hm = torch.tensor(np.stack(maps).astype(np.float32))
-    if normalization == "global":
-        hm -= hm.min()
-        hm /= hm.max()
-    else:
-        hm = torch.stack([(m - m.min()) / (m.max() - m.min()) for m in hm])
+    hm -= hm.min()
+    hm /= hm.max()
+    h, w = gts[0].shape
+    hm = F.interpolate(hm.unsqueeze(1), (h, w), mode="bilinear").squeeze(1)
     gt = torch.tensor(np.stack(gts))
+    prompt_classes = torch.tensor(classes)
     aps, ious = [], []
-    for c in dict.fromkeys(classes):
-        idx = [i for i, x in enumerate(classes) if x == c]
-        aps.append(ref_average_precision(hm[idx].flatten().numpy(), gt[idx].flatten().numpy()))
-        ious.append(ref_multi_iou(hm[idx].flatten(), gt[idx].flatten()))
-    return float(np.mean(aps)), float(np.mean(ious))
+    for c in torch.unique(prompt_classes):
+        subset = torch.where(prompt_classes == c)[0]
+        aps.append(tm_average_precision(hm[subset], gt[subset]))
+        ious.append(ref_multi_iou(hm[subset].flatten(), gt[subset].flatten()))
+    return float(torch.tensor(aps).mean()), float(torch.tensor(ious).mean())
+
+
+def ref_taco(maps, gts, classes, size=224):
+    """TACO taco/metrics.py: resize_map(minmax(map)) per map (minmax without epsilon, bicubic
+    align_corners=True to size x size), then per_class_detection_scores (torch.unique classes,
+    multi_iou and binary_average_precision on the pooled pixels, means over classes)."""
+    predictions = []
+    for m in maps:
+        m = torch.tensor(np.asarray(m, np.float32))
+        m = (m - m.min()) / (m.max() - m.min())
+        predictions.append(F.interpolate(m.view(1, 1, *m.shape), size=(size, size), mode="bicubic",
+                                         align_corners=True).squeeze())
+    predictions = torch.stack(predictions)
+    targets = torch.stack([torch.tensor(np.asarray(g, np.float32)) for g in gts])
+    class_ids = torch.as_tensor(classes)
+    aps, ious = [], []
+    for c in torch.unique(class_ids):
+        selected = class_ids == c
+        aps.append(tm_average_precision(predictions[selected], targets[selected]))
+        ious.append(ref_multi_iou(predictions[selected].flatten(), targets[selected].flatten()))
+    return float(torch.tensor(aps).mean()), float(torch.tensor(ious).mean())
 
 
 def ref_official_avsbench(preds, gts, batch_size):
@@ -192,18 +228,96 @@ def test_best_threshold_iou_matches_multi_iou():
     assert sm.best_threshold_iou(np.r_[np.ones(3), np.zeros(7)], np.r_[np.ones(3), np.zeros(7)]) == 1.0
 
 
-@pytest.mark.parametrize("normalization", ["global", "per-image"])
-def test_prompted_segmentation_metrics_match_reference(normalization):
+def test_torchmetrics_average_precision_is_the_definition():
+    rng = np.random.default_rng(12)
+    for levels in (None, 6):
+        scores = rng.random(400).astype(np.float32)
+        if levels:
+            scores = (np.round(scores * levels) / levels).astype(np.float32)
+        targets = rng.random(400) < 0.2
+        ours = sm.torchmetrics_average_precision(torch.tensor(scores), torch.tensor(targets))
+        assert ours == pytest.approx(ref_average_precision(scores, targets), abs=1e-6)
+    # no positive: AP 0 from torchmetrics 1.4 on (NaN before); the issue's case 3 rests on it
+    assert sm.torchmetrics_average_precision(torch.rand(9), torch.zeros(9, dtype=torch.bool)) == 0.0
+
+
+def test_denseav_global_matches_get_paired_heatmaps():
     rng = np.random.default_rng(2)
-    maps, gts = random_maps(rng, 7)
-    maps = [m * rng.uniform(0.5, 3) + rng.uniform(-1, 1) for m in maps]  # per-image scales differ
-    classes = [3, 3, 11, 3, 11, 5, 5]
-    result = sm.prompted_segmentation_metrics(maps, gts, classes, normalization=normalization)
-    m_ap, m_iou = ref_prompted(maps, gts, classes, normalization)
-    assert result.mAP == pytest.approx(m_ap, abs=1e-6)
-    assert result.mIoU == pytest.approx(m_iou, abs=1e-6)
-    assert result.classes == 3 and result.images == 7
-    assert result.per_class[11]["images"] == 2
+    maps = [rng.random((14, 14)).astype(np.float32) * rng.uniform(0.5, 3) + rng.uniform(-1, 1) for _ in range(9)]
+    gts = [rng.random((32, 32)) < 0.15 for _ in range(9)]
+    for i in (2, 4, 7):
+        gts[i][:] = False  # class 11: no positive pixel (AP 0, IoU 0, kept in the means)
+    classes = [3, 3, 11, 3, 11, 5, 5, 11, 5]
+    result = sm.prompted_segmentation_metrics(maps, gts, classes, "denseav-global")
+    m_ap, m_iou = ref_denseav(maps, gts, classes)
+    assert result.mAP == pytest.approx(m_ap, abs=1e-6) and result.mIoU == pytest.approx(m_iou, abs=1e-6)
+    assert result.classes == 3 and result.images == 9 and result.classes_without_positives == 1
+    assert result.per_class[11] == {"ap": 0.0, "iou": 0.0, "images": 3, "positive_pixels": 0}
+    # the older name of the variant
+    assert sm.prompted_segmentation_metrics(maps, gts, classes, "global").mAP == result.mAP
+
+
+def test_taco_per_image_matches_taco_on_60_maps():
+    """The issue's comparison: 60 random 14 x 14 maps, random 224 x 224 masks; TACO normalises
+    each map at 14 x 14, then resizes bicubic (align_corners=True): values leave [0, 1] and
+    torchmetrics applies its sigmoid. Our earlier path (bilinear resize, then normalise) differs."""
+    rng = np.random.default_rng(21)
+    maps = [rng.random((14, 14)).astype(np.float32) for _ in range(60)]
+    gts = []
+    for _ in range(60):
+        g = np.zeros((224, 224), dtype=bool)
+        y, x = rng.integers(0, 112, 2)
+        g[y:y + rng.integers(60, 112), x:x + rng.integers(60, 112)] = True
+        gts.append(g)
+    classes = [int(c) for c in rng.integers(0, 6, 60)]
+    result = sm.prompted_segmentation_metrics(maps, gts, classes, "taco-per-image")
+    m_ap, m_iou = ref_taco(maps, gts, classes)
+    assert result.mAP == pytest.approx(m_ap, abs=1e-6) and result.mIoU == pytest.approx(m_iou, abs=1e-6)
+    upsampled = [F.interpolate(torch.tensor(m)[None, None], size=(224, 224), mode="bilinear")[0, 0].numpy()
+                 for m in maps]
+    earlier = sm.prompted_segmentation_metrics(upsampled, gts, classes, "taco-per-image-fixed")
+    assert abs(earlier.mAP - result.mAP) > 5e-3
+    # without constant maps or empty classes, the fixed variant is TACO's path
+    fixed = sm.prompted_segmentation_metrics(maps, gts, classes, "taco-per-image-fixed")
+    assert fixed.mAP == result.mAP and fixed.mIoU == result.mIoU
+
+
+def test_issue_case_class_without_positive_pixels():
+    """Two 4 x 4 identity maps, masks identity and all-false, classes [0, 1]: DenseAV's and TACO's
+    code (torchmetrics >= 1.4) give that class AP 0: mAP 0.5; the fixed variant leaves it out."""
+    maps = [np.eye(4, dtype=np.float32), np.eye(4, dtype=np.float32)]
+    gts = [np.eye(4, dtype=bool), np.zeros((4, 4), dtype=bool)]
+    for variant, reference in (("denseav-global", ref_denseav(maps, gts, [0, 1])),
+                               ("taco-per-image", ref_taco(maps, gts, [0, 1], size=4))):
+        result = sm.prompted_segmentation_metrics(maps, gts, [0, 1], variant)
+        assert (result.mAP, result.mIoU) == pytest.approx(reference, abs=1e-7)
+        assert result.mAP == pytest.approx(0.5) and result.per_class[1]["iou"] == 0.0
+        assert result.classes_without_positives == 1
+    fixed = sm.prompted_segmentation_metrics(maps, gts, [0, 1], "taco-per-image-fixed")
+    assert fixed.mAP == 1.0 and fixed.mIoU == 1.0 and fixed.classes_without_positives == 1
+
+
+def test_issue_case_constant_map():
+    """A 4 x 4 map of 0.7 and a 0..15 ramp, one class, 2 positive pixels each: TACO's minmax makes
+    the constant map NaN; multi_iou's thresholds become NaN (IoU 0) and torchmetrics ranks the NaN
+    scores: AP 0.2559. The fixed variant turns the constant map into zeros: AP 0.5625, IoU 0.5."""
+    const = np.full((4, 4), 0.7, dtype=np.float32)
+    ramp = np.arange(16, dtype=np.float32).reshape(4, 4)
+    g_const, g_ramp = np.zeros(16, dtype=bool), np.zeros(16, dtype=bool)
+    g_const[[0, 1]] = True
+    g_ramp[[14, 15]] = True
+    maps, gts = [const, ramp], [g_const.reshape(4, 4), g_ramp.reshape(4, 4)]
+    taco = sm.prompted_segmentation_metrics(maps, gts, [7, 7], "taco-per-image")
+    assert (taco.mAP, taco.mIoU) == pytest.approx(ref_taco(maps, gts, [7, 7], size=4), abs=1e-7)
+    assert taco.mAP == pytest.approx(0.2559, abs=5e-5) and taco.mIoU == 0.0 and taco.constant_maps == 1
+    fixed = sm.prompted_segmentation_metrics(maps, gts, [7, 7], "taco-per-image-fixed")
+    assert fixed.mAP == pytest.approx(0.5625, abs=1e-7) and fixed.mIoU == pytest.approx(0.5, abs=1e-7)
+    assert fixed.mAP == pytest.approx(ref_average_precision(np.r_[np.zeros(16), ramp.ravel() / 15],
+                                                            np.r_[g_const, g_ramp]), abs=1e-7)
+    # DenseAV: one min-max over the set, so a constant map is only NaN when every map is the same constant
+    flat = sm.prompted_segmentation_metrics([const, const], gts, [7, 7], "denseav-global")
+    assert (flat.mAP, flat.mIoU) == pytest.approx(ref_denseav([const, const], gts, [7, 7]), abs=1e-7, nan_ok=True)
+    assert flat.mIoU == 0.0
 
 
 def test_global_normalisation_is_a_rescaling_per_image_is_not():
@@ -211,19 +325,11 @@ def test_global_normalisation_is_a_rescaling_per_image_is_not():
     maps, gts = random_maps(rng, 6)
     classes = [0, 0, 0, 1, 1, 1]
     maps = [m * s for m, s in zip(maps, [1, 5, 0.2, 1, 3, 0.5])]
-    raw = sm.prompted_segmentation_metrics(maps, gts, classes, "global")
-    shifted = sm.prompted_segmentation_metrics([10 * m + 4 for m in maps], gts, classes, "global")
-    per_image = sm.prompted_segmentation_metrics(maps, gts, classes, "per-image")
+    raw = sm.prompted_segmentation_metrics(maps, gts, classes, "denseav-global")
+    shifted = sm.prompted_segmentation_metrics([10 * m + 4 for m in maps], gts, classes, "denseav-global")
+    per_image = sm.prompted_segmentation_metrics(maps, gts, classes, "taco-per-image")
     assert raw.mAP == pytest.approx(shifted.mAP, abs=1e-6) and raw.mIoU == pytest.approx(shifted.mIoU, abs=1e-6)
     assert abs(raw.mAP - per_image.mAP) > 1e-4
-
-
-def test_class_without_positive_pixels_is_left_out_of_map():
-    maps = [np.eye(4, dtype=np.float32), np.eye(4, dtype=np.float32)]
-    gts = [np.eye(4, dtype=bool), np.zeros((4, 4), dtype=bool)]
-    result = sm.prompted_segmentation_metrics(maps, gts, ["a", "b"])
-    assert result.classes_without_positives == 1 and result.mAP == 1.0
-    assert result.per_class["b"]["iou"] == 0.0 and result.mIoU == 0.5
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 5, 20])
@@ -275,9 +381,9 @@ def test_avsbench_dataset_level_figures_match_acl_ssl():
 
 def test_metric_input_checks():
     with pytest.raises(ValueError, match="differs"):
-        sm.prompted_segmentation_metrics([np.zeros((4, 4))], [np.zeros((5, 5))], [1])
-    with pytest.raises(ValueError, match="normalization"):
-        sm.prompted_segmentation_metrics([], [], [], normalization="median")
+        sm.avsbench_official_miou([np.zeros((4, 4))], [np.zeros((5, 5))])
+    with pytest.raises(ValueError, match="unknown variant 'median'"):
+        sm.prompted_segmentation_metrics([], [], [], "median")
     with pytest.raises(ValueError, match="batch_size"):
         sm.avsbench_official_fscore([np.zeros((4, 4))], [np.ones((4, 4))], 0)
 

@@ -15,7 +15,11 @@ Built by ``create_dataset(name, root, split=...)`` like the box benchmarks, and 
   first 10 s (DenseAV's target length) at the encoder's rate. Speech prompts: split ``test``
   keeps only the spoken word, ``[start - 0.2 s, end + 0.2 s]`` of the row's ``timing`` (the
   "advanced" speech metric DenseAV's paper reports); split ``test-full-prompt`` keeps the whole
-  prompt (its "basic" metric).
+  prompt (its "basic" metric). A prompt shorter than 0.41 s at 16 kHz is skipped, as DenseAV's
+  loader drops it (``AVDatasets.py`` l. 361, audio mask mean < 0.04). ``ade20k-sound`` split
+  ``taco``: TACO's preparation instead (``taco/data.py`` ``ADEBinary``, ``_fcclip_image``,
+  ``_ade_binary_mask``): the whole image squashed to 224 x 224 (bilinear, ``align_corners=True``,
+  no crop) and the class ids of the full-size label resized the same way, then ``== class id``.
 - ``avsbench-s4`` / ``avsbench-ms3``: AVSBench single-source / multi-source
   (``avs_scripts/avs_{s4,ms3}/dataloader.py``, ``config.py``). ``root`` holds
   ``s4_meta_data.csv`` + ``s4_data/`` (or ``Single-source/`` holding them, or ``avsbench_data/``);
@@ -48,8 +52,12 @@ SPEECH_TIMING_MARGIN = 0.2  # DenseAV widens a word's timing by 0.2 s on both si
 AVSBENCH_FRAMES = 5  # annotated frames per test video, named _1 .. _5
 MAX_EXAMPLES = 20
 
+# DenseAV (AVDatasets.py l. 361): a prompt whose padding mask has mean < 0.04 is dropped by the
+# loader (and its batch slot filled by another clip): audio shorter than 0.04 x 164200 samples
+# (the 10 s target length, shared.py prep_waveform) at 16 kHz, i.e. 6568 samples = 0.4105 s
+DENSEAV_MIN_AUDIO_SAMPLES_16K = 0.04 * 164200
 SEGMENTATION_SPLITS = {
-    "ade20k-sound": ("test",),
+    "ade20k-sound": ("test", "taco"),
     "ade20k-speech": ("test", "test-full-prompt"),
     "avsbench-s4": ("test", "val"),
     "avsbench-ms3": ("test", "val"),
@@ -139,6 +147,43 @@ def denseav_label(seg: np.ndarray, size: int = EVAL_SIZE) -> np.ndarray:
     return ade_class_map(img)
 
 
+def taco_image(frame: np.ndarray, size: int = EVAL_SIZE) -> np.ndarray:
+    """TACO's image (``taco/data.py`` ``_fcclip_image``): the whole image, no crop, resized to a
+    square with ``F.interpolate(bilinear, align_corners=True)`` (TACO's 764 for FC-CLIP; ``size``
+    here), rounded back to uint8 RGB ``[size, size, 3]``."""
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float()[None]
+    t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=True)[0]
+    return t.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def taco_ade_mask(seg: np.ndarray, class_id: int, size: int = EVAL_SIZE) -> np.ndarray:
+    """TACO's ground truth (``taco/data.py`` ``_ade_binary_mask`` with ``rgb2cls``): the full-size
+    RGB label decoded to class ids, the ids (as floats) resized to ``size x size`` with
+    ``F.interpolate(bilinear, align_corners=True)`` (no crop), then ``== class_id``: pixels where
+    different ids are blended are lost, or, rarely, match another class. Bool ``[size, size]``."""
+    import torch
+    import torch.nn.functional as F
+
+    ids = torch.from_numpy(ade_class_map(seg)).float()
+    resized = F.interpolate(ids[None, None], size=(size, size), mode="bilinear", align_corners=True)[0, 0]
+    return (resized == class_id).numpy()
+
+
+def audio_samples_16k(path) -> float:
+    """A file's length in samples at 16 kHz (DenseAV resamples every prompt to 16 kHz)."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+        return info.frames * 16000 / info.samplerate
+    except Exception:  # not a soundfile format: decode it
+        audio, sr = load_audio(path)
+        return audio.shape[0] * 16000 / sr
+
+
 def ade_class_map(seg: np.ndarray) -> np.ndarray:
     """ADE20K's full-index class of every pixel of an RGB ``_seg.png``: ``R // 10 * 256 + G``."""
     seg = np.asarray(seg)
@@ -185,7 +230,8 @@ class MaskEntry:
     frame: list  # candidate frame paths, the first existing one is read
     mask: Path
     audio: Path
-    preprocess: str  # "denseav" (resize + centre crop, ADE20K label) or "avsbench" (224 x 224, binary PNG)
+    preprocess: str  # "denseav" (resize + centre crop, ADE20K label), "taco" (squashed, TACO's mask) or
+    # "avsbench" (224 x 224, binary PNG)
     mask_class: int | None = None  # ADE20K: the class whose pixels are the ground truth
     audio_window: tuple[float, float | None] = (0.0, None)  # (start s, end s or None: to the end)
     label: str | None = None
@@ -210,6 +256,13 @@ def _build_dataset_class():
             if entry.preprocess == "denseav":
                 frame = denseav_image(frame)
                 mask = denseav_label(load_image(entry.mask)) == entry.mask_class
+                short = audio_samples_16k(entry.audio) < DENSEAV_MIN_AUDIO_SAMPLES_16K
+                if short:
+                    return SkippedClip(entry.clip_id, "prompt audio shorter than 0.41 s: DenseAV's loader drops "
+                                                      "it (AVDatasets.py: audio mask mean < 0.04)")
+            elif entry.preprocess == "taco":
+                frame = taco_image(frame)
+                mask = taco_ade_mask(load_image(entry.mask), entry.mask_class)
             else:
                 frame = avsbench_frame(frame)
                 mask = read_binary_mask(entry.mask)
@@ -335,7 +388,8 @@ def ade20k_entries(name: str, root: Path, split: str, annotations=None) -> tuple
         entries.append(MaskEntry(
             clip_id=clip_id, frame=[folder / "frames" / location],
             mask=folder / "annotations" / location.replace(".jpg", "_seg.png"),
-            audio=folder / "audio" / prompt.split("/")[-1], preprocess="denseav", mask_class=class_id,
+            audio=folder / "audio" / prompt.split("/")[-1], preprocess="taco" if split == "taco" else "denseav",
+            mask_class=class_id,
             audio_window=window, label=label, class_id=class_id, meta=meta))
     return entries, report
 
