@@ -534,6 +534,48 @@ def test_ade20k_sound_reader(data):
     assert not ds[3].mask.any()  # class 312, the top rows of a portrait frame: cut away by the crop
 
 
+def test_ade20k_sound_taco_split_prepares_as_taco(data):
+    """split taco: TACO's data.py (_fcclip_image, _ade_binary_mask with rgb2cls), transcribed."""
+    root = data["ade"]
+    ds = create_dataset("ade20k-sound", root, split="taco")
+    assert ds.ids == create_dataset("ade20k-sound", root).ids
+    for i, (location, cls) in enumerate([("ADE_val_00000001", 2978), ("ADE_val_00000002", 2978),
+                                          ("ADE_val_00000003", 1520), ("ADE_val_00000001", 312)]):
+        record = ds[i]
+        with Image.open(root / "annotations" / "validation" / f"{location}_seg.png") as im:
+            array = torch.tensor(np.asarray(im.convert("RGB"))).permute(2, 0, 1).numpy().transpose(1, 2, 0)
+        decoded = torch.tensor((array[:, :, 0] / 10).astype(np.int32) * 256 + array[:, :, 1].astype(np.int32))
+        resized = F.interpolate(decoded.float().view(1, 1, *decoded.shape), size=(224, 224), mode="bilinear",
+                                align_corners=True).squeeze(0)
+        expected = (resized == cls).int()[0].numpy().astype(bool)
+        assert np.array_equal(record.mask, expected)
+        with Image.open(root / "frames" / "validation" / f"{location}.jpg") as im:
+            tensor = torch.tensor(np.asarray(im.convert("RGB"))).permute(2, 0, 1).float()
+        frame = F.interpolate(tensor[None], size=(224, 224), mode="bilinear", align_corners=True)[0]
+        assert np.array_equal(record.frame, frame.round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
+    # no crop: class 312 (the top rows) survives, where DenseAV's centre crop cuts it away
+    assert ds[3].mask[:4].any() and not create_dataset("ade20k-sound", root)[3].mask.any()
+    # blended ids are lost at the borders of a region: TACO's mask differs from DenseAV's
+    denseav = create_dataset("ade20k-sound", root)[0].mask
+    assert 0 < (ds[0].mask & denseav).sum() < (ds[0].mask | denseav).sum()
+
+
+def test_short_prompt_is_skipped_as_denseav_drops_it(data, tmp_path):
+    """AVDatasets.py: a prompt whose padding mask has mean < 0.04 (under 6568 of 164200 samples at
+    16 kHz) gives None, and the collate puts another clip in its place: we skip it, with the reason."""
+    import shutil
+
+    root = tmp_path / "ade"
+    shutil.copytree(data["ade"], root)
+    write_audio(root / "audio" / "clip_1.wav", tone(6560 / SR), SR)  # 0.41 s: just under
+    write_audio(root / "audio" / "clip_2.wav", tone(6600 / SR), SR)  # just over
+    ds = create_dataset("ade20k-sound", root)
+    item = ds[1]
+    assert isinstance(item, SkippedClip) and "shorter than 0.41 s" in item.reason and "0.04" in item.reason
+    assert isinstance(ds[2], ClipRecord)
+    assert isinstance(create_dataset("ade20k-sound", root, split="taco")[1], ClipRecord)  # TACO has no such rule
+
+
 def test_ade20k_speech_reader_uses_the_word_timing(data):
     ds = create_dataset("ade20k-speech", data["ade"])
     assert ds.annotation_report.dropped_no_prompt == 1 and ds.annotation_report.dropped_class_zero == 1
@@ -610,31 +652,40 @@ def stored(out, key):
 def test_eval_ade20k_sound(data, tmp_path, capsys):
     out = tmp_path / "run"
     summary = run_eval(data, "ade20k-sound", data["ade"], out, "--method", "legrad,similarity",
-                       "--save-overlays", "1")
+                       "--save-overlays", "1", "--seg-metrics", "denseav-global,taco-per-image,taco-per-image-fixed")
     table = capsys.readouterr().out
     for text in ("legrad", "center (prior)", "whole (baseline)", "denseav-global:mAP", "taco-per-image:mIoU",
-                 "1 without a prompt file", "1 of class 0"):
+                 "taco-per-image-fixed:mAP", "1 without a prompt file", "1 of class 0"):
         assert text in table, text
     assert summary["evaluated"] == 4 and summary["skipped"]["count"] == 0
     assert list(summary["methods"]) == ["legrad", "similarity", "center", "whole"]
-    assert set(summary["metrics"]) == {"denseav-global", "taco-per-image"}
+    assert set(summary["metrics"]) == {"denseav-global", "taco-per-image", "taco-per-image-fixed"}
     scored, gts = stored(out, "gt")
     _, legrad = stored(out, "legrad")
-    assert legrad[0].dtype == np.float16 and legrad[0].shape == (224, 224) and gts[0].dtype == bool
+    # maps stored at the explainer's resolution (the tiny model's 64): each variant resizes them its way
+    assert legrad[0].dtype == np.float16 and legrad[0].shape == (64, 64) and gts[0].dtype == bool
     classes = [r["class_id"] for r in scored]
     assert classes == [2978, 2978, 1520, 312]
-    for normalization, variant in (("global", "denseav-global"), ("per-image", "taco-per-image")):
-        expected = sm.prompted_segmentation_metrics(legrad, gts, classes, normalization)
-        assert summary["methods"]["legrad"][variant]["mAP"] == pytest.approx(expected.mAP)
-        assert summary["methods"]["legrad"][variant]["mIoU"] == pytest.approx(expected.mIoU)
-    # the whole image: AP = the share of positive pixels, and no pixel is > the constant
-    whole = summary["methods"]["whole"]["denseav-global"]
+    legrad = [m.astype(np.float32) for m in legrad]
+    for variant, reference in (("denseav-global", ref_denseav(legrad, gts, classes)),
+                               ("taco-per-image", ref_taco(legrad, gts, classes))):
+        assert (summary["methods"]["legrad"][variant]["mAP"],
+                summary["methods"]["legrad"][variant]["mIoU"]) == pytest.approx(reference, abs=1e-6)
+    # the whole image, a constant map: DenseAV's global min-max and TACO's per-map one divide 0 by 0
+    # (NaN: IoU 0, AP of NaN scores); the fixed variant scores zeros: AP = the share of positive pixels
+    ones = [np.ones((224, 224), np.float32)] * len(gts)
+    for variant, reference in (("denseav-global", ref_denseav(ones, gts, classes)),
+                               ("taco-per-image", ref_taco(ones, gts, classes))):
+        whole = summary["methods"]["whole"][variant]
+        assert (whole["mAP"], whole["mIoU"]) == pytest.approx(reference, abs=1e-6)
+        assert whole["mIoU"] == 0.0 and whole["constant_maps"] == 4
     per_class_share = {}
     for c, g in zip(classes, gts):
         per_class_share.setdefault(c, []).append(g)
     shares = [np.mean(v) for v in per_class_share.values()]
     # class 312 (the top rows of a portrait image) is cut away by the centre crop: no positive
-    # pixel, so its AP is undefined (NaN, left out of mAP) and its IoU 0
+    # pixel; its AP is 0 in the faithful variants, left out of the fixed one
+    whole = summary["methods"]["whole"]["taco-per-image-fixed"]
     assert shares[-1] == 0 and whole["classes_without_positives"] == 1 and summary["empty_masks"] == 1
     assert whole["mAP"] == pytest.approx(np.mean(shares[:-1]))
     assert whole["mIoU"] == 0.0
@@ -665,6 +716,9 @@ def test_eval_resume_and_metric_options(data, tmp_path, explained_images):
     # functions are checked against test.py's code above, on small maps: the loops are slow)
     _, gts = stored(out, "gt")
     _, maps = stored(out, "legrad")
+    from avlegrad.segmentation_eval import resize_maps
+
+    maps = [resize_maps(torch.from_numpy(m.astype(np.float32))[None], g.shape)[0].numpy() for m, g in zip(maps, gts)]
     official = resumed["methods"]["legrad"]["avsbench-official"]
     assert official["mIoU"] == sm.avsbench_official_miou(maps, gts, 5)
     assert official["F"] == sm.avsbench_official_fscore(maps, gts, 5)
