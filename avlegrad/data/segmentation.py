@@ -12,7 +12,7 @@ Built by ``create_dataset(name, root, split=...)`` like the box benchmarks, and 
   dropped as DenseAV drops them, and counted in the report. Image: bilinear ``Resize(224)``
   (shorter side) + ``CenterCrop(224)``; label PNG: the same with nearest, then the full ADE20K
   index ``class = int(R / 10) * 256 + G``; the mask is ``class == ade_class_id``. Audio: the
-  first 10 s (DenseAV's target length) at the encoder's rate. Speech prompts: split ``test``
+  first 10.26 s (DenseAV's 164200 samples at 16 kHz) at the encoder's rate. Speech prompts: split ``test``
   keeps only the spoken word, ``[start - 0.2 s, end + 0.2 s]`` of the row's ``timing`` (the
   "advanced" speech metric DenseAV's paper reports); split ``test-full-prompt`` keeps the whole
   prompt (its "basic" metric). A prompt shorter than 0.41 s at 16 kHz is skipped, as DenseAV's
@@ -47,7 +47,9 @@ from .media import MediaError, load_audio, load_image
 from .record import ClipRecord, SkippedClip
 
 EVAL_SIZE = 224
-ADE_AUDIO_SECONDS = 10.0  # DenseAV pads / crops every prompt to 10 s
+# DenseAV pads / crops every prompt to its target length 10, which prep_waveform (shared.py l. 309-310)
+# turns into 164200 samples at 16 kHz (1024 spectrogram frames): 10.2625 s
+ADE_AUDIO_SECONDS = 164200 / 16000
 SPEECH_TIMING_MARGIN = 0.2  # DenseAV widens a word's timing by 0.2 s on both sides
 AVSBENCH_FRAMES = 5  # annotated frames per test video, named _1 .. _5
 MAX_EXAMPLES = 20
@@ -154,7 +156,7 @@ def taco_image(frame: np.ndarray, size: int = EVAL_SIZE) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
-    t = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float()[None]
+    t = torch.tensor(np.asarray(frame)).permute(2, 0, 1).float()[None]
     t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=True)[0]
     return t.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
