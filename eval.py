@@ -26,6 +26,7 @@ def parse_args(argv=None) -> EvalOptions:
                     "prompted by sound: ade20k-sound | ade20k-speech | avsbench-s4 | avsbench-ms3")
     ap.add_argument("--root", help="dataset folder (default: $AVLEGRAD_DATA/<name>, else ./datasets/<name>)")
     ap.add_argument("--split", default=d.split, help="vggsound: test | heard | unheard; flickr: test | test250; "
+                    "ade20k-sound: test (DenseAV's preparation) | taco (TACO's image and mask); "
                     "ade20k-speech: test (the spoken word) | test-full-prompt; avsbench-*: test | val")
     ap.add_argument("--annotations", help="annotation file or folder (default: under root, else the cache)")
     ap.add_argument("--method", default=",".join(d.methods),

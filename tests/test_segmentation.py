@@ -693,6 +693,20 @@ def test_eval_ade20k_sound(data, tmp_path, capsys):
     assert len(list((out / "overlays").glob("*.png"))) == 1
 
 
+def test_eval_ade20k_sound_taco_split(data, tmp_path):
+    """--split taco: TACO's masks, and TACO's metric with its corrected form by default."""
+    out = tmp_path / "run"
+    summary = run_eval(data, "ade20k-sound", data["ade"], out, "--split", "taco", "--method", "legrad")
+    assert set(summary["metrics"]) == {"taco-per-image", "taco-per-image-fixed"}
+    scored, gts = stored(out, "gt")
+    _, legrad = stored(out, "legrad")
+    classes = [r["class_id"] for r in scored]
+    assert summary["empty_masks"] == 0  # no crop: class 312 keeps its top rows
+    reference = ref_taco([m.astype(np.float32) for m in legrad], gts, classes)
+    figures = summary["methods"]["legrad"]["taco-per-image"]
+    assert (figures["mAP"], figures["mIoU"]) == pytest.approx(reference, abs=1e-6)
+
+
 def test_eval_resume_and_metric_options(data, tmp_path, explained_images):
     out = tmp_path / "run"
     full = run_eval(data, "avsbench-s4", data["avs"], out)
