@@ -560,6 +560,25 @@ def test_ade20k_sound_taco_split_prepares_as_taco(data):
     assert 0 < (ds[0].mask & denseav).sum() < (ds[0].mask | denseav).sum()
 
 
+def test_taco_and_denseav_masks_of_a_landscape_label():
+    """The issue's case 2 on a 300 x 400 label: TACO's mask (ids resized bilinearly, no crop) and
+    DenseAV's (nearest resize of the RGB label + centre crop) are different regions."""
+    from avlegrad.data.segmentation import denseav_label, taco_ade_mask
+
+    classes = np.full((300, 400), 5, dtype=np.int64)
+    classes[60:240, 30:180] = 2978  # an object on the left, partly outside DenseAV's crop
+    classes[100:200, 250:380] = 1520
+    seg = seg_png(classes)
+    decoded = torch.tensor((seg[:, :, 0] / 10).astype(np.int32) * 256 + seg[:, :, 1].astype(np.int32))
+    resized = F.interpolate(decoded.float().view(1, 1, 300, 400), size=(224, 224), mode="bilinear",
+                            align_corners=True).squeeze(0)
+    taco = taco_ade_mask(seg, 2978)
+    assert np.array_equal(taco, (resized == 2978).int()[0].numpy().astype(bool))
+    denseav = denseav_label(seg) == 2978
+    iou = (taco & denseav).sum() / (taco | denseav).sum()
+    assert 0.5 < iou < 0.9  # about 0.79 here: the crop moves and cuts the region
+
+
 def test_short_prompt_is_skipped_as_denseav_drops_it(data, tmp_path):
     """AVDatasets.py: a prompt whose padding mask has mean < 0.04 (under 6568 of 164200 samples at
     16 kHz) gives None, and the collate puts another clip in its place: we skip it, with the reason."""
