@@ -150,16 +150,16 @@ def _box_entries(dataset: str, root: Path, annotations) -> list:
     folder = ANNOTATION_FOLDER if dataset in SSLALIGNMENT_SETS else "synthetic"
     path = find_annotation(name, folder, annotations=annotations, root=root)
     grouped = is_grouped(dataset, "interactive" if dataset == "synthetic" else "test")
+    from ..metrics_sslalignment import picture_of
+
     entries = []
     for e in read_sslalignment_json(path, parts, key_from="image" if dataset in SSLALIGNMENT_SETS else "audio"):
-        image_name, audio_name = Path(e["image"]).name, Path(e["audio"]).name
+        image_name = e["image"].replace("\\", "/").rsplit("/", 1)[-1]
+        audio_stem = entry_key(e["audio"], 1)
         frames = [f"frames/{e['id']}{s}" for s in FRAME_SUFFIXES] + [f"images/{image_name}"]
-        sounds = [f"audio/{e['id']}{s}" for s in AUDIO_SUFFIXES] + [f"audio/{Path(audio_name).stem}{s}"
-                                                                    for s in AUDIO_SUFFIXES]
+        sounds = [f"audio/{e['id']}{s}" for s in AUDIO_SUFFIXES] + [f"audio/{audio_stem}{s}" for s in AUDIO_SUFFIXES]
         meta = {"annotation_file": str(path)}
         if grouped:
-            from ..metrics_sslalignment import picture_of
-
             meta["picture"] = picture_of(e["id"])
         entries.append(ClipEntry(e["id"], [e["box"]], "pixels", None, meta,
                                  frame_candidates=_tails(e["image"], frames),

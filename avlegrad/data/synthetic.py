@@ -175,10 +175,17 @@ def ensure_synthetic(root) -> Path:
 # --------------------------------------------------------------------------------------------
 # "Does the map follow the sound?": the same held-out pictures with other sounds
 # --------------------------------------------------------------------------------------------
-SOUND_FOLLOWING_VERSION = 1
+SOUND_FOLLOWING_VERSION = 2
 INTERACTIVE_FILE = "interactive_bbox.json"  # IS3's format (avlegrad.data.sslalignment)
 EXTENDED_FILE = "vggss_test_plus_silent.csv"  # SLAVC's format: the non-sounding pairs
 EVAL_FRAME = 224  # IS3's boxes are pixels of the 224 x 224 frame
+
+
+def interactive_object_ok(obj: dict) -> bool:
+    """Whether a scene object (the manifest's ``{"class", "bbox", "visible"}``) enters the interactive
+    split: localizable by a perfect map, i.e. the guarantees of the sounding object."""
+    x0, y0, x1, y1 = obj["bbox"]
+    return (x1 - x0) * (y1 - y0) >= world.MIN_SOUNDING_BOX_AREA and obj["visible"] >= world.MIN_SOUNDING_VISIBLE
 
 
 def _object_sound(name: str, params: dict, rng: np.random.Generator) -> np.ndarray:
@@ -192,10 +199,14 @@ def ensure_sound_following(root, split: str) -> Path:
     """Write the world's versions of the sound-following benchmarks beside the synthetic clips of
     ``root`` (generated first when missing), once; returns root.
 
-    ``interactive`` (IS3's form): every picture once per visible object, each time with that
+    ``interactive`` (IS3's form): each picture once per visible object, each time with that
     object's sound alone (its class sound at a random loudness plus background noise):
     ``interactive/<clip>_<k>.wav`` and ``interactive_bbox.json`` (``gt_box`` = that object's box in
-    pixels of the 224 x 224 frame; the picture of entry ``<clip>_<k>`` is ``<clip>``).
+    pixels of the 224 x 224 frame; the picture of entry ``<clip>_<k>`` is ``<clip>``). As in IS3,
+    whose pictures hold two clearly visible sounding objects, an object is listed when a perfect
+    map can localize it under the protocol (the guarantees the benchmark gives its sounding object:
+    box >= 28% of the frame, >= 60% visible; a box under 25% can never reach cIoU 0.5 with a
+    median threshold), and a picture when it holds at least two such objects.
     ``extended`` (SLAVC's form): the clips as positives, and per picture one negative, the frame with
     silence (even clip index) or with the sound of a class that is not in the picture (odd):
     ``audio/<clip>-silence.wav`` / ``audio/<clip>-absent.wav`` and ``vggss_test_plus_silent.csv``.
@@ -223,7 +234,10 @@ def ensure_sound_following(root, split: str) -> Path:
         entries = []
         for index, scene in enumerate(manifest["scenes"]):
             clip_id = scene["file"]
-            for k, obj in enumerate(scene["objects"]):
+            objects = [(k, obj) for k, obj in enumerate(scene["objects"]) if interactive_object_ok(obj)]
+            if len(objects) < 2:
+                continue
+            for k, obj in objects:
                 rng = np.random.default_rng([params["seed"], index, 7919, k])
                 name = f"{clip_id}_{k}"
                 write_audio(root / "interactive" / f"{name}.wav", _object_sound(obj["class"], params, rng), sr)
