@@ -29,15 +29,12 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
 
 from .annotations import AnnotationReport, find_annotation
 from .record import AUDIO_SUFFIXES, FRAME_SUFFIXES, audio_candidates, frame_candidates
-
-log = logging.getLogger(__name__)
 
 # dataset -> (metadata file, number of trailing path components in an entry's id)
 SSLALIGNMENT_SETS = {
@@ -167,7 +164,7 @@ def _box_entries(dataset: str, root: Path, annotations) -> list:
     return entries
 
 
-def _extended_entries(dataset: str, root: Path, annotations, media: bool) -> list:
+def _extended_entries(dataset: str, root: Path, annotations) -> list:
     from .datasets import ClipEntry, _flickr_entries, _vggss_entries
 
     if dataset == "synthetic":
@@ -175,11 +172,10 @@ def _extended_entries(dataset: str, root: Path, annotations, media: bool) -> lis
     else:
         positive_set, folder, pairs_file = EXTENDED_SETS[dataset]
     positives = (_flickr_entries if positive_set == "flickr" else _vggss_entries)(root, "test", annotations)
-    if folder == "synthetic":
-        pairs_path = find_annotation(pairs_file, "synthetic", annotations=annotations, root=root)
-    else:
-        pairs_path = find_annotation(pairs_file, ANNOTATION_FOLDER, annotations=_sibling_folder(annotations),
-                                     root=root)
+    # an explicit --annotations (a folder holding vggss/ and sslalignment/, or the pairs file's folder)
+    # is searched for the pairs file too
+    pairs_path = find_annotation(pairs_file, folder if folder == "synthetic" else ANNOTATION_FOLDER,
+                                 annotations=annotations, root=root)
     for entry in positives:
         entry.meta["negative"] = False
     negatives = []
@@ -192,13 +188,8 @@ def _extended_entries(dataset: str, root: Path, annotations, media: bool) -> lis
     return positives + negatives
 
 
-def _sibling_folder(annotations):
-    """An explicit ``--annotations`` given for the positive set (a file or a folder) is searched
-    for the pairs file too."""
-    return annotations
-
-
-def _report(entries, kind: str) -> AnnotationReport:
+def _report(entries) -> AnnotationReport:
+    """The annotation problems of the boxed entries (negatives have no box by design)."""
     from .annotations import BoxAnnotation, check_boxes
 
     boxed = [e for e in entries if e.boxes]
@@ -230,9 +221,9 @@ def create_sound_following_dataset(name: str, root, *, split: str = "test", samp
     if kind == "boxes":
         entries = _box_entries(name, root, annotations)
     else:
-        entries = _extended_entries(name, root, annotations, media)
+        entries = _extended_entries(name, root, annotations)
     if limit is not None:
         entries = entries[:limit]
     dataset = ClipDataset(name, root, entries, split=split, sample_rate=sample_rate,
-                          annotation_report=_report(entries, kind), requires_boxes=True, media=media)
+                          annotation_report=_report(entries), requires_boxes=True, media=media)
     return dataset
