@@ -46,6 +46,9 @@ class SoundFollowingScoring(BoxScoring):
         super().__init__(opts)
         self.kind = sound_following_kind(opts.dataset, opts.split)
         self.grouped = is_grouped(opts.dataset, opts.split)
+        if opts.confidence and self.kind != "extended":
+            raise ValueError(f"--confidence applies to the extended sets (vggsound-extended, flickr-extended, "
+                             f"synthetic --split extended); {opts.dataset} has no negatives to score")
         self.confidence = opts.confidence or "cosine"
         if self.confidence not in CONFIDENCES:
             raise ValueError(f"unknown confidence {self.confidence!r}; choose from {', '.join(CONFIDENCES)}")
