@@ -340,3 +340,24 @@ def test_world_extended_split(world, tmp_path, confidence):
     if confidence == "cosine":
         assert all(-1 <= c <= 1 for c in conf)
     assert summary["methods"]["center"]["ap"] == 0
+
+
+def test_media_found_by_the_published_paths_tail(tmp_path):
+    """An archive unpacked as it comes (visual_frames/, audio_wav/) is found; a missing sound is a
+    skipped entry naming where it was looked for."""
+    from avlegrad.data.media import write_audio
+    from avlegrad.visualize import save_image
+
+    root = tmp_path / "IS3"
+    names = ["cat_dog_1_dog", "cat_dog_1_cat"]
+    save_image(root / "visual_frames" / f"{names[0]}.jpg", np.full((40, 50, 3), 90, np.uint8))
+    save_image(root / "visual_frames" / f"{names[1]}.jpg", np.full((40, 50, 3), 90, np.uint8))
+    write_audio(root / "audio_wav" / f"{names[0]}.wav", 0.3 * np.sin(np.arange(8000) / 5).astype(np.float32), 16000)
+    meta = tmp_path / "synthetic3240_bbox.json"
+    meta.write_text(json.dumps([{"image": f"/mnt/x/visual_frames/{n}.jpg", "audio": f"/mnt/x/audio_wav/{n}.wav",
+                                 "gt_box": [1.0, 2.0, 30.0, 40.0]} for n in names]))
+    ds = create_dataset("is3", root, annotations=meta)
+    record, missing = ds[0], ds[1]
+    assert record.frame.shape == (40, 50, 3) and record.waveform.size == 8000
+    assert record.box_format == "pixels" and record.meta["picture"] == "cat_dog_1"
+    assert "audio_wav/cat_dog_1_cat.wav" in missing.reason

@@ -126,9 +126,11 @@ class ClipDataset(Dataset):
         if entry.frame_candidates or entry.audio_candidates:
             files = ClipFiles(entry.clip_id, frame=first_file(self.root, entry.frame_candidates),
                               audio=first_file(self.root, entry.audio_candidates))
-            if files.frame is None and files.audio is None:
-                return SkippedClip(entry.clip_id, f"missing: no frame or audio file under {self.root} (looked for "
-                                                  f"{entry.frame_candidates[0]}, {entry.audio_candidates[0]}, ...)")
+            lacking = [f"{kind} file (e.g. {entry.meta.get(f'{kind}_hint', candidates[0])})"
+                       for kind, found, candidates in (("frame", files.frame, entry.frame_candidates),
+                                                       ("audio", files.audio, entry.audio_candidates)) if found is None]
+            if lacking:
+                return SkippedClip(entry.clip_id, f"missing: no {' and no '.join(lacking)} under {self.root}")
             frame, waveform = load_clip_media(files, self.sample_rate)
             problem = _media_problem(frame, waveform, allow_silent=entry.meta.get("negative", False))
             if problem:

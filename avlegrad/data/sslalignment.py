@@ -140,6 +140,14 @@ def _tails(path: str, extra: list[str]) -> tuple:
     return tuple(dict.fromkeys(["/".join(parts[-k:]) for k in range(min(5, len(parts)), 0, -1)] + extra))
 
 
+def _hint(path: str) -> str:
+    """The published path as it lies under a root: from its ``visual_frames`` / ``audio_wav`` folder
+    on (how the archives unpack), else its last two components (for messages)."""
+    parts = [p for p in str(path).replace("\\", "/").split("/") if p]
+    start = next((i for i, p in enumerate(parts) if p in ("visual_frames", "audio_wav")), max(0, len(parts) - 2))
+    return "/".join(parts[start:])
+
+
 def _box_entries(dataset: str, root: Path, annotations) -> list:
     from .datasets import ClipEntry
 
@@ -155,7 +163,7 @@ def _box_entries(dataset: str, root: Path, annotations) -> list:
         audio_stem = entry_key(e["audio"], 1)
         frames = [f"frames/{e['id']}{s}" for s in FRAME_SUFFIXES] + [f"images/{image_name}"]
         sounds = [f"audio/{e['id']}{s}" for s in AUDIO_SUFFIXES] + [f"audio/{audio_stem}{s}" for s in AUDIO_SUFFIXES]
-        meta = {"annotation_file": str(path)}
+        meta = {"annotation_file": str(path), "frame_hint": _hint(e["image"]), "audio_hint": _hint(e["audio"])}
         if grouped:
             meta["picture"] = picture_of(e["id"])
         entries.append(ClipEntry(e["id"], [e["box"]], "pixels", None, meta,
