@@ -167,7 +167,8 @@ def precision_recall(num_boxes, cious, confidences, confidence_threshold: float,
 
 
 def average_precision(num_boxes, cious, confidences, ciou_threshold: float = SUCCESS_THRESHOLD) -> float:
-    """``EvaluatorFull.calc_ap`` (see the module docstring); 0 when fewer than 3 thresholds."""
+    """``EvaluatorFull.calc_ap`` (see the module docstring); 0 with fewer than two thresholds (the
+    reference's empty sum)."""
     confidences = np.asarray(confidences, dtype=np.float64)
     step = max(1, len(confidences) // 200)
     precision, recall = [], []
