@@ -23,10 +23,13 @@ def parse_args(argv=None) -> EvalOptions:
     d = EvalOptions()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default=d.dataset, help="vggsound | flickr | folder | synthetic; segmentation "
-                    "prompted by sound: ade20k-sound | ade20k-speech | avsbench-s4 | avsbench-ms3")
+                    "prompted by sound: ade20k-sound | ade20k-speech | avsbench-s4 | avsbench-ms3; does the map "
+                    "follow the sound: is3 | vpo-ss | vpo-ms | avsbench-s4-box | avsbench-ms3-box | "
+                    "vggsound-extended | flickr-extended")
     ap.add_argument("--root", help="dataset folder (default: $AVLEGRAD_DATA/<name>, else ./datasets/<name>)")
     ap.add_argument("--split", default=d.split, help="vggsound: test | heard | unheard; flickr: test | test250; "
                     "ade20k-sound: test (DenseAV's preparation) | taco (TACO's image and mask); "
+                    "synthetic: test | interactive (IS3's form) | extended (with negatives); "
                     "ade20k-speech: test (the spoken word) | test-full-prompt; avsbench-*: test | val")
     ap.add_argument("--annotations", help="annotation file or folder (default: under root, else the cache)")
     ap.add_argument("--method", default=",".join(d.methods),
@@ -58,6 +61,9 @@ def parse_args(argv=None) -> EvalOptions:
                     "(default: the dataset's published ones)")
     ap.add_argument("--avsbench-batch-frames", type=int, default=d.avsbench_batch_frames,
                     help="frames per batch of AVSBench's official batched mIoU/F (test.sh: 4 videos = 20)")
+    ap.add_argument("--confidence", choices=("cosine", "map-max"), help="extended sets: a sample's confidence "
+                    "that a visible object sounds, the cosine of the audio and image embeddings (default) or "
+                    "the largest value of the explainer's map before normalisation")
     a = ap.parse_args(argv)
 
     audio_encoder = a.audio_encoder
@@ -85,7 +91,7 @@ def parse_args(argv=None) -> EvalOptions:
         limit=a.limit, out=a.out, save_overlays=a.save_overlays,
         overwrite=a.overwrite,
         seg_metrics=[m.strip() for m in a.seg_metrics.split(",") if m.strip()] if a.seg_metrics else None,
-        avsbench_batch_frames=a.avsbench_batch_frames)
+        avsbench_batch_frames=a.avsbench_batch_frames, confidence=a.confidence)
 
 
 def main(argv=None) -> int:

@@ -43,7 +43,7 @@ CLIP_PREPROCESS = {"mean": (0.48145466, 0.4578275, 0.40821073), "std": (0.268629
 BASELINE = "center"  # the centre prior, scored beside every method on the same clips
 # settings that change the numbers: a resumed run must have the same
 RESULT_KEYS = ("dataset", "split", "annotations", "methods", "model", "pretrained", "audio_encoder",
-               "target", "prompt", "layer_index", "image_size", "dtype")
+               "target", "prompt", "layer_index", "image_size", "dtype", "confidence")
 
 
 @dataclass
@@ -72,6 +72,9 @@ class EvalOptions:
     # dataset's defaults) and the batch size, in frames, of AVSBench's official batched figures
     seg_metrics: list[str] | None = None
     avsbench_batch_frames: int = 20
+    # extended sound-following sets (avlegrad.sslalignment_eval): a sample's confidence, "cosine"
+    # (target vs image embedding; None means it) or "map-max"
+    confidence: str | None = None
 
 
 class EvalCollate:
@@ -82,8 +85,9 @@ class EvalCollate:
 
     def __call__(self, batch):
         records, skipped = collate_clips(batch)
+        with_frames = records and records[0].frame is not None  # no frames: a media-less run (centre prior)
         images = torch.stack([image_tensor(r.frame, self.preprocess_cfg, self.size) for r in records]) \
-            if records else torch.zeros(0, 3, self.size, self.size)
+            if with_frames else torch.zeros(len(records), 3, 1, 1)
         return records, skipped, images
 
 
@@ -318,9 +322,18 @@ def percent(value) -> str:
 
 
 def scoring_for(opts: EvalOptions):
-    """How a dataset's clips are scored: boxes (cIoU), or masks (maps stored, dataset-level metrics)."""
+    """How a dataset's clips are scored: boxes (cIoU), masks (maps stored, dataset-level metrics), or
+    the sound-following benchmarks' rules (avlegrad.sslalignment_eval)."""
+    from .data.sslalignment import sound_following_kind
     from .segmentation_eval import MaskScoring, is_segmentation_dataset
 
+    if sound_following_kind(opts.dataset, opts.split):
+        from .sslalignment_eval import SoundFollowingScoring
+
+        return SoundFollowingScoring(opts)
+    if opts.confidence:
+        raise ValueError(f"--confidence applies to the extended sets (vggsound-extended, flickr-extended, "
+                         f"synthetic --split extended); {opts.dataset} has no negatives to score")
     return MaskScoring(opts) if is_segmentation_dataset(opts.dataset) else BoxScoring(opts)
 
 
@@ -340,8 +353,9 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
 
     # the data first: a wrong name or root is told before any model is loaded (or downloaded)
     def open_dataset():
+        # only the centre prior: no frame or sound is read, every annotation is scored
         return create_dataset(opts.dataset, opts.root or default_root(opts.dataset), split=opts.split,
-                              annotations=opts.annotations, limit=opts.limit)
+                              annotations=opts.annotations, limit=opts.limit, media=bool(methods))
 
     # rank 0 first: it may have to write the data (the synthetic set), which the others then read
     dataset = open_dataset() if dist.is_main else None
@@ -391,6 +405,8 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
                         batch_targets = targets(records, device)
                         for m, explainer in explainers.items():
                             maps[m] = explainer(images, batch_targets).float().cpu()
+                        if hasattr(scoring, "observe_batch"):  # e.g. the extended sets' confidences
+                            scoring.observe_batch(model, images, batch_targets, maps, explainers)
                 for i, record in enumerate(records):
                     rows.append(scoring.score(record, maps, i, out))
                     if overlays_left > 0 and methods:
@@ -463,4 +479,6 @@ def default_root(dataset: str) -> str:
     return str(base / {"vggsound": "vggss", "flickr": "flickr", "folder": "videos",
                        "synthetic": "synthetic", "ade20k-sound": "ADE20KSoundPrompted",
                        "ade20k-speech": "ADE20KSpeechPrompted", "avsbench-s4": "avsbench",
-                       "avsbench-ms3": "avsbench"}.get(dataset, dataset))
+                       "avsbench-ms3": "avsbench", "is3": "IS3", "vpo-ss": "vpo", "vpo-ms": "vpo",
+                       "avsbench-s4-box": "avsbench", "avsbench-ms3-box": "avsbench",
+                       "vggsound-extended": "vggss", "flickr-extended": "flickr"}.get(dataset, dataset))

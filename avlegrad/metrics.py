@@ -19,7 +19,8 @@ import numpy as np
 
 EVAL_SIZE = 224  # the benchmarks evaluate maps at 224 x 224
 FLICKR_FRAME_SIZE = 256  # Flickr-SoundNet boxes are given on a 256 x 256 frame
-BOX_FORMATS = ("vggss", "flickr")
+# "pixels": integer pixel boxes of the 224 x 224 frame (SSLalignment's IS3 / VPO / AVSBench files)
+BOX_FORMATS = ("vggss", "flickr", "pixels")
 AUC_STEPS = 21  # success-curve thresholds 0, 0.05, ..., 1.0
 # ACL-SSL style fixed absolute thresholds on the min-max normalised map: 0.05, 0.10, ..., 0.95
 FIXED_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
@@ -55,25 +56,36 @@ def flickr_box_pixels(box, size: int = EVAL_SIZE) -> tuple[int, int, int, int] |
     return x0, y0, x1, y1
 
 
+def pixel_box_pixels(box, size: int = EVAL_SIZE) -> tuple[int, int, int, int] | None:
+    """An SSLalignment box ``[x0, y0, x1, y1]`` in pixels of the 224 x 224 frame as ``int`` bounds
+    (``load_all_bboxes``: ``int(v)``, not clipped). None when the box is not 4 finite numbers."""
+    values = list(box) if not isinstance(box, np.ndarray) else box.reshape(-1).tolist()
+    if len(values) != 4 or not all(math.isfinite(float(v)) for v in values):
+        return None
+    x0, y0, x1, y1 = (int(v) for v in values)
+    return x0, y0, x1, y1
+
+
 def gt_map(bboxes, dataset: str, size: int = EVAL_SIZE) -> np.ndarray:
     """The ground-truth map ``[size, size]`` (float64) of a clip's boxes.
 
     ``dataset="vggss"``: binary union of the boxes (normalised [0, 1] coordinates).
     ``dataset="flickr"``: every annotator's box (256-px coordinates) adds 1, then
     ``gt /= 2; gt[gt > 1] = 1`` (one box: 0.5, two or more: 1).
+    ``dataset="pixels"``: binary union of integer pixel boxes (SSLalignment's ``bbox2gtmap``).
     Degenerate boxes give empty slices, exactly as numpy slicing does in the reference code;
     boxes the reference would crash on (not 4 numbers, NaN) are ignored.
     """
     if dataset not in BOX_FORMATS:
         raise ValueError(f"unknown box format {dataset!r}; expected one of {BOX_FORMATS}")
     gt = np.zeros((size, size), dtype=np.float64)
-    to_pixels = vggss_box_pixels if dataset == "vggss" else flickr_box_pixels
+    to_pixels = {"vggss": vggss_box_pixels, "flickr": flickr_box_pixels, "pixels": pixel_box_pixels}[dataset]
     for box in bboxes if bboxes is not None else ():
         pixels = to_pixels(box, size)
         if pixels is None:
             continue
         x0, y0, x1, y1 = pixels
-        if dataset == "vggss":
+        if dataset != "flickr":
             gt[y0:y1, x0:x1] = 1
         else:
             gt[y0:y1, x0:x1] += 1

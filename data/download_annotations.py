@@ -1,13 +1,15 @@
 #!/usr/bin/env python
 """Download the official benchmark annotations into the cache (or ``--out DIR``).
 
-    python data/download_annotations.py                 # VGG-SS json + id lists, Flickr csv
+    python data/download_annotations.py                 # VGG-SS json + id lists, Flickr csv, SSLalignment's
+                                                        # IS3 / VPO / AVSBench boxes and the extended sets' pairs
     python data/download_annotations.py --flickr-xml    # also the Flickr-SoundNet XML boxes
     python data/download_annotations.py --out DIR --base-url http://mirror/path
 
 Layout written (what ``avlegrad.data.annotations`` looks for): ``<out>/vggss/vggss.json``,
 ``<out>/vggss/vggss_{test,heard_test,unheard_test}.csv``, ``<out>/flickr/flickr_test.csv``,
-``<out>/flickr/Annotations/<id>.xml``. The default ``<out>`` is ``~/.cache/avlegrad/annotations``
+``<out>/flickr/Annotations/<id>.xml``, ``<out>/sslalignment/{synthetic3240_bbox,vpo_ss_bbox,vpo_ms_bbox}.json``,
+``<out>/sslalignment/{s4,ms3}_box.json``, ``<out>/sslalignment/{vggss,flickr}_test_plus_silent.csv``. The default ``<out>`` is ``~/.cache/avlegrad/annotations``
 (``$AVLEGRAD_CACHE`` overrides it). Every file is checked against its sha256 before it is
 cached; ``--base-url`` replaces every source URL's directory (``<base-url>/<file name>``).
 """
@@ -29,6 +31,7 @@ from avlegrad.data.annotations import cache_dir  # noqa: E402
 from avlegrad.download import download_file, sha256_file  # noqa: E402
 
 EZVSL_METADATA = "https://raw.githubusercontent.com/stoneMo/EZ-VSL/main/metadata"
+SSLALIGNMENT_METADATA = "https://raw.githubusercontent.com/kaistmm/SSLalignment/e7ae3c5518e5a4d911c49e034d906612cf922aff/metadata"
 # The Flickr-SoundNet annotated set (5k image-sound pairs, one XML per id with the boxes of 3
 # annotators), as the LVS README points to it: Senocak et al.'s Google Drive file
 # (github.com/ardasnck/learning_to_localize_sound_source). Drive serves large files only with
@@ -58,6 +61,17 @@ FILES = (
                    "11883813db359df63e1a28f69bb53e1ceef7f5b8d68e0149de5792540acb9e17"),
     AnnotationFile("flickr", "flickr_test.csv", f"{EZVSL_METADATA}/flickr_test.csv",
                    "faf5465bdb991cfb7506ccadef64dfea9e9bceb47e895d0e4dbdc2a0ca622871"),
+    # the sound-following benchmarks (avlegrad.data.sslalignment): SSLalignment's metadata, commit
+    # e7ae3c5; checksums of the copies in ../shared/data/sslalignment
+    *(AnnotationFile("sslalignment", name, f"{SSLALIGNMENT_METADATA}/{name}", digest) for name, digest in (
+        ("synthetic3240_bbox.json", "fb0314fcc42e8bfdcfb24115e4cbbbbdfa2e0a53d59ca424c5308c0147ecde34"),
+        ("vpo_ss_bbox.json", "bb6e957d0da2034669e3a54ef91124a09c9b89034ddfa47a56de9d023d09c734"),
+        ("vpo_ms_bbox.json", "7974e4c491b7216f3a0c0a3b773f58b33eada5b8c5b64b46a0e607ceeef3608d"),
+        ("s4_box.json", "67da965929c03af6bf4709040d944b5d22daef489e0a7bb2ba3a486ac732b301"),
+        ("ms3_box.json", "9453e0b0822c111cdfc2cde39d54b274cd9c08134a11815c9818bc199ea8d3e7"),
+        ("vggss_test_plus_silent.csv", "905a009428e16d1108e5af112d8e682dbe1702a2ed897b3d56753ff587018e4e"),
+        ("flickr_test_plus_silent.csv", "45a0d32b64a9ef9e567d3eaf4a4a29683cdb0f7f4e1924a0e26cde24fa298643"),
+    )),
 )
 # No checksum is published for the archive, and its bytes could not be fetched from here.
 FLICKR_XML = AnnotationFile("flickr", FLICKR_XML_ARCHIVE, FLICKR_XML_URL, None)

@@ -96,7 +96,10 @@ def shared_data_or_fake():
     """The published files when ../shared/data is here (so their hard-coded checksums are
     checked too), else small stand-ins."""
     names = {"vggss.json": "vggss", "vggss_test.csv": "vggss", "vggss_heard_test.csv": "vggss",
-             "vggss_unheard_test.csv": "vggss", "flickr_test.csv": "flickr"}
+             "vggss_unheard_test.csv": "vggss", "flickr_test.csv": "flickr",
+             **{name: "sslalignment" for name in ("synthetic3240_bbox.json", "vpo_ss_bbox.json", "vpo_ms_bbox.json",
+                                                  "s4_box.json", "ms3_box.json", "vggss_test_plus_silent.csv",
+                                                  "flickr_test_plus_silent.csv")}}
     if SHARED_DATA.is_dir():
         return {name: (SHARED_DATA / sub / name).read_bytes() for name, sub in names.items()}
     return {name: f"stand-in for {name}\n".encode() for name in names}

@@ -117,7 +117,11 @@ def test_bad_clips_are_skipped_and_reported(bench, tmp_path):
 @pytest.mark.parametrize("argv,message", [
     (["--dataset", "nope"], "unknown dataset 'nope'"),
     (["--dataset", "synthetic", "--method", "legrad,magic"], "unknown method(s) magic"),
-    (["--dataset", "vggsound", "--root", "/nonexistent/vggss", "--method", "center"], "does not exist"),
+    # (a missing root stops a run that reads media; the centre prior alone reads none: issue 15)
+    (["--dataset", "vggsound", "--root", "/nonexistent/vggss", "--method", "legrad"], "does not exist"),
+    (["--dataset", "vggsound", "--root", "/nonexistent/vggss", "--method", "center"], "'vggss.json' not found"),
+    (["--dataset", "is3", "--root", "/nonexistent", "--method", "center", "--confidence", "cosine"],
+     "--confidence applies to the extended sets"),
     (["--dataset", "vggsound", "--target", "audio", "--method", "legrad"], "needs an --audio-encoder"),
     (["--dataset", "synthetic", "--seg-metrics", "denseav-global"], "--seg-metrics applies to the segmentation"),
 ])

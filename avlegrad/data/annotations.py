@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..download import cache_root
-from ..metrics import EVAL_SIZE, flickr_box_pixels, vggss_box_pixels
+from ..metrics import EVAL_SIZE, flickr_box_pixels, pixel_box_pixels, vggss_box_pixels
 
 DOWNLOAD_COMMAND = "python data/download_annotations.py"
 # A VGG-SS coordinate outside this range is not a slightly sloppy annotation but garbage
@@ -185,7 +185,8 @@ def check_boxes(annotations, size: int = EVAL_SIZE) -> AnnotationReport:
                 pixels = vggss_box_pixels(box, size) if box_like else None
                 corrupt = _is_corrupt_vggss(box)
             else:
-                pixels = flickr_box_pixels(box, size) if box_like else None
+                to_pixels = pixel_box_pixels if ann.box_format == "pixels" else flickr_box_pixels
+                pixels = to_pixels(box, size) if box_like else None
                 corrupt = pixels is None
             paints = _paints_pixels(pixels, size)
             if corrupt:

@@ -22,16 +22,18 @@ from torch.utils.data import Dataset
 from .annotations import (AnnotationReport, BoxAnnotation, check_boxes, find_annotation, read_flickr_annotations,
                           read_flickr_test_csv, read_id_list, read_vggss_json)
 from .media import MediaError
-from .record import VIDEO_SUFFIXES, ClipFiles, ClipRecord, SkippedClip, load_clip_media, locate_clip
+from .record import VIDEO_SUFFIXES, ClipFiles, ClipRecord, SkippedClip, first_file, load_clip_media, locate_clip
 from .segmentation import SEGMENTATION_SPLITS
+from .sslalignment import SOUND_FOLLOWING_SPLITS
 
 SILENCE_PEAK = 1e-4  # a waveform whose peak is below this is treated as silent
 DATASET_SPLITS = {
     "vggsound": ("test", "heard", "unheard"),
     "flickr": ("test", "test250"),
     "folder": ("test",),  # one split holding every video
-    "synthetic": ("test",),
+    "synthetic": ("test", "interactive", "extended"),  # the last two: avlegrad.data.sslalignment
     **SEGMENTATION_SPLITS,
+    **SOUND_FOLLOWING_SPLITS,
 }
 VGGSS_SPLIT_FILES = {"test": "vggss_test.csv", "heard": "vggss_heard_test.csv",
                      "unheard": "vggss_unheard_test.csv"}
@@ -61,6 +63,10 @@ class ClipEntry:
     label: str | None = None
     meta: dict = field(default_factory=dict)
     video: Path | None = None  # a known video file (folder dataset); else located under root
+    # where the frame / the sound may lie, relative to root, first existing wins (entries whose frame
+    # and sound are separate files of their own names: the SSLalignment sets, non-sounding pairs)
+    frame_candidates: tuple = ()
+    audio_candidates: tuple = ()
 
 
 def collate_clips(batch) -> tuple[list[ClipRecord], list[SkippedClip]]:
@@ -78,7 +84,7 @@ class ClipDataset(Dataset):
 
     def __init__(self, name: str, root, entries: list[ClipEntry], *, split: str = "test",
                  sample_rate: int = 16000, annotation_report: AnnotationReport | None = None,
-                 requires_boxes: bool = False):
+                 requires_boxes: bool = False, media: bool = True):
         self.name = name
         self.root = Path(root)
         self.split = split
@@ -86,6 +92,9 @@ class ClipDataset(Dataset):
         self.entries = list(entries)
         self.annotation_report = annotation_report or AnnotationReport(clips=len(self.entries))
         self.requires_boxes = requires_boxes  # a box benchmark skips clips without boxes
+        # False: records carry the annotations only (frame None, no samples), for methods that need
+        # no media (the centre prior): every annotation is scored with nothing on disk
+        self.media = media
 
     @property
     def ids(self) -> list[str]:
@@ -110,6 +119,24 @@ class ClipDataset(Dataset):
     def _load(self, entry: ClipEntry) -> ClipRecord | SkippedClip:
         if self.requires_boxes and entry.boxes is None:
             return SkippedClip(entry.clip_id, entry.meta.get("annotation_problem", "no box annotation"))
+        meta = {"dataset": self.name, "split": self.split, **entry.meta}
+        if not self.media:
+            return ClipRecord(entry.clip_id, None, np.zeros(0, np.float32), self.sample_rate, boxes=entry.boxes,
+                              box_format=entry.box_format, label=entry.label, meta=meta)
+        if entry.frame_candidates or entry.audio_candidates:
+            files = ClipFiles(entry.clip_id, frame=first_file(self.root, entry.frame_candidates),
+                              audio=first_file(self.root, entry.audio_candidates))
+            lacking = [f"{kind} file (e.g. {entry.meta.get(f'{kind}_hint', candidates[0])})"
+                       for kind, found, candidates in (("frame", files.frame, entry.frame_candidates),
+                                                       ("audio", files.audio, entry.audio_candidates)) if found is None]
+            if lacking:
+                return SkippedClip(entry.clip_id, f"missing: no {' and no '.join(lacking)} under {self.root}")
+            frame, waveform = load_clip_media(files, self.sample_rate)
+            problem = _media_problem(frame, waveform, allow_silent=entry.meta.get("negative", False))
+            if problem:
+                return SkippedClip(entry.clip_id, problem)
+            return ClipRecord(entry.clip_id, frame, waveform, self.sample_rate, boxes=entry.boxes,
+                              box_format=entry.box_format, label=entry.label, meta=meta)
         files = ClipFiles(entry.clip_id, video=entry.video) if entry.video else locate_clip(self.root, entry.clip_id)
         if files is None:
             return SkippedClip(entry.clip_id, f"missing: no frame, audio or video file under {self.root}")
@@ -117,12 +144,13 @@ class ClipDataset(Dataset):
         problem = _media_problem(frame, waveform)
         if problem:
             return SkippedClip(entry.clip_id, problem)
-        meta = {"dataset": self.name, "split": self.split, **entry.meta}
         return ClipRecord(entry.clip_id, frame, waveform, self.sample_rate, boxes=entry.boxes,
                           box_format=entry.box_format, label=entry.label, meta=meta)
 
 
-def _media_problem(frame: np.ndarray, waveform: np.ndarray) -> str | None:
+def _media_problem(frame: np.ndarray, waveform: np.ndarray, allow_silent: bool = False) -> str | None:
+    """Why a decoded clip cannot be scored, or None. ``allow_silent``: silence is the point of the
+    sample (a non-sounding pair of the extended sets), not a defect."""
     if frame is None or frame.ndim != 3 or frame.shape[0] == 0 or frame.shape[1] == 0:
         return f"no frame (decoded shape {None if frame is None else frame.shape})"
     if waveform.size == 0:
@@ -130,7 +158,7 @@ def _media_problem(frame: np.ndarray, waveform: np.ndarray) -> str | None:
     if not np.isfinite(waveform).all():
         return "audio holds NaN or infinite samples"
     peak = float(np.abs(waveform).max())
-    if peak < SILENCE_PEAK:
+    if peak < SILENCE_PEAK and not allow_silent:
         return f"silent audio (peak {peak:.2g} < {SILENCE_PEAK:g})"
     return None
 
@@ -140,11 +168,13 @@ def _media_problem(frame: np.ndarray, waveform: np.ndarray) -> str | None:
 # --------------------------------------------------------------------------------------------
 
 def create_dataset(name: str, root, *, split: str = "test", sample_rate: int = 16000,
-                   annotations=None, limit: int | None = None) -> ClipDataset:
+                   annotations=None, limit: int | None = None, media: bool = True) -> ClipDataset:
     """Build a benchmark dataset.
 
     ``annotations``: an explicit annotation file or directory (else ``root``, else the cache;
     see ``avlegrad.data.annotations``). ``limit``: keep only the first ``limit`` clips.
+    ``media=False``: the records carry the annotations only (nothing is read from root, which
+    need not exist), for methods that need no frame or sound (the centre prior).
     """
     if name not in DATASET_SPLITS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_SPLITS)}")
@@ -157,12 +187,18 @@ def create_dataset(name: str, root, *, split: str = "test", sample_rate: int = 1
         return create_segmentation_dataset(name, root, split=split, sample_rate=sample_rate,
                                            annotations=annotations, limit=limit)
     root = Path(root).expanduser()
+    if name in SOUND_FOLLOWING_SPLITS or (name == "synthetic" and split != "test"):
+        from .sslalignment import create_sound_following_dataset
+
+        dataset = create_sound_following_dataset(name, root, split=split, sample_rate=sample_rate,
+                                                 annotations=annotations, limit=limit, media=media)
+        return dataset
     if name == "synthetic":
         from .synthetic import ensure_synthetic
 
         ensure_synthetic(root)
         annotations = annotations if annotations is not None else root
-    elif not root.is_dir():
+    elif not root.is_dir() and (media or name == "folder"):
         raise FileNotFoundError(f"{name} dataset root {root} does not exist: {GET_DATA_HINTS[name]}")
     if name == "folder":
         entries = _folder_entries(root)
@@ -175,7 +211,7 @@ def create_dataset(name: str, root, *, split: str = "test", sample_rate: int = 1
     has_boxes = name != "folder"
     return ClipDataset(name, root, entries, split=split, sample_rate=sample_rate,
                        annotation_report=_report_for(entries) if has_boxes else None,
-                       requires_boxes=has_boxes)
+                       requires_boxes=has_boxes, media=media)
 
 
 def _report_for(entries: list[ClipEntry]) -> AnnotationReport:

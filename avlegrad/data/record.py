@@ -59,6 +59,25 @@ def _first_existing(candidates) -> Path | None:
     return next((p for p in candidates if p.is_file()), None)
 
 
+def frame_candidates(clip_id: str) -> list[str]:
+    """Where a clip's frame may lie, relative to a root, in :func:`locate_clip`'s order (prepared
+    frame first, else a video to take the middle frame from)."""
+    return ([f"frames/{clip_id}{s}" for s in FRAME_SUFFIXES] + [f"videos/{clip_id}{s}" for s in VIDEO_SUFFIXES]
+            + [f"{clip_id}{s}" for s in VIDEO_SUFFIXES])
+
+
+def audio_candidates(clip_id: str) -> list[str]:
+    """Where a clip's sound may lie, relative to a root (prepared audio first, else a video)."""
+    return ([f"audio/{clip_id}{s}" for s in AUDIO_SUFFIXES] + [f"videos/{clip_id}{s}" for s in VIDEO_SUFFIXES]
+            + [f"{clip_id}{s}" for s in VIDEO_SUFFIXES])
+
+
+def first_file(root, candidates) -> Path | None:
+    """The first of ``candidates`` (paths relative to ``root``) that is a file, else None."""
+    root = Path(root)
+    return _first_existing(root / c for c in candidates)
+
+
 def locate_clip(root, clip_id: str) -> ClipFiles | None:
     """Find a clip's files under ``root`` in either layout; None when there are none."""
     root = Path(root)

@@ -170,3 +170,97 @@ def ensure_synthetic(root) -> Path:
         generate_synthetic(root, **settings)
     return root
 
+
+
+# --------------------------------------------------------------------------------------------
+# "Does the map follow the sound?": the same held-out pictures with other sounds
+# --------------------------------------------------------------------------------------------
+SOUND_FOLLOWING_VERSION = 2
+INTERACTIVE_FILE = "interactive_bbox.json"  # IS3's format (avlegrad.data.sslalignment)
+EXTENDED_FILE = "vggss_test_plus_silent.csv"  # SLAVC's format: the non-sounding pairs
+EVAL_FRAME = 224  # IS3's boxes are pixels of the 224 x 224 frame
+
+
+def interactive_object_ok(obj: dict) -> bool:
+    """Whether a scene object (the manifest's ``{"class", "bbox", "visible"}``) enters the interactive
+    split: localizable by a perfect map, i.e. the guarantees of the sounding object."""
+    x0, y0, x1, y1 = obj["bbox"]
+    return (x1 - x0) * (y1 - y0) >= world.MIN_SOUNDING_BOX_AREA and obj["visible"] >= world.MIN_SOUNDING_VISIBLE
+
+
+def _object_sound(name: str, params: dict, rng: np.random.Generator) -> np.ndarray:
+    """One class's sound as a clip carries it (random loudness, background noise), no distractor."""
+    sound = class_sound(name, params["duration"], params["sample_rate"], rng) * rng.uniform(0.6, 1.0)
+    sound = sound + world.background_noise(len(sound), float(rng.uniform(0.004, 0.02)), rng)
+    return np.clip(sound, -1, 1).astype(np.float32)
+
+
+def ensure_sound_following(root, split: str) -> Path:
+    """Write the world's versions of the sound-following benchmarks beside the synthetic clips of
+    ``root`` (generated first when missing), once; returns root.
+
+    ``interactive`` (IS3's form): each picture once per visible object, each time with that
+    object's sound alone (its class sound at a random loudness plus background noise):
+    ``interactive/<clip>_<k>.wav`` and ``interactive_bbox.json`` (``gt_box`` = that object's box in
+    pixels of the 224 x 224 frame; the picture of entry ``<clip>_<k>`` is ``<clip>``). As in IS3,
+    whose pictures hold two clearly visible sounding objects, an object is listed when a perfect
+    map can localize it under the protocol (the guarantees the benchmark gives its sounding object:
+    box >= 28% of the frame, >= 60% visible; a box under 25% can never reach cIoU 0.5 with a
+    median threshold), and a picture when it holds at least two such objects.
+    ``extended`` (SLAVC's form): the clips as positives, and per picture one negative, the frame with
+    silence (even clip index) or with the sound of a class that is not in the picture (odd):
+    ``audio/<clip>-silence.wav`` / ``audio/<clip>-absent.wav`` and ``vggss_test_plus_silent.csv``.
+    Frames are the clips' own (the middle frame of ``videos/<clip>.mp4``).
+    """
+    from .media import write_audio
+
+    root = ensure_synthetic(root)
+    manifest = _read_manifest(root)
+    if manifest is None or "scenes" not in manifest:
+        raise ValueError(f"{root} holds no synthetic manifest ({MANIFEST}) with scenes: the {split} split is "
+                         f"made from the generator's scenes (generate_synthetic)")
+    params = manifest["params"]
+    stamp_file = root / f"sound_following_{split}.json"
+    stamp = {"version": SOUND_FOLLOWING_VERSION, "split": split, "params": params, "clips": manifest["clips"]}
+    out_file = root / (INTERACTIVE_FILE if split == "interactive" else EXTENDED_FILE)
+    try:
+        if json.loads(stamp_file.read_text()) == stamp and out_file.is_file():
+            return root
+    except (OSError, ValueError):
+        pass
+    stamp_file.unlink(missing_ok=True)
+    sr = params["sample_rate"]
+    if split == "interactive":
+        entries = []
+        for index, scene in enumerate(manifest["scenes"]):
+            clip_id = scene["file"]
+            objects = [(k, obj) for k, obj in enumerate(scene["objects"]) if interactive_object_ok(obj)]
+            if len(objects) < 2:
+                continue
+            for k, obj in objects:
+                rng = np.random.default_rng([params["seed"], index, 7919, k])
+                name = f"{clip_id}_{k}"
+                write_audio(root / "interactive" / f"{name}.wav", _object_sound(obj["class"], params, rng), sr)
+                entries.append({"image": f"videos/{clip_id}.mp4", "audio": f"interactive/{name}.wav",
+                                "gt_box": [float(v) * EVAL_FRAME for v in obj["bbox"]], "class": obj["class"]})
+        _write_text(out_file, json.dumps(entries))
+    elif split == "extended":
+        rows = ["video,audio,label"]
+        for index, scene in enumerate(manifest["scenes"]):
+            clip_id = scene["file"]
+            rng = np.random.default_rng([params["seed"], index, 104729])
+            present = {o["class"] for o in scene["objects"]}
+            absent = [c for c in params["classes"] if c not in present]
+            if index % 2 == 0 or not absent:
+                audio_id = f"{clip_id}-silence"
+                sound = np.zeros(int(round(params["duration"] * sr)), np.float32)
+            else:
+                audio_id = f"{clip_id}-absent"
+                sound = _object_sound(absent[int(rng.integers(0, len(absent)))], params, rng)
+            write_audio(root / "audio" / f"{audio_id}.wav", sound, sr)
+            rows.append(f"{clip_id},{audio_id},non-sounding")
+        _write_text(out_file, "\n".join(rows) + "\n")
+    else:
+        raise ValueError(f"unknown sound-following split {split!r}; choose interactive or extended")
+    _write_text(stamp_file, json.dumps(stamp))
+    return root
