@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
+from ..audio.base import SILENCE_PEAK, waveform_problem  # noqa: F401 (SILENCE_PEAK: re-exported)
 from .annotations import (AnnotationReport, BoxAnnotation, check_boxes, find_annotation, read_flickr_annotations,
                           read_flickr_test_csv, read_id_list, read_vggss_json)
 from .media import MediaError
 from .record import VIDEO_SUFFIXES, ClipFiles, ClipRecord, SkippedClip, load_clip_media, locate_clip
 from .segmentation import SEGMENTATION_SPLITS
 
-SILENCE_PEAK = 1e-4  # a waveform whose peak is below this is treated as silent
 DATASET_SPLITS = {
     "vggsound": ("test", "heard", "unheard"),
     "flickr": ("test", "test250"),
@@ -127,12 +127,7 @@ def _media_problem(frame: np.ndarray, waveform: np.ndarray) -> str | None:
         return f"no frame (decoded shape {None if frame is None else frame.shape})"
     if waveform.size == 0:
         return "no audio samples"
-    if not np.isfinite(waveform).all():
-        return "audio holds NaN or infinite samples"
-    peak = float(np.abs(waveform).max())
-    if peak < SILENCE_PEAK:
-        return f"silent audio (peak {peak:.2g} < {SILENCE_PEAK:g})"
-    return None
+    return waveform_problem(waveform)  # non-finite or silent (each encoder's minimum length: eval)
 
 
 # --------------------------------------------------------------------------------------------
