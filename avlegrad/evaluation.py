@@ -259,6 +259,8 @@ def _load_models(opts: EvalOptions, device):
         raise ValueError(f"unknown target {opts.target!r}; choose audio or text")
 
     if encoder is not None and opts.model is None and opts.pretrained is None:
+        if getattr(encoder, "missing_tower_file", None):
+            raise ValueError(encoder.missing_tower_file)
         spec = encoder.clip_tower_spec  # the tower the encoder was trained against
         name, pretrained = spec["model"], spec["pretrained"]
         model, cfg = load_clip(name, pretrained, device=device, model_cfg=spec["model_cfg"],

@@ -185,10 +185,15 @@ def _report_for(entries: list[ClipEntry]) -> AnnotationReport:
 
 
 def _vggss_entries(root: Path, split: str, annotations) -> list[ClipEntry]:
-    json_path = find_annotation("vggss.json", "vggss", annotations=annotations, root=root)
+    json_path = find_annotation("vggss.json", "vggss", annotations=annotations, root=root, named=True)
     boxes = read_vggss_json(json_path)
+    given_file = annotations is not None and Path(annotations).expanduser().is_file()
     try:
+        if given_file and split == "test":  # a file the user named (a subset, say): its own clips
+            raise FileNotFoundError
         ids = read_id_list(find_annotation(VGGSS_SPLIT_FILES[split], "vggss", annotations=annotations, root=root))
+        if given_file:  # heard / unheard clips of the named file only
+            ids = [i for i in ids if i in boxes]
     except FileNotFoundError:
         if split != "test":
             raise
@@ -204,7 +209,7 @@ def _vggss_entries(root: Path, split: str, annotations) -> list[ClipEntry]:
 
 
 def _flickr_entries(root: Path, split: str, annotations) -> list[ClipEntry]:
-    list_path = find_annotation(FLICKR_SPLIT_FILES[split], "flickr", annotations=annotations, root=root)
+    list_path = find_annotation(FLICKR_SPLIT_FILES[split], "flickr", annotations=annotations, root=root, named=True)
     if split == "test":
         values = read_flickr_test_csv(list_path)
         ids = list(values)
