@@ -525,3 +525,57 @@ def test_audio_checkpoint_copied_without_its_tower_names_the_missing_file(bench,
     assert f"{alone / 'clip.pt'} does not exist" in caplog.text and "copy clip.pt next to the checkpoint" in caplog.text
     shutil.copy(WORLD_CHECKPOINTS / "clip.pt", alone / "clip.pt")
     assert eval_cli.main(argv + ["--limit", "2"]) == 0  # with its tower beside it, it works
+
+
+# ------------------------------------------------------------------------------------------------
+# 11. Ctrl-C: one line in every command (a real SIGINT, sent from inside the command's own work)
+# ------------------------------------------------------------------------------------------------
+def _interrupted_run(target: str, attribute: str, command: list[str], cwd=REPO):
+    """Run ``command`` (a script path, or ``-m module``) as ``__main__`` in a fresh interpreter, with
+    ``target.attribute`` replaced by a function that sends SIGINT to the process (as Ctrl-C does)."""
+    import os
+    import subprocess
+    import sys
+
+    run = ("runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)" if command[0] == "-m"
+           else "runpy.run_path(sys.argv[0], run_name='__main__')")
+    code = (
+        "import importlib, os, runpy, signal, sys, time\n"
+        f"owner = importlib.import_module({target!r})\n"
+        f"*path, name = {attribute!r}.split('.')\n"
+        "for part in path: owner = getattr(owner, part)\n"
+        "def interrupt(*args, **kwargs):\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(30)  # the main thread gets KeyboardInterrupt at once\n"
+        "setattr(owner, name, interrupt)\n"
+        "sys.argv = sys.argv[1:]\n"
+        f"{run}\n")
+    args = command[1:] if command[0] == "-m" else command
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_ctrl_c_is_one_line_in_every_command(bench, tmp_path):
+    # (train.py: test_ctrl_c_in_training_saves_a_resumable_checkpoint, through the same cli())
+    from avlegrad.data.media import write_video
+
+    root, config = bench
+    video = tmp_path / "clip.mp4"
+    write_video(video, [np.full((32, 48, 3), 90, np.uint8)] * 6, 5, audio=0.3 * np.ones(16000, np.float32))
+    runs = {
+        "eval.py": ("avlegrad.evaluation", "BoxScoring.score",
+                    [str(REPO / "eval.py"), *text_argv(bench, tmp_path / "eval", "--method", "center")]),
+        "localize": ("avlegrad.visualize", "overlay",
+                     ["-m", "avlegrad.localize", str(video), "-o", str(tmp_path / "loc"), "--target-text", "a dog",
+                      "--model", str(config), "--pretrained", "none", "--quiet"]),
+        "prepare_clips.py": ("avlegrad.data.media", "load_frame",
+                             [str(REPO / "data" / "prepare_clips.py"), str(tmp_path), "--out",
+                              str(tmp_path / "prepared"), "--workers", "1", "--quiet"]),
+        "download_annotations.py": ("avlegrad.download", "download_file",
+                                    [str(REPO / "data" / "download_annotations.py"), "--out", str(tmp_path / "ann")]),
+    }
+    for name, (target, attribute, command) in runs.items():
+        result = _interrupted_run(target, attribute, command)
+        assert result.returncode == 130, (name, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr, (name, result.stderr[-2000:])
+        assert "interrupted" in result.stderr, (name, result.stderr[-2000:])
