@@ -579,3 +579,68 @@ def test_ctrl_c_is_one_line_in_every_command(bench, tmp_path):
         assert result.returncode == 130, (name, result.stderr[-2000:])
         assert "Traceback" not in result.stderr, (name, result.stderr[-2000:])
         assert "interrupted" in result.stderr, (name, result.stderr[-2000:])
+
+
+# ------------------------------------------------------------------------------------------------
+# 10. models LeGrad cannot explain are refused before running; empty batches give empty maps
+# ------------------------------------------------------------------------------------------------
+TINY_TIMM = dict(depth=2, embed_dim=64, num_heads=2, img_size=32, patch_size=8)
+# timm variants whose adapter forward must be the model's own (checked below), and variants that
+# failed deep inside torch before (AttributeError / RuntimeError / wrong prefix count): now refused
+EXPLAINED_TIMM = ["vit_tiny_patch16_224", "deit3_small_patch16_224", "flexivit_small", "vit_base_patch16_siglip_224",
+                  "vit_base_patch16_siglip_gap_224", "vit_medium_patch16_reg4_gap_256", "vit_base_patch16_clip_224",
+                  "vit_so150m_patch16_reg4_map_256", "vit_base_patch16_224_miil", "vit_little_patch16_reg1_gap_256"]
+REFUSED_TIMM = {"deit_tiny_distilled_patch16_224": "distillation token", "vit_base_patch16_xp_224": "parallel branches",
+                "vit_small_patch16_18x2_224": "parallel branches", "vit_base_r50_s16_224": "HybridEmbed",
+                "vit_base_patch16_rpn_224": "ResPostBlock", "vit_dwee_patch16_reg1_gap_256": "DiffAttention",
+                "vit_base_patch16_rope_reg1_gap_256": "Eva", "eva02_tiny_patch14_224": "Eva",
+                "beit_base_patch16_224": "Beit", "vit_relpos_small_patch16_224": "VisionTransformerRelPos"}
+
+
+def _tiny_timm(name):
+    import timm
+
+    kwargs = dict(TINY_TIMM)
+    if name.startswith(("vit_base_r50", "beit")):
+        kwargs.pop("patch_size")
+    return timm.create_model(name, pretrained=False, **kwargs).eval()
+
+
+@pytest.mark.parametrize("name", EXPLAINED_TIMM)
+def test_timm_variants_explained_are_the_models_own_forward(name):
+    from avlegrad import LeGrad
+
+    model = _tiny_timm(name)
+    explainer = LeGrad(model)
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ours = explainer.vit.pre_logits(explainer.vit.tokens_before(images, explainer.vit.num_layers))
+        theirs = model.forward_head(model.forward_features(images), pre_logits=True)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    maps = explainer(images, torch.randn(2, explainer.vit.embed_dim))
+    assert maps.shape == (2, 32, 32) and torch.isfinite(maps).all()
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED_TIMM))
+def test_timm_variants_legrad_cannot_explain_are_refused_up_front(name):
+    from avlegrad import LeGrad
+    from avlegrad.explain import UnsupportedModelError
+
+    with pytest.raises(UnsupportedModelError, match=REFUSED_TIMM[name]):
+        LeGrad(_tiny_timm(name))
+
+
+def test_empty_batches_give_empty_maps_for_every_explainer():
+    from avlegrad import LeGrad
+    from avlegrad.explain import create_explainer, list_explainers
+    from conftest import make_tiny_clip
+
+    model = make_tiny_clip()
+    for name in list_explainers():
+        explainer = create_explainer(name, model)
+        assert explainer(torch.zeros(0, 3, 32, 48), torch.zeros(0, 32)).shape == (0, 32, 48), name
+        assert explainer(torch.zeros(0, 3, 32, 32), torch.zeros(0, 3, 32)).shape == (0, 3, 32, 32), name
+    classifier = LeGrad(_tiny_timm("vit_tiny_patch16_224"))
+    assert classifier(torch.zeros(0, 3, 32, 32), torch.zeros(0, dtype=torch.long)).shape == (0, 32, 32)
+    assert classifier(torch.zeros(0, 3, 32, 32), torch.zeros(0, 2, dtype=torch.long)).shape == (0, 2, 32, 32)
