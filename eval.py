@@ -103,6 +103,10 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, WeightsUnavailableError, DownloadError) as e:  # user errors: no traceback
         logging.getLogger("avlegrad").error("%s", e)
         return 2
+    except KeyboardInterrupt:  # the scored clips are on disk: rerunning the command resumes
+        logging.getLogger("avlegrad").error("interrupted; the clips scored so far are kept: rerun the same "
+                                            "command to resume")
+        return 130
     return 0
 
 

@@ -15,6 +15,8 @@ import sys
 from avlegrad.download import DownloadError
 from avlegrad.models import WeightsUnavailableError
 from avlegrad.train import run
+from avlegrad.train.model import NonFiniteError
+from avlegrad.train.trainer import TrainingInterrupted
 
 
 def main(argv=None):
@@ -26,18 +28,35 @@ def main(argv=None):
                         help="continue a run: from CHECKPOINT, or without a value from "
                              "<output_dir>/checkpoints/last.pt (a new run if there is none); the checkpoint's "
                              "config is used, --set still applies")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a new run in an output_dir that holds another one, deleting its checkpoints "
+                             "and logs (without it, such a folder is refused)")
     args = parser.parse_args(argv)
     if args.config is None and args.resume in (None, "auto"):
         parser.error("give --config FILE (or --resume CHECKPOINT)")
-    summary = run(args.config, args.set, args.resume)
+    summary = run(args.config, args.set, args.resume, overwrite=args.overwrite)
     if summary["rank"] == 0:
         print(f"step {summary['step']}: checkpoint {summary['checkpoint']}")
     return summary
 
 
-if __name__ == "__main__":
+def cli(argv=None) -> int:
+    """``main`` with one-line errors and exit codes: 0 done, 2 a user error, 1 training diverged
+    (non-finite loss), 130 interrupted (Ctrl-C; a resumable checkpoint is written first)."""
+    log = logging.getLogger("avlegrad")
     try:
-        main()
+        main(argv)
     except (ValueError, FileNotFoundError, WeightsUnavailableError, DownloadError) as e:  # user errors: no traceback
-        logging.getLogger("avlegrad").error("%s", e)
-        sys.exit(2)
+        log.error("%s", e)
+        return 2
+    except NonFiniteError as e:
+        log.error("%s", e)
+        return 1
+    except KeyboardInterrupt as e:
+        log.error("%s", e if isinstance(e, TrainingInterrupted) else "interrupted")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -31,6 +32,7 @@ from tqdm import tqdm
 from . import metrics
 from .data import create_dataset
 from .data.datasets import collate_clips
+from .data.record import SkippedClip, skip_kind
 from .distributed import all_gather_objects, cleanup, init_distributed
 from .explain import create_explainer, list_explainers
 from .models import RANDOM_WEIGHTS, encode_text, image_tensor, load_clip
@@ -42,7 +44,7 @@ DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 CLIP_PREPROCESS = {"mean": (0.48145466, 0.4578275, 0.40821073), "std": (0.26862954, 0.26130258, 0.27577711)}
 BASELINE = "center"  # the centre prior, scored beside every method on the same clips
 # settings that change the numbers: a resumed run must have the same
-RESULT_KEYS = ("dataset", "split", "annotations", "methods", "model", "pretrained", "audio_encoder",
+RESULT_KEYS = ("dataset", "root", "split", "annotations", "methods", "model", "pretrained", "audio_encoder",
                "target", "prompt", "layer_index", "image_size", "dtype", "confidence")
 
 
@@ -98,6 +100,10 @@ class AudioTargets:
     def __init__(self, encoder):
         self.encoder = encoder
 
+    def problem(self, record) -> str | None:
+        """Why this clip's sound cannot be embedded (too short for the encoder, ...), or None."""
+        return self.encoder.check_waveform(record.waveform, allow_silent=record.meta.get("negative", False))
+
     @torch.no_grad()
     def __call__(self, records, device) -> torch.Tensor:
         out = torch.empty(len(records), self.encoder.embed_dim, device=device)
@@ -116,6 +122,9 @@ class TextTargets:
     def __init__(self, model, model_name: str, prompt: str):
         self.model, self.model_name, self.prompt = model, model_name, prompt
         self.cache: dict[str, torch.Tensor] = {}
+
+    def problem(self, record) -> str | None:
+        return None  # a clip without a class name stops the run (below): it is the setting that is wrong
 
     @torch.no_grad()
     def __call__(self, records, device) -> torch.Tensor:
@@ -206,10 +215,19 @@ def _prepare_run_folder(opts: EvalOptions, settings: dict) -> Path:
     """The run's folder (rank 0 only): results of other settings are refused, never mixed."""
     out = Path(opts.out) if opts.out else _default_out(opts, settings)
     run_file = out / "run.json"
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder: name a folder for the results")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot write results there ({e.strerror or e})") from None
     if opts.overwrite:
         for path in _result_files(out) + [out / "summary.json", run_file]:
             path.unlink(missing_ok=True)
+        shutil.rmtree(out / "overlays", ignore_errors=True)
     changed = _changed_settings(out, settings)
     if changed:
         detail = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
@@ -225,7 +243,8 @@ def _prepare_run_folder(opts: EvalOptions, settings: dict) -> Path:
 def _settings(opts: EvalOptions, model_name: str, pretrained, image_size: int) -> dict:
     s = asdict(opts)
     s.update(model=model_name, pretrained=pretrained, image_size=image_size,
-             annotations=str(opts.annotations) if opts.annotations else None)
+             root=str(Path(opts.root or default_root(opts.dataset)).expanduser().resolve()),
+             annotations=str(Path(opts.annotations).expanduser().resolve()) if opts.annotations else None)
     return {k: s[k] for k in RESULT_KEYS}
 
 
@@ -243,6 +262,8 @@ def _load_models(opts: EvalOptions, device):
         raise ValueError(f"unknown target {opts.target!r}; choose audio or text")
 
     if encoder is not None and opts.model is None and opts.pretrained is None:
+        if getattr(encoder, "missing_tower_file", None):
+            raise ValueError(encoder.missing_tower_file)
         spec = encoder.clip_tower_spec  # the tower the encoder was trained against
         name, pretrained = spec["model"], spec["pretrained"]
         model, cfg = load_clip(name, pretrained, device=device, model_cfg=spec["model_cfg"],
@@ -291,12 +312,16 @@ class BoxScoring:
         return row
 
     def save_overlay(self, path: Path, record, heatmap: torch.Tensor, image_size: int) -> None:
+        """frame | heatmap over the frame, at the frame's own size and aspect: the map (of the frame
+        squashed to the model's square input, as the benchmarks score it) is stretched back over it."""
         import cv2
 
-        frame = cv2.resize(record.frame, (image_size, image_size), interpolation=cv2.INTER_AREA)
+        frame = record.frame
         picture = overlay(frame, heatmap)
         if record.boxes is not None:
-            gt = metrics.gt_map(record.boxes, record.box_format, size=image_size)
+            # the GT map in the same square frame of reference as the heatmap, stretched back likewise
+            gt = cv2.resize(metrics.gt_map(record.boxes, record.box_format).astype(np.uint8),
+                            (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_NEAREST)
             # outline of the GT region (drawn from the map, so corrupt boxes show as they are scored)
             contours, _ = cv2.findContours((gt > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             boxes = [(x, y, x + w - 1, y + h - 1) for x, y, w, h in map(cv2.boundingRect, contours)]
@@ -348,6 +373,12 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
                          f"boxes (cIoU, AP50, AUC)")
     if opts.dtype not in DTYPES:
         raise ValueError(f"unknown dtype {opts.dtype!r}; choose from {', '.join(DTYPES)}")
+    for name, value, least in (("limit", opts.limit, 1), ("save_overlays", opts.save_overlays, 0),
+                               ("batch_size", opts.batch_size, 1), ("workers", opts.workers, 0),
+                               ("avsbench_batch_frames", opts.avsbench_batch_frames, 1)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} must be an integer >= {least}, got {value!r}")
     device = dist.device
     methods = [m for m in dict.fromkeys(opts.methods) if m not in scoring.baselines]
 
@@ -378,7 +409,8 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
     out = Path(all_gather_objects(dist, str(out) if out else None)[0])
     scoring.start(out, opts, dist.is_main)
     dist.barrier()
-    done = {cid for cid, row in load_results(out).items() if scoring.is_done(row, out)}
+    ids = set(dataset.ids)
+    done = {cid for cid, row in load_results(out).items() if cid in ids and scoring.is_done(row, out)}
     todo = [i for i, cid in enumerate(dataset.ids) if cid not in done]
     shard = todo[dist.rank::dist.world_size]
     if dist.is_main:
@@ -386,38 +418,71 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
 
     explainers = {m: create_explainer(m, model, **({"layer_index": opts.layer_index} if m == "legrad" else {}))
                   for m in methods}
-    loader = DataLoader(Subset(dataset, shard), batch_size=opts.batch_size, num_workers=opts.workers,
-                        collate_fn=EvalCollate(cfg or CLIP_PREPROCESS, image_size),
-                        pin_memory=device.type == "cuda")
-    rank_file = out / f"clips.rank{dist.rank}.jsonl"
-    overlays_left = opts.save_overlays
+    collate = EvalCollate(cfg or CLIP_PREPROCESS, image_size)
     autocast = torch.autocast(device.type, dtype=DTYPES[opts.dtype], enabled=DTYPES[opts.dtype] is not None)
+
+    def explained_batches(indices):
+        """``(records, skipped, maps)`` per batch of the dataset's clips ``indices``."""
+        loader = DataLoader(Subset(dataset, indices), batch_size=opts.batch_size, num_workers=opts.workers,
+                            collate_fn=collate, pin_memory=device.type == "cuda")
+        for records, skipped, images in loader:
+            if methods:  # each clip checked on its own before the batch is embedded: one bad clip
+                keep = []  # (too short for this encoder, ...) is skipped, its batch-mates are scored
+                for i, record in enumerate(records):
+                    reason = targets.problem(record)
+                    if reason:
+                        skipped.append(SkippedClip(record.clip_id, reason))
+                    else:
+                        keep.append(i)
+                if len(keep) < len(records):
+                    records, images = [records[i] for i in keep], images[keep]
+            maps = {}
+            if records and methods:
+                images = images.to(device, non_blocking=True)
+                with autocast:
+                    batch_targets = targets(records, device)
+                    for m, explainer in explainers.items():
+                        maps[m] = explainer(images, batch_targets).float().cpu()
+                    if hasattr(scoring, "observe_batch"):  # e.g. the extended sets' confidences
+                        scoring.observe_batch(model, images, batch_targets, maps, explainers)
+            yield records, skipped, maps
+
+    def overlay_path(clip_id: str) -> Path:
+        return out / "overlays" / f"{quote(clip_id, safe='')}.png"
+
+    overlays_left = opts.save_overlays
+    if overlays_left and not methods:
+        log.warning("--save-overlays: no overlays, only the centre prior is computed (no method gives maps)")
+        overlays_left = 0
+    if overlays_left:  # overlays already written for clips scored earlier count (one share per process)
+        overlays_left -= len([cid for cid in sorted(done) if overlay_path(cid).is_file()][dist.rank::dist.world_size])
+    rank_file = out / f"clips.rank{dist.rank}.jsonl"
     _end_torn_line(rank_file)
     with rank_file.open("a") as sink, tqdm(total=len(shard), desc=f"{opts.dataset} [{dist.rank}]",
                                             disable=not dist.is_main, unit="clip") as bar:
-        for records, skipped, images in loader:
-            rows = [{"clip_id": s.clip_id, "skipped": s.reason} for s in skipped]
-            if records:
-                maps = {}
-                if methods:
-                    images = images.to(device, non_blocking=True)
-                    with autocast:
-                        batch_targets = targets(records, device)
-                        for m, explainer in explainers.items():
-                            maps[m] = explainer(images, batch_targets).float().cpu()
-                        if hasattr(scoring, "observe_batch"):  # e.g. the extended sets' confidences
-                            scoring.observe_batch(model, images, batch_targets, maps, explainers)
-                for i, record in enumerate(records):
-                    rows.append(scoring.score(record, maps, i, out))
-                    if overlays_left > 0 and methods:
-                        scoring.save_overlay(out / "overlays" / f"{quote(record.clip_id, safe='')}.png", record,
-                                             maps[methods[0]][i], image_size)
-                        overlays_left -= 1
+        for records, skipped, maps in explained_batches(shard):
+            rows = [{"clip_id": s.clip_id, "skipped": s.reason, "skip_kind": s.kind} for s in skipped]
+            for i, record in enumerate(records):
+                rows.append(scoring.score(record, maps, i, out))
+                if overlays_left > 0:
+                    scoring.save_overlay(overlay_path(record.clip_id), record, maps[methods[0]][i], image_size)
+                    overlays_left -= 1
             for row in rows:
                 sink.write(json.dumps(row) + "\n")
             sink.flush()
             os.fsync(sink.fileno())
             bar.update(len(records) + len(skipped))
+
+    if overlays_left > 0 and done:  # a resumed run: clips scored before get their overlays too
+        earlier = [i for i, cid in enumerate(dataset.ids) if cid in done and not overlay_path(cid).is_file()]
+        earlier = earlier[dist.rank::dist.world_size][:overlays_left]
+        if earlier:
+            log.info("--save-overlays: drawing the overlays of %d clips scored by an earlier run", len(earlier))
+        for records, skipped, maps in explained_batches(earlier):
+            for i, record in enumerate(records):
+                scoring.save_overlay(overlay_path(record.clip_id), record, maps[methods[0]][i], image_size)
+            for s in skipped:
+                log.warning("no overlay for %s: %s", s.clip_id, s.reason)
 
     dist.barrier()  # every rank has finished writing before rank 0 merges
     if not dist.is_main:
@@ -431,15 +496,16 @@ def _merge_and_summarise(out: Path, dataset, scoring, methods: list[str], settin
     """Merge the per-process rows into clips.jsonl (dataset order), then write summary.json."""
     rows = load_results(out)
     ordered = [rows[cid] for cid in dataset.ids if cid in rows]
-    _write_atomic(out / "clips.jsonl", "".join(json.dumps(r) + "\n" for r in ordered))
+    ids = set(dataset.ids)  # rows of clips outside this run's list (a smaller --limit) are kept, not reported
+    others = [r for cid, r in rows.items() if cid not in ids]
+    _write_atomic(out / "clips.jsonl", "".join(json.dumps(r) + "\n" for r in ordered + others))
     for path in out.glob("clips.rank*.jsonl"):
         path.unlink()
     scored = [r for r in ordered if scoring.is_done(r, out)]
     skipped = [r for r in ordered if "skipped" in r]
     reasons: dict[str, int] = {}
-    for r in skipped:
-        reason = r["skipped"]  # counted by kind: "missing: <what>", else the text before its details
-        key = " ".join(reason.split(" ")[:2]) if reason.startswith("missing: ") else reason.split(" (")[0]
+    for r in skipped:  # counted by kind ("missing files", "audio too short", ...)
+        key = r.get("skip_kind") or skip_kind(r["skipped"])
         reasons[key] = reasons.get(key, 0) + 1
     summary = {
         "settings": settings,

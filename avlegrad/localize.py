@@ -864,4 +864,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .cli import run_command
+
+    sys.exit(run_command(main, name="localize", interrupted="interrupted; the videos finished so far are kept"))

@@ -71,7 +71,8 @@ def load_clip(model_name: str, pretrained: str | None = None, device="cpu", mode
             raise ValueError(f"pretrained={pretrained!r} is neither a file nor a tag of {model_name}; "
                              f"its tags: {', '.join(tags) or 'none'}")
     elif pretrained is not None and not Path(pretrained).expanduser().is_file():
-        raise ValueError(f"pretrained {pretrained!r}: with a custom model_cfg, pretrained must be a "
+        missing = "file not found; " if Path(pretrained).suffix else ""
+        raise ValueError(f"pretrained {pretrained!r}: {missing}with a custom model_cfg, pretrained must be a "
                          f"state-dict file (or none for random weights)")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(init_seed))

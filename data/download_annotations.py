@@ -27,6 +27,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script from a checkout: make `avlegrad` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from avlegrad.cli import run_command  # noqa: E402
 from avlegrad.data.annotations import cache_dir  # noqa: E402
 from avlegrad.download import download_file, sha256_file  # noqa: E402
 
@@ -186,4 +187,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main, name="download_annotations.py",
+                         interrupted="interrupted; files already verified are kept, no partial file is: rerun to finish"))

@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 if __package__ in (None, ""):  # run as a script from a checkout: make `avlegrad` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from avlegrad.cli import run_command  # noqa: E402
 from avlegrad.download import CHUNK, TIMEOUT_S, DownloadError, sha256_file  # noqa: E402
 
 DENSEAV_DATASETS = "https://marhamilresearch4.blob.core.windows.net/denseav-public/datasets"
@@ -231,4 +232,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main, name="download_denseav.py", interrupted="interrupted; rerun to finish"))

@@ -24,6 +24,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script from a checkout: make `avlegrad` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from avlegrad.cli import ignore_interrupts, run_command  # noqa: E402
+
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm")
 JPEG_QUALITY = 95
 
@@ -107,14 +109,18 @@ def prepare_clips(src, out=None, *, workers: int | None = None, ids=None, sample
                 record(prepare_clip(*job))
                 bar.update()
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with ProcessPoolExecutor(max_workers=workers, initializer=ignore_interrupts) as pool:
                 futures = {pool.submit(prepare_clip, *job): job[2] for job in jobs}
-                for future in as_completed(futures):
-                    try:
-                        record(future.result())
-                    except Exception as e:  # a worker process died (e.g. killed for memory)
-                        record((futures[future], "failed", f"worker crashed ({type(e).__name__}: {e})"))
-                    bar.update()
+                try:
+                    for future in as_completed(futures):
+                        try:
+                            record(future.result())
+                        except Exception as e:  # a worker process died (e.g. killed for memory)
+                            record((futures[future], "failed", f"worker crashed ({type(e).__name__}: {e})"))
+                        bar.update()
+                except KeyboardInterrupt:  # Ctrl-C: the clips being written finish (atomically), no new ones
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
     summary = {"source": str(src), "out": str(out), "total": len(wanted), "done": counts["done"],
                "skipped_existing": counts["skipped"], "failed": sorted(failed, key=lambda f: f["clip_id"])}
     failures_path = Path(failures_path) if failures_path else out / "prepare_failures.json"
@@ -153,4 +159,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main, name="prepare_clips.py",
+                         interrupted="interrupted; the clips prepared so far are kept: rerun to continue"))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, installed or not
 
+from avlegrad.cli import run_command  # noqa: E402
 from avlegrad.world_clip import package_audio_checkpoint, save_untrained_audio_encoder  # noqa: E402
 
 
@@ -34,4 +35,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main, name="package_world_audio.py", interrupted="interrupted; nothing was written"))

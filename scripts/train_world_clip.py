@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, installed or not
 
+from avlegrad.cli import run_command  # noqa: E402
 from avlegrad.world_clip import train_world_clip  # noqa: E402
 
 
@@ -43,4 +44,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main, name="train_world_clip.py",
+                         interrupted="interrupted; the CLIP file is written only when training ends"))

@@ -40,8 +40,14 @@ class AudioEncoder(nn.Module):
 
     @property
     def min_samples(self) -> int:
-        """Shortest waveform the encoder accepts."""
+        """Shortest waveform the encoder accepts (each encoder declares its own)."""
         return 1
+
+    def check_waveform(self, waveform, allow_silent: bool = False) -> str | None:
+        """Why one clip's waveform ``[T]`` cannot be embedded (too short for this encoder, not
+        finite, silent), as a one-line reason; None when it can. Callers check every clip before
+        batching, so one bad clip is skipped instead of failing its whole batch."""
+        return waveform_problem(waveform, self.min_samples, self.sample_rate, type(self).__name__, allow_silent)
 
     # --- shared -------------------------------------------------------------------------------
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
@@ -119,6 +125,28 @@ class AudioEncoder(nn.Module):
         finally:
             self.train(was_training)
         return out
+
+
+SILENCE_PEAK = 1e-4  # a waveform whose peak is below this is treated as silent
+
+
+def waveform_problem(waveform, min_samples: int = 1, sample_rate: int = 16000,
+                     encoder: str = "the audio encoder", allow_silent: bool = False) -> str | None:
+    """The reason a mono waveform ``[T]`` (numpy or torch) is unusable, or None: fewer than
+    ``min_samples`` samples, NaN/inf samples, or silence (peak below ``SILENCE_PEAK``) unless
+    ``allow_silent`` (the extended sets' silent negatives are scored, not skipped)."""
+    wave = np.asarray(waveform.detach().cpu() if torch.is_tensor(waveform) else waveform)
+    if wave.ndim != 1:
+        return f"waveform must be mono [T], got shape {wave.shape}"
+    if wave.size < min_samples:
+        return (f"audio too short: {wave.size} samples, {encoder} needs at least {min_samples} "
+                f"({min_samples / sample_rate:.3f} s at {sample_rate} Hz)")
+    if not np.isfinite(wave).all():
+        return "audio holds NaN or infinite samples"
+    peak = float(np.abs(wave).max())
+    if peak < SILENCE_PEAK and not allow_silent:
+        return f"silent audio (peak {peak:.2g} < {SILENCE_PEAK:g})"
+    return None
 
 
 def crop_or_pad(waveform: np.ndarray, num_samples: int, start: int = 0) -> np.ndarray:

@@ -189,6 +189,9 @@ def create_audio_encoder(name: str, checkpoint=None, device=None, **kwargs) -> A
     return encoder.eval()
 
 
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
 def _resolve_tower_file(encoder: AudioEncoder, checkpoint) -> None:
     """A checkpoint may name its CLIP weights file relative to its own folder (as the shipped
     ``checkpoints/world/audio.pt`` names ``clip.pt``), so the pair works wherever it is cloned:
@@ -199,6 +202,13 @@ def _resolve_tower_file(encoder: AudioEncoder, checkpoint) -> None:
     beside = Path(str(checkpoint)).expanduser().resolve().parent / str(pretrained)
     if beside.is_file():
         encoder.clip_pretrained = str(beside)
+    elif Path(str(pretrained)).suffix in WEIGHT_SUFFIXES and not Path(str(pretrained)).is_file():
+        # a checkpoint copied without its tower file: say so when the tower is needed, not before
+        encoder.clip_pretrained = str(beside)
+        encoder.missing_tower_file = (
+            f"audio encoder {checkpoint} pairs with the image tower weights {pretrained!r}, kept beside it, but "
+            f"{beside} does not exist: copy {pretrained} next to the checkpoint (it was written with it), or "
+            f"name the tower with --model/--pretrained")
 
 
 def load_weights_mmap(path) -> dict:

@@ -46,6 +46,7 @@ class TimmAudioEncoder(AudioEncoder):
                                       nn.Linear(hidden, embed_dim))
         else:
             raise ValueError(f"head must be 'linear' or 'mlp', got {head!r}")
+        self._min_frames: int | None = None  # found on first use (see min_samples)
         self.config = dict(backbone=backbone, embed_dim=int(embed_dim), head=head, head_hidden=head_hidden,
                            dropout=float(dropout), sample_rate=int(sample_rate), frontend=frontend,
                            pretrained_backbone=False, backbone_kwargs=dict(backbone_kwargs or {}),
@@ -54,10 +55,46 @@ class TimmAudioEncoder(AudioEncoder):
 
     @property
     def min_samples(self) -> int:
-        return self.frontend.min_samples
+        """The front-end's minimum, or more where the backbone needs more spectrogram frames (a
+        ConvNeXt's strided stem and downsampling layers need 32 frames, 0.31 s at hop 160)."""
+        if self._min_frames is None:
+            self._min_frames = smallest_width(self.backbone, self.frontend.n_mels)
+        return max(self.frontend.min_samples, (self._min_frames - 1) * self.frontend.hop_length)
 
     def encode(self, waveforms: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(self.frontend(waveforms)))
+
+
+def smallest_width(backbone: nn.Module, height: int, limit: int = 4096) -> int:
+    """The fewest columns (time frames) a ``[1, 1, height, w]`` input may have for ``backbone`` to
+    run, found by trying (doubling, then bisecting; one no-grad forward each, in eval mode, the
+    module's mode restored); 1 when no width up to ``limit`` runs (e.g. a fixed-size ViT)."""
+    param = next(backbone.parameters(), None)
+    device, dtype = (param.device, param.dtype) if param is not None else ("cpu", torch.float32)
+
+    def runs(width: int) -> bool:
+        try:
+            with torch.no_grad():
+                backbone(torch.zeros(1, 1, height, width, device=device, dtype=dtype))
+            return True
+        except (RuntimeError, ValueError, AssertionError, IndexError):
+            return False
+
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        high = 1
+        while not runs(high):
+            if high >= limit:
+                return 1
+            high *= 2
+        low = high // 2  # does not run (or 0)
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (low, mid) if runs(mid) else (mid, high)
+        return high
+    finally:
+        backbone.train(was_training)
 
 
 @register_audio_encoder("timm")

@@ -46,15 +46,19 @@ def _candidates(directory: Path, name: str, dataset: str) -> list[Path]:
     return [directory / name, directory / "metadata" / name, directory / dataset / name]
 
 
-def find_annotation(name: str, dataset: str, *, annotations=None, root=None) -> Path:
+def find_annotation(name: str, dataset: str, *, annotations=None, root=None, named: bool = False) -> Path:
     """Locate annotation file (or directory) ``name`` of ``dataset`` ("vggss" or "flickr").
 
-    An explicit ``annotations`` path is the only place searched when given: a file is taken as
-    a sibling of the wanted one (or the wanted one itself), a directory is searched like a root.
+    An explicit ``annotations`` path is the only place searched when given: a directory is
+    searched like a root; a file is the wanted one itself when ``named`` (the caller's main file,
+    e.g. the boxes: the file the user named is read, whatever its name) or when its name is
+    ``name``, else a sibling of the wanted one.
     Raises :class:`AnnotationNotFoundError` listing the paths tried and the download command.
     """
     if annotations is not None:
         given = Path(annotations).expanduser()
+        if given.is_file() and (named or given.name == name):
+            return given
         if given.name == name and given.exists():
             return given
         if not given.exists() and given.suffix:  # a file that is not there, not a folder to search

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
+from ..audio.base import SILENCE_PEAK, waveform_problem  # noqa: F401 (SILENCE_PEAK: re-exported)
 from .annotations import (AnnotationReport, BoxAnnotation, check_boxes, find_annotation, read_flickr_annotations,
                           read_flickr_test_csv, read_id_list, read_vggss_json)
 from .media import MediaError
@@ -26,7 +27,6 @@ from .record import VIDEO_SUFFIXES, ClipFiles, ClipRecord, SkippedClip, first_fi
 from .segmentation import SEGMENTATION_SPLITS
 from .sslalignment import SOUND_FOLLOWING_SPLITS
 
-SILENCE_PEAK = 1e-4  # a waveform whose peak is below this is treated as silent
 DATASET_SPLITS = {
     "vggsound": ("test", "heard", "unheard"),
     "flickr": ("test", "test250"),
@@ -155,12 +155,9 @@ def _media_problem(frame: np.ndarray, waveform: np.ndarray, allow_silent: bool =
         return f"no frame (decoded shape {None if frame is None else frame.shape})"
     if waveform.size == 0:
         return "no audio samples"
-    if not np.isfinite(waveform).all():
-        return "audio holds NaN or infinite samples"
-    peak = float(np.abs(waveform).max())
-    if peak < SILENCE_PEAK and not allow_silent:
-        return f"silent audio (peak {peak:.2g} < {SILENCE_PEAK:g})"
-    return None
+    if allow_silent:  # the extended sets' non-sounding pairs may be silent: scored as negatives, not skipped
+        return None if np.isfinite(waveform).all() else "audio holds NaN or infinite samples"
+    return waveform_problem(waveform)  # non-finite or silent (each encoder's minimum length: eval)
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,10 +223,15 @@ def _report_for(entries: list[ClipEntry]) -> AnnotationReport:
 
 
 def _vggss_entries(root: Path, split: str, annotations) -> list[ClipEntry]:
-    json_path = find_annotation("vggss.json", "vggss", annotations=annotations, root=root)
+    json_path = find_annotation("vggss.json", "vggss", annotations=annotations, root=root, named=True)
     boxes = read_vggss_json(json_path)
+    given_file = annotations is not None and Path(annotations).expanduser().is_file()
     try:
+        if given_file and split == "test":  # a file the user named (a subset, say): its own clips
+            raise FileNotFoundError
         ids = read_id_list(find_annotation(VGGSS_SPLIT_FILES[split], "vggss", annotations=annotations, root=root))
+        if given_file:  # heard / unheard clips of the named file only
+            ids = [i for i in ids if i in boxes]
     except FileNotFoundError:
         if split != "test":
             raise
@@ -245,7 +247,7 @@ def _vggss_entries(root: Path, split: str, annotations) -> list[ClipEntry]:
 
 
 def _flickr_entries(root: Path, split: str, annotations) -> list[ClipEntry]:
-    list_path = find_annotation(FLICKR_SPLIT_FILES[split], "flickr", annotations=annotations, root=root)
+    list_path = find_annotation(FLICKR_SPLIT_FILES[split], "flickr", annotations=annotations, root=root, named=True)
     if split == "test":
         values = read_flickr_test_csv(list_path)
         ids = list(values)

@@ -41,10 +41,39 @@ class ClipRecord:
 
 @dataclass
 class SkippedClip:
-    """A clip that could not be used, and why (missing, unreadable, silent, no audio, ...)."""
+    """A clip that could not be used, and why (missing, unreadable, silent, no audio, ...).
+
+    ``kind``: the short readable name summaries group skips under (default: :func:`skip_kind` of
+    the reason)."""
 
     clip_id: str
     reason: str
+    kind: str = ""
+
+    def __post_init__(self):
+        self.kind = self.kind or skip_kind(self.reason)
+
+
+# (pattern in the reason, kind), first match wins: the kinds summaries count skips under
+_SKIP_KINDS = (
+    ("too short", "audio too short"), ("NaN or infinite", "non-finite audio"), ("silent audio", "silent audio"),
+    ("no audio", "no audio"), ("has no audio stream", "no audio"), ("holds no samples", "no audio"),
+    ("missing:", "missing files"), ("file not found", "missing files"),
+    ("no frame", "no frame"), ("no video stream", "no frame"), ("holds no frames", "no frame"),
+    ("too small", "frame too small"), ("no box annotation", "no box annotation"),
+    ("no entry in", "no box annotation"), ("no annotation", "no box annotation"),
+    ("annotation", "annotation problem"),
+    ("cannot read", "unreadable media"), ("cannot decode", "unreadable media"), ("cannot open", "unreadable media"),
+)
+
+
+def skip_kind(reason: str) -> str:
+    """The kind of a skip reason ("missing files", "audio too short", "unreadable media", ...);
+    unknown reasons give their text before any details."""
+    for pattern, kind in _SKIP_KINDS:
+        if pattern in reason:
+            return kind
+    return reason.split(" (")[0].split(": ")[0][:60]
 
 
 @dataclass

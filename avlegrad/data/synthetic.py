@@ -33,6 +33,7 @@ from .media import write_video
 log = logging.getLogger(__name__)
 
 MANIFEST = "synthetic.json"
+GENERATING = ".synthetic-generating"  # marks a folder this generator is (or was, if killed) writing into
 GENERATOR_VERSION = 3  # bump when the scenes or sounds change, so old sets are regenerated
 # Busy scenes, framed as a camera frames what it films: most pictures hold 2-3 objects, and the
 # sounding one lies near the middle (so the centre prior scores about what it does on VGG-SS)
@@ -122,8 +123,10 @@ def generate_synthetic(root, num_clips: int = 32, seed: int = 0, size: int = 160
     old = _read_manifest(root)
     if _is_complete(root, old, params):
         return root
-
+    _check_generation_target(root, old)
+    log.info("generating the synthetic benchmark (%d clips, seed %d) into %s", num_clips, seed, root)
     root.mkdir(parents=True, exist_ok=True)
+    (root / GENERATING).touch()
     # incomplete until these are rewritten: an interrupted run must not leave old boxes beside new
     # videos (clip ids do not depend on the generator version)
     for stale in (MANIFEST, "vggss.json", "vggss_test.csv"):
@@ -146,7 +149,19 @@ def generate_synthetic(root, num_clips: int = 32, seed: int = 0, size: int = 160
     _write_text(root / "vggss_test.csv", "".join(f"{clip_id}\n" for clip_id in ids))
     _write_text(root / MANIFEST, json.dumps({"generator": "avlegrad.data.synthetic", "params": params,
                                              "clips": ids, "scenes": scenes}, indent=1))
+    (root / GENERATING).unlink(missing_ok=True)
     return root
+
+
+def _check_generation_target(root: Path, manifest: dict | None) -> None:
+    """Generate only into a new or empty folder, or one that holds a synthetic set (or an
+    interrupted generation): a typo'd path or a folder of the user's own videos is refused."""
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"synthetic dataset root {root} is a file, not a folder")
+    if manifest is not None or (root / GENERATING).exists() or not root.exists() or not any(root.iterdir()):
+        return
+    raise ValueError(f"{root} holds files but no synthetic benchmark ({MANIFEST}): the synthetic set is generated "
+                     f"only into a new or empty folder; give another --root (or delete the folder's contents)")
 
 
 def ensure_synthetic(root) -> Path:

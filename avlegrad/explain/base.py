@@ -49,6 +49,9 @@ class Explainer:
                 targets = targets.to(images.device, torch.long).clone()
             if one_target:
                 targets = targets.unsqueeze(1)
+            if images.shape[0] == 0:  # an empty batch: empty maps of the right shape
+                empty = images.new_zeros(0, targets.shape[1], *images.shape[-2:], dtype=torch.float32)
+                return empty[:, 0] if one_target else empty
             grid_maps = self.explain_grid(images, targets).float()
             B, K, gh, gw = grid_maps.shape
             maps = F.interpolate(grid_maps.reshape(B * K, 1, gh, gw), scale_factor=self.vit.patch_size,

@@ -24,7 +24,8 @@ SUPPORTED_MODELS = (
     "NormFormer options; the CLIP model or its .visual); timm VisionTransformer models with standard "
     "Block/Attention layers (classifiers, e.g. vit_base_patch16_224, register-token models such as "
     "vit_base_patch16_reg4_gap_256, attention-pooled 'map' models); open_clip timm towers built on "
-    "them (SigLIP: ViT-B-16-SigLIP, ...). Not supported: ResNet, ConvNeXt, EVA/RoPE, CoCa "
+    "them (SigLIP: ViT-B-16-SigLIP, ...). Not supported: ResNet, ConvNeXt, EVA/RoPE, BEiT, relative-position "
+    "ViTs, parallel-block ViTs (vit_*_xp, *_18x2), hybrid CNN-stem ViTs (vit_*_r50_*), distilled DeiT, CoCa "
     "attention-pooled open_clip towers"
 )
 
@@ -282,16 +283,24 @@ class TimmViT(ViTAdapter):
     """
 
     def __init__(self, trunk: nn.Module, embedding_head: nn.Module | None = None):
-        from timm.layers import Attention, Mlp
+        from timm.layers import Attention, Mlp, PatchEmbed
         from timm.models.vision_transformer import Block
 
+        # everything the adapter's own forward would silently get wrong is refused here, before it runs
         for i, block in enumerate(trunk.blocks):
-            if type(block) is not Block or type(block.attn) is not Attention:
-                _refuse(f"timm block {i} is a {type(block).__name__} with {type(block.attn).__name__}")
-            if getattr(block.attn, "gate", None) is not None:
+            attn = getattr(block, "attn", None)
+            if type(block) is not Block or type(attn) is not Attention:
+                inner = f"with {type(attn).__name__}" if attn is not None else "(parallel branches, no single attention)"
+                _refuse(f"timm block {i} is a {type(block).__name__} {inner}")
+            if getattr(attn, "gate", None) is not None:
                 _refuse(f"timm block {i} uses gated attention")
-        if type(trunk.patch_embed.proj) is not nn.Conv2d or getattr(trunk, "rope", None) is not None:
-            _refuse("this timm ViT has a non-convolutional patch embedding or rotary position embedding")
+        if getattr(trunk, "dist_token", None) is not None:
+            _refuse("this timm ViT has a distillation token (DeiT distilled: two prefix tokens, two heads)")
+        if type(trunk.patch_embed) is not PatchEmbed or type(getattr(trunk.patch_embed, "proj", None)) is not nn.Conv2d:
+            _refuse(f"this timm ViT embeds patches with a {type(trunk.patch_embed).__name__} (e.g. a hybrid CNN "
+                    f"stem), not a single convolution")
+        if getattr(trunk, "rope", None) is not None:
+            _refuse("this timm ViT uses rotary position embedding")
         self.trunk = trunk
         self.embedding_head = embedding_head
         self._mlp_type = Mlp

@@ -134,13 +134,50 @@ def load_config(path=None, overrides=()) -> dict:
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
         with open(path) as f:
-            user = yaml.safe_load(f) or {}
+            try:
+                user = yaml.safe_load(f) or {}
+            except yaml.YAMLError as e:
+                where = getattr(e, "problem_mark", None)
+                at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+                raise ValueError(f"{path}: not a valid YAML config{at}: "
+                                 f"{getattr(e, 'problem', None) or type(e).__name__}") from None
+            except UnicodeDecodeError:
+                raise ValueError(f"{path}: not a YAML config (not text)") from None
         if not isinstance(user, dict):
             raise ValueError(f"{path}: a config file must hold a mapping, found {type(user).__name__}")
         _merge(cfg, user, where=str(path))
     for item in overrides or ():
         apply_override(cfg, item)
     return cfg
+
+
+# keys whose values must be at least this large (a batch of 0 clips, 0 epochs: nothing to train)
+LOWER_BOUNDS = {"train.epochs": 1, "train.batch_size": 1, "train.accum_steps": 1, "train.max_steps": 1,
+                "train.save_every_steps": 1, "train.log_every_steps": 1, "train.val_every_epochs": 1,
+                "train.warmup_steps": 0, "data.frames_per_clip": 1, "data.num_workers": 0,
+                "data.targets_batch_size": 1}
+POSITIVE = ("data.audio_seconds", "train.lr", "train.temperature_init")
+
+
+def check_values(cfg: dict) -> None:
+    """Raise ValueError (one line, naming the key) for values no run can use."""
+    def get(dotted):
+        node = cfg
+        for part in dotted.split("."):
+            node = node[part]
+        return node
+
+    for key, least in LOWER_BOUNDS.items():
+        value = get(key)
+        if value is not None and value < least:
+            raise ValueError(f"{key} must be >= {least}, got {value!r}")
+    for key in POSITIVE:
+        value = get(key)
+        if value is not None and not value > 0:
+            raise ValueError(f"{key} must be > 0, got {value!r}")
+    fraction = get("data.val_fraction")
+    if fraction is not None and not 0 <= fraction < 1:
+        raise ValueError(f"data.val_fraction must be in [0, 1), got {fraction!r}")
 
 
 def plain_config(value):

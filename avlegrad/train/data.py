@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..audio.base import crop_or_pad
+from ..audio.base import crop_or_pad, waveform_problem
 from ..audio.clip_space import clip_embed_dim, create_clip_tower, tower_fingerprint
 from ..audio.factory import CheckpointError, load_checkpoint_file, save_checkpoint_file
 from ..data.annotations import AnnotationNotFoundError, find_annotation, read_id_list, read_vggss_json
@@ -35,7 +35,7 @@ def refuse_vggss_test_ids(ids_by_list: dict[str, list[str]], annotations) -> Non
     if annotations is not None and not Path(annotations).expanduser().is_file():
         raise FileNotFoundError(f"data.vggss_annotations {annotations} not found")
     try:
-        path = find_annotation("vggss.json", "vggss", annotations=annotations)
+        path = find_annotation("vggss.json", "vggss", annotations=annotations, named=True)
     except AnnotationNotFoundError as e:
         log.warning("cannot check that no VGG-SS test clip is used for training: %s", e)
         return
@@ -270,8 +270,8 @@ class ClipAudioDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, clips: list[ClipFiles], targets: torch.Tensor, sample_rate: int, num_samples: int,
-                 seed: int, random_crop: bool):
-        self.clips, self.targets = clips, targets
+                 seed: int, random_crop: bool, min_samples: int = 1):
+        self.clips, self.targets, self.min_samples = clips, targets, int(min_samples)
         self.sample_rate, self.num_samples = sample_rate, num_samples
         self.seed, self.random_crop = seed, random_crop
         self._warned: set[int] = set()
@@ -285,9 +285,13 @@ class ClipAudioDataset(torch.utils.data.Dataset):
         try:
             audio, _ = load_audio(files.audio or files.video, sample_rate=self.sample_rate)
         except MediaError as e:
+            problem = str(e)
+        else:  # as in evaluation: too short for the encoder, NaN/inf or silent audio is never trained on
+            problem = waveform_problem(audio, self.min_samples, self.sample_rate)
+        if problem:
             if i not in self._warned:
                 self._warned.add(i)
-                log.warning("skipped clip %s: %s", files.clip_id, e)
+                log.warning("skipped clip %s: %s", files.clip_id, problem)
             return None
         spare = max(len(audio) - self.num_samples, 0)
         if self.random_crop:

@@ -99,6 +99,10 @@ def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float):
     return factor
 
 
+class NonFiniteError(RuntimeError):
+    """Training produced NaN or infinite numbers (a loss, an embedding): the run must stop."""
+
+
 @torch.no_grad()
 def evaluate(encoder: nn.Module, loader, targets: torch.Tensor, logit_scale: float, device, amp: bool) -> dict:
     """Audio -> image retrieval on held-out clips: recall@1/5 (ties count against) and InfoNCE."""
@@ -116,6 +120,9 @@ def evaluate(encoder: nn.Module, loader, targets: torch.Tensor, logit_scale: flo
     if not embs:
         return {"r1": float("nan"), "r5": float("nan"), "loss": float("nan"), "clips": 0}
     audio, index = torch.cat(embs), torch.cat(index)
+    if not torch.isfinite(audio).all():  # NaN never ranks below its own image: recall would read 1.0
+        raise NonFiniteError(f"{int((~torch.isfinite(audio)).any(1).sum())} of {len(audio)} validation "
+                             f"embeddings are NaN or infinite: the encoder's weights have diverged")
     image = targets[index].float()
     sim = audio @ image.t()
     # rank of the clip's own image: how many images score at least as high, itself excluded

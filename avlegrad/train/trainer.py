@@ -7,6 +7,7 @@ import csv
 import logging
 import os
 import random
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -20,10 +21,11 @@ from torch import nn
 from ..audio.factory import CheckpointError, encoder_checkpoint, load_checkpoint_file, save_checkpoint_file
 from ..data.annotations import read_id_list
 from ..distributed import DistInfo, all_gather_objects, init_distributed
-from .config import CSV_FIELDS, DEFAULTS, _merge, apply_override, load_config, plain_config
+from .config import CSV_FIELDS, DEFAULTS, _merge, apply_override, check_values, load_config, plain_config
 from .data import (ClipAudioDataset, EpochBatchSampler, _log_skipped, build_clip_tower, collate_clips,
                    compute_targets, locate_clips, refuse_vggss_test_ids, split_ids)
-from .model import ContrastiveModel, _autocast, build_encoder, build_optimizer, evaluate, warmup_cosine
+from .model import (ContrastiveModel, NonFiniteError, _autocast, build_encoder, build_optimizer, evaluate,
+                    warmup_cosine)
 
 log = logging.getLogger(__name__)
 
@@ -127,19 +129,62 @@ def resolve_run(config=None, overrides=(), resume=None) -> tuple[dict, Path | No
     return cfg, path
 
 
-def run(config=None, overrides=(), resume=None) -> dict:
-    """Resolve the config (see ``resolve_run``) and train."""
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says where the resumable checkpoint is."""
+
+
+RUN_FILES = ("log.csv", "train.log", "config.yaml")  # with checkpoints/ and tb/: what a run writes
+
+
+def check_output_dir(output_dir, overwrite: bool = False) -> None:
+    """A new run (no ``--resume``) never replaces another run's checkpoints and logs silently:
+    refused when ``output_dir`` holds checkpoints or a log with rows, unless ``overwrite``, which
+    deletes them first. Unwritable folders and files in the way are one-line errors."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"output_dir {output_dir} is a file, not a folder")
+    checkpoints = sorted((output_dir / "checkpoints").glob("*.pt"))
+    log_csv = output_dir / "log.csv"
+    has_log = log_csv.is_file() and len(log_csv.read_text().splitlines()) > 1
+    if checkpoints or has_log:
+        if not overwrite:
+            what = ", ".join(p.relative_to(output_dir).as_posix() for p in checkpoints) or "log.csv"
+            raise ValueError(f"output_dir {output_dir} holds a run ({what}); continue it with --resume, replace it "
+                             f"with --overwrite, or set another output_dir")
+        log.warning("--overwrite: deleting the earlier run's checkpoints and logs in %s", output_dir)
+        for path in checkpoints + [output_dir / name for name in RUN_FILES]:
+            path.unlink(missing_ok=True)
+        shutil.rmtree(output_dir / "tb", ignore_errors=True)
+    try:
+        (output_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        probe = output_dir / "checkpoints" / f".write-test{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"output_dir {output_dir}: cannot write there ({e.strerror or e})") from None
+
+
+def run(config=None, overrides=(), resume=None, overwrite: bool = False) -> dict:
+    """Resolve the config (see ``resolve_run``) and train. Without ``resume``, an ``output_dir``
+    that holds another run is refused unless ``overwrite`` (see ``check_output_dir``)."""
     cfg, checkpoint = resolve_run(config, overrides, resume)
+    check_values(cfg)
+    if resume is None:
+        check_output_dir(cfg["output_dir"], overwrite)
     return train(cfg, resume_from=checkpoint)
 
 
 def train(cfg: dict, resume_from=None) -> dict:
     """Train an audio encoder as ``cfg`` says; returns a summary (checkpoint path, step, metrics)."""
     cfg = plain_config(cfg)
+    check_values(cfg)
     d = init_distributed(cfg["device"], cfg["dist_backend"])
     output_dir = Path(cfg["output_dir"])
     if d.is_main:
-        (output_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        try:
+            (output_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"output_dir {output_dir}: cannot write there ({e.strerror or e})") from None
     d.barrier()
     logger = logging.getLogger("avlegrad")
     level = logger.level
@@ -225,12 +270,13 @@ class Trainer:
                 self.model, device_ids=[d.device] if d.device.type == "cuda" else None)
         self.sample_rate = self.encoder.sample_rate
         self.num_samples = int(round(float(self.data["audio_seconds"]) * self.sample_rate))
+        min_samples = self.encoder.min_samples  # clips shorter than the encoder's minimum are skipped
         self.train_set = ClipAudioDataset(self.train_clips, self.train_targets, self.sample_rate,
-                                          self.num_samples, self.seed, random_crop=True)
+                                          self.num_samples, self.seed, random_crop=True, min_samples=min_samples)
         self.val_loader = None
         if self.val_clips:
             val_set = ClipAudioDataset(self.val_clips, self.val_targets, self.sample_rate, self.num_samples,
-                                       self.seed, random_crop=False)
+                                       self.seed, random_crop=False, min_samples=min_samples)
             batches = [[(0, i) for i in range(s, min(s + self.batch, len(val_set)))]
                        for s in range(0, len(val_set), self.batch)]
             self.val_loader = torch.utils.data.DataLoader(val_set, batch_sampler=batches, collate_fn=collate_clips,
@@ -321,12 +367,23 @@ class Trainer:
 
         max_steps = t["max_steps"]
         stopped = max_steps is not None and self.step >= int(max_steps)
-        for epoch in range(start_epoch, self.epochs if not stopped else start_epoch):
-            stopped = self.train_epoch(epoch)
-            if stopped:
-                log.info("stopped at step %d (train.max_steps=%s)", self.step, t["max_steps"])
-                break
-            self.end_of_epoch(epoch)
+        try:
+            for epoch in range(start_epoch, self.epochs if not stopped else start_epoch):
+                stopped = self.train_epoch(epoch)
+                if stopped:
+                    log.info("stopped at step %d (train.max_steps=%s)", self.step, t["max_steps"])
+                    break
+                self.end_of_epoch(epoch)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(self._save_on_interrupt()) from None
+        except NonFiniteError as e:
+            last = self.output_dir / "checkpoints" / "last.pt"
+            kept = (f"the last good checkpoint is kept: {last} (continue from it with --resume after fixing the "
+                    f"cause, e.g. a lower train.lr)") if last.is_file() else "no checkpoint had been written yet"
+            raise NonFiniteError(f"{e}; training stopped, {kept}") from None
+        finally:
+            if d.is_main and self.writer is not None:
+                self.writer.flush()
         if d.is_main:
             self.writer.close()
         if not stopped:
@@ -336,6 +393,19 @@ class Trainer:
         return {"checkpoint": str(self.output_dir / "checkpoints" / name), "step": self.step, "rank": d.rank,
                 "finished": not stopped, "best_r1": self.best_r1, "num_train_clips": len(self.train_clips),
                 "num_val_clips": len(self.val_clips)}
+
+    def _save_on_interrupt(self) -> str:
+        """Ctrl-C: write ``last.pt`` at the last completed optimizer step (the weights, optimizer and
+        schedule agree there; micro-batches accumulated since are dropped) so ``--resume`` continues."""
+        if self.d.enabled:  # the other processes may not reach the collective that saving needs
+            return (f"interrupted at step {self.step}; under torchrun no checkpoint is written on Ctrl-C: "
+                    f"--resume continues from the last saved one")
+        if self.step == 0:
+            return "interrupted before the first optimizer step; nothing to save"
+        self.optimizer.zero_grad(set_to_none=True)
+        self.save("last.pt")
+        return (f"interrupted at step {self.step}: saved {self.output_dir / 'checkpoints' / 'last.pt'}; "
+                f"continue with --resume")
 
     def train_epoch(self, epoch: int) -> bool:
         """Train from the current step to the end of ``epoch``; True if stopped by ``train.max_steps``."""
@@ -365,6 +435,12 @@ class Trainer:
             with (self.ddp.no_sync() if d.enabled and not sync else contextlib.nullcontext()):
                 with _autocast(d.device, bool(t["amp"])):
                     loss, parts = self.ddp(waves, targets)
+                finite = torch.isfinite(loss.detach()).float()
+                if d.enabled:  # every process stops together, whichever saw it
+                    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+                if not finite.item():  # before the backward and the step: the weights are still good
+                    raise NonFiniteError(f"step {self.step + 1} (epoch {epoch + 1}): the training loss is "
+                                         f"{loss.item()} (on this or another process)")
                 (loss / accum).backward()
             self.running["loss"] += loss.item() / accum
             self.running["infonce"] += parts["infonce"].item() / accum
