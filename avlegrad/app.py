@@ -47,6 +47,7 @@ MAX_SECONDS = 60.0  # longest upload accepted, in seconds (--max-seconds)
 MAX_RESULTS = 16  # request folders kept on disk; older ones are deleted
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 GAP = 6  # pixels between the frame and its overlay
+MIN_HEIGHT = 320  # smaller frames are shown enlarged (by a whole factor, pixels kept sharp)
 
 
 class UserError(ValueError):
@@ -190,10 +191,18 @@ class Result:
     message: str = ""
 
 
-def side_by_side(frame: np.ndarray, heatmap, alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:
+def side_by_side(frame: np.ndarray, heatmap, alpha: float = 0.5, colormap: str = "jet",
+                 min_height: int = MIN_HEIGHT) -> np.ndarray:
     """``[H, W, 3]`` frame and the same frame with ``heatmap`` (any size, in [0, 1]) overlaid, side
-    by side with a white gap: ``[H, 2W + 6, 3]`` uint8."""
+    by side with a white gap: ``[kH, 2kW + 6, 3]`` uint8, where a frame lower than ``min_height``
+    is enlarged ``k = ceil(min_height / H)`` times (nearest neighbour) so that small clips can be
+    seen; the map is resized bilinearly to the frame (``visualize.overlay``)."""
+    import cv2
+
     frame = np.ascontiguousarray(frame, dtype=np.uint8)
+    k = -(-min_height // frame.shape[0]) if frame.shape[0] < min_height else 1
+    if k > 1:
+        frame = cv2.resize(frame, (frame.shape[1] * k, frame.shape[0] * k), interpolation=cv2.INTER_NEAREST)
     gap = np.full((frame.shape[0], GAP, 3), 255, np.uint8)
     return np.concatenate([frame, gap, overlay(frame, heatmap, alpha, colormap)], axis=1)
 
@@ -466,13 +475,16 @@ def build_app(cache: ModelCache | None = None, work_dir=None, examples_dir=None,
     def run_text(image, prompt, *opts, progress=gr.Progress(track_tqdm=True)):
         return run("text", progress, image, prompt, *opts)
 
-    with gr.Blocks(title="avlegrad: LeGrad sound-source localization", analytics_enabled=False) as demo:
+    # delete_cache: Gradio's copies of results older than an hour go, checked hourly (disk stays bounded)
+    with gr.Blocks(title="avlegrad: LeGrad sound-source localization", analytics_enabled=False,
+                   delete_cache=(3600, 3600)) as demo:
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column():
                 with gr.Tabs():
                     with gr.Tab("Video with sound", id="video"):
-                        video_in = gr.Video(label="video with sound", sources=["upload"], elem_id="video-input")
+                        video_in = gr.Video(label="video with sound", sources=["upload"], height=320,
+                                            elem_id="video-input")
                         video_button = gr.Button("Localize the sound", variant="primary", elem_id="run-video")
                         if examples["videos"]:
                             gr.Examples([[str(v)] for v in examples["videos"]], [video_in], label="world clips")
@@ -511,7 +523,8 @@ def build_app(cache: ModelCache | None = None, work_dir=None, examples_dir=None,
                 status = gr.Markdown(elem_id="status")
                 image_out = gr.Image(label="frame | heatmap", type="numpy", format="png", interactive=False,
                                      elem_id="result-image")
-                video_out = gr.Video(label="heatmap video with its sound", interactive=False, elem_id="result-video")
+                video_out = gr.Video(label="heatmap video with its sound", interactive=False, height=360,
+                                     elem_id="result-video")
                 files_out = gr.File(label="downloads: maps (.npz), overlay", file_count="multiple", interactive=False,
                                     elem_id="result-files")
         options = [audio_encoder, tower, method, layers, device, stride, alpha]
