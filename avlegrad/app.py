@@ -155,7 +155,8 @@ def load_models(audio_encoder: str = WORLD, tower: str = AUTO_TOWER, device="cpu
         raise
     except (ValueError, OSError, RuntimeError, DownloadError, WeightsUnavailableError) as e:
         # CheckpointError, a refused pair, missing weights (offline: the URL and where to put the file)
-        raise UserError(f"cannot load {audio_encoder!r} / {tower!r}: {e}") from None
+        reason = " ".join(line.strip() for line in str(e).splitlines())  # one line in the page
+        raise UserError(f"cannot load {audio_encoder!r} / {tower!r}: {reason}") from None
 
 
 class ModelCache:
@@ -412,12 +413,17 @@ LeGrad explains a CLIP image tower's embedding of each frame with respect to the
 embedding** of the clip's sound (or a text prompt's embedding): the bright regions are what the
 model links to the sound. Upload a video with sound, or a picture with a sound file or a text
 prompt, or click an example. The default models are the offline world's, trained on generated
-clips of coloured shapes with their own sounds (`docs/world.md`): on real videos they mean nothing;
-pick `imagebind`, `wav2clip` or a `train.py` checkpoint under *Models and method* for those."""
+clips of coloured shapes with their own sounds (`docs/world.md`): on real videos they mean nothing
+(and their text prompts do little better than a centred blob); pick `imagebind`, `wav2clip` or a
+`train.py` checkpoint under *Models and method* for those."""
 
 
 def _devices() -> list[str]:
     return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+
+
+def default_device() -> str:
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
 def build_app(cache: ModelCache | None = None, work_dir=None, examples_dir=None, max_seconds: float = MAX_SECONDS):
@@ -515,7 +521,8 @@ def build_app(cache: ModelCache | None = None, work_dir=None, examples_dir=None,
                     method = gr.Dropdown(list_explainers(), value="legrad", label="method")
                     layers = gr.Number(-2, precision=0, label="LeGrad layers",
                                        info="-n: the last n blocks (default -2), 0: all blocks")
-                    device = gr.Dropdown(_devices(), value=_devices()[-1], allow_custom_value=True, label="device")
+                    device = gr.Dropdown(_devices(), value=default_device(), allow_custom_value=True,
+                                         label="device")
                     stride = gr.Slider(1, 16, value=1, step=1, label="video stride",
                                        info="explain every k-th frame and interpolate between (long videos)")
                     alpha = gr.Slider(0, 1, value=0.5, step=0.05, label="heatmap opacity")
@@ -571,7 +578,12 @@ def main(argv=None) -> int:
     if not 0 < port < 65536:
         log.error("avlegrad-app: error: port %d is not in 1..65535", port)
         return 2
-    demo = build_app(examples_dir=False if args.no_examples else None, max_seconds=args.max_seconds)
+    cache = ModelCache()
+    try:  # the default models before the first request, so that it answers in a second
+        cache.get(Options(device=default_device()).checked())
+    except UserError as e:  # the page still serves the others, and says so when the defaults are asked for
+        log.warning("the default models could not be loaded: %s", e)
+    demo = build_app(cache, examples_dir=False if args.no_examples else None, max_seconds=args.max_seconds)
     try:
         demo.launch(server_name=args.host, server_port=port, share=False, ssr_mode=False, show_error=True,
                     footer_links=[], allowed_paths=demo.avlegrad_paths)

@@ -4,6 +4,7 @@ driven by Playwright: the page is served on a free loopback port, a generated cl
 explained, and the result must appear and differ from the input; nothing is fetched from outside."""
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -211,6 +212,22 @@ def test_bad_inputs_give_a_one_line_message_naming_the_file(tiny, media, tmp_pat
     assert not list(tmp_path.glob("*.mp4")) and not list(tmp_path.glob(".*"))  # nothing half-written left
 
 
+def test_unavailable_weights_are_named_in_one_line(monkeypatch):
+    import avlegrad.audio
+    from avlegrad.download import DownloadError
+
+    def offline(name, **kwargs):
+        raise DownloadError(f"could not fetch the {name} weights: https://example.org/w.pt: download failed\n"
+                            f"Download it yourself and put it at /cache/weights/w.pt")
+
+    monkeypatch.setattr(avlegrad.audio, "create_audio_encoder", offline)
+    with pytest.raises(app.UserError) as e:
+        app.load_models("wav2clip", "auto")
+    assert str(e.value) == ("cannot load 'wav2clip' / 'auto': could not fetch the wav2clip weights: "
+                            "https://example.org/w.pt: download failed Download it yourself and put it at "
+                            "/cache/weights/w.pt")
+
+
 def test_world_examples_light_up_the_sounding_object(tmp_path):
     """The default page on a fresh clone: the generated examples, the shipped models; the map is
     brighter on the sounding object's box than elsewhere, for the video and for its picture + its
@@ -331,7 +348,8 @@ def test_the_page_in_a_headless_browser(served_app, tmp_path):
             image.wait_for(timeout=60000)
             page.wait_for_selector("#result-video video", timeout=30000)
             page.wait_for_selector("#result-files a", timeout=30000)
-            assert "legrad maps of 30 frames" in page.locator("#status").inner_text()
+            status = page.locator("#status").inner_text()
+            assert "legrad maps of 30 frames" in status
             data = page.request.get(image.get_attribute("src")).body()
             page.mouse.move(0, 0)
             shot = page.screenshot(full_page=True)
@@ -339,7 +357,7 @@ def test_the_page_in_a_headless_browser(served_app, tmp_path):
             browser.close()
     assert hosts == {urlparse(url).netloc}, f"the page fetched from elsewhere: {hosts}"
     result = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    frame = decoded_frames(clip)[15]
+    frame = decoded_frames(clip)[int(re.search(r"the picture is frame (\d+)", status).group(1))]
     h, w = frame.shape[:2]
     k = result.shape[0] // h
     assert result.shape == (h * k, 2 * w * k + app.GAP, 3)
