@@ -44,6 +44,7 @@ WORLD = "world"  # the offline world's shipped CLIP + audio encoder (docs/world.
 AUTO_TOWER = "auto"  # the image tower the audio encoder was trained against
 AUDIO_ENCODER_CHOICES = (WORLD, "imagebind", "wav2clip")  # or the path of a train.py checkpoint
 MAX_SECONDS = 60.0  # longest upload accepted, in seconds (--max-seconds)
+MAX_UPLOAD = "500mb"  # Gradio refuses bigger uploads in the page
 MAX_RESULTS = 16  # request folders kept on disk; older ones are deleted
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 GAP = 6  # pixels between the frame and its overlay
@@ -373,7 +374,7 @@ def localize_video(video_path, opts: Options, models: Models, out_dir) -> Result
 # ----------------------------------------------------------------------------- examples
 def ensure_examples(folder, count: int = 3) -> dict:
     """A few world clips as the page's examples, generated into ``folder`` when absent (seconds):
-    ``{"videos": [mp4...], "pictures": [(jpg, wav, prompt)...]}``. The clips are the first of the
+    ``{"videos": [mp4...], "pictures": [(png, wav, prompt)...]}``. The clips are the first of the
     held-out benchmark's seed (0, never trained on); their middle frame and sound are written
     beside them for the picture tabs, the prompt names the sounding object ("a red disc")."""
     import json
@@ -466,7 +467,8 @@ def build_app(cache: ModelCache | None = None, work_dir=None, examples_dir=None,
             raise gr.Error(str(e), print_exception=False) from None
         except Exception as e:  # never a traceback in the page; the app stays up
             log.exception("request failed")
-            raise gr.Error(f"{type(e).__name__}: {e}", print_exception=False) from None
+            reason = " ".join(str(e).split())
+            raise gr.Error(f"{type(e).__name__}: {reason}", print_exception=False) from None
         message = f"{r.message} Total {time.perf_counter() - started:.1f} s."
         return r.image, (str(r.video) if r.video else None), [str(f) for f in r.files], message
 
@@ -586,7 +588,7 @@ def main(argv=None) -> int:
     demo = build_app(cache, examples_dir=False if args.no_examples else None, max_seconds=args.max_seconds)
     try:
         demo.launch(server_name=args.host, server_port=port, share=False, ssr_mode=False, show_error=True,
-                    footer_links=[], allowed_paths=demo.avlegrad_paths)
+                    footer_links=[], allowed_paths=demo.avlegrad_paths, max_file_size=MAX_UPLOAD)
     except OSError as e:  # the port is taken
         log.error("avlegrad-app: error: %s", e)
         return 2

@@ -178,6 +178,21 @@ def test_video_goes_through_the_localizer_with_its_sound(tiny, media, tmp_path):
     assert f"frame {middle}" in r.message and "20 frames" in r.message
 
 
+def test_video_with_another_method_leaves_the_models_as_they_were(tiny, media, tmp_path):
+    """The method reaches the localizer: raw attention (which ignores the target) on every frame is
+    the explainer on that frame; and neither model is changed by a video request."""
+    before = model_snapshot(tiny.clip), model_snapshot(tiny.encoder)
+    r = app.localize_video(media / "clip.mp4", app.Options(method="attention").checked(), tiny, tmp_path)
+    maps = np.load(r.files[0])["maps"].astype(np.float32)
+    frames = decoded_frames(media / "clip.mp4")
+    images = torch.stack([image_tensor(f, tiny.preprocess_cfg) for f in frames])
+    ref = create_explainer("attention", tiny.clip)(images, torch.ones(len(frames), 32))
+    np.testing.assert_allclose(maps, ref.numpy(), atol=1e-3)  # stored as float16
+    assert "attention maps of 20 frames" in r.message
+    assert_model_unchanged(before[0], model_snapshot(tiny.clip))
+    assert_model_unchanged(before[1], model_snapshot(tiny.encoder))
+
+
 def test_bad_inputs_give_a_one_line_message_naming_the_file(tiny, media, tmp_path):
     opts = app.Options().checked()
     cases = [
@@ -250,6 +265,42 @@ def test_world_examples_light_up_the_sounding_object(tmp_path):
         for m in maps:
             gt = gt_map(entry["bbox"], "vggss", size=m.shape[-1]) > 0
             assert m[..., gt].mean() > 1.5 * m[..., ~gt].mean(), (video.name, entry["class"])
+
+
+def test_the_page_handlers_answer_with_results_or_messages(tiny, media, tmp_path):
+    """The Gradio wiring without a browser: each button's function returns (picture, video, files,
+    status) or raises gr.Error with the one-line message; an unexpected failure too."""
+    import gradio as gr
+
+    loads = []
+
+    def loader(audio_encoder, tower, device):
+        loads.append(audio_encoder)
+        if audio_encoder == "broken":
+            raise RuntimeError("disk on fire")
+        return tiny
+
+    demo = app.build_app(app.ModelCache(loader=loader), work_dir=tmp_path / "work", examples_dir=False)
+    fns = {f.name: f.fn for f in demo.fns.values()}
+    assert sorted(fns) == ["run_sound", "run_text", "run_video"]
+    options = [app.WORLD, app.AUTO_TOWER, "legrad", -2, "cpu", 2, 0.5]
+    picture, video, files, status = fns["run_video"](str(media / "clip.mp4"), *options)
+    assert picture.shape[1] > 2 * picture.shape[0] and Path(video).name == "clip_legrad.mp4"
+    assert sorted(Path(f).name for f in files) == ["clip_legrad.mp4", "clip_legrad_maps.npz", "clip_overlay.png"]
+    assert status.startswith("legrad maps of 20 frames") and "Total" in status
+    picture, video, files, status = fns["run_text"](str(media / "picture.png"), "a box", *options)
+    assert video is None and len(files) == 2 and "'a box'" in status
+    assert loads == [app.WORLD]  # loaded once, reused
+    for name, args, expected in [
+            ("run_video", (str(media / "mute.mp4"),), "mute.mp4: the video has no audio track"),
+            ("run_sound", (str(media / "picture.png"), None), "upload a sound file with the picture"),
+            ("run_text", (None, "a dog"), "upload a picture first")]:
+        with pytest.raises(gr.Error) as e:
+            fns[name](*args, *options)
+        assert expected in e.value.message
+    with pytest.raises(gr.Error) as e:
+        fns["run_video"](str(media / "clip.mp4"), "broken", *options[1:])
+    assert e.value.message == "RuntimeError: disk on fire"
 
 
 def test_command_line_refuses_other_hosts_and_bad_ports(monkeypatch, caplog):
