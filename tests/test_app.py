@@ -243,16 +243,27 @@ def test_unavailable_weights_are_named_in_one_line(monkeypatch):
                             "/cache/weights/w.pt")
 
 
-def test_world_examples_light_up_the_sounding_object(tmp_path):
+@pytest.fixture(scope="module")
+def example_cache(tmp_path_factory):
+    """An avlegrad cache folder holding the app's examples (generated once for this module)."""
+    cache = tmp_path_factory.mktemp("cache")
+    app.ensure_examples(cache / "app_examples")
+    return cache
+
+
+def test_world_examples_light_up_the_sounding_object(example_cache, tmp_path):
     """The default page on a fresh clone: the generated examples, the shipped models; the map is
     brighter on the sounding object's box than elsewhere, for the video and for its picture + its
     sound. (The world CLIP's text prompts run but are not asserted: docs/world.md measures them at
     about the centre prior, AP50 44.0.)"""
     from avlegrad.metrics import gt_map
 
-    examples = app.ensure_examples(tmp_path / "examples")
-    assert app.ensure_examples(tmp_path / "examples") == examples  # made once
-    entries = {e["file"]: e for e in json.loads((tmp_path / "examples/clips/vggss.json").read_text())}
+    folder = example_cache / "app_examples"
+    stamp = (folder / "clips/synthetic.json").stat().st_mtime_ns
+    examples = app.ensure_examples(folder)
+    assert (folder / "clips/synthetic.json").stat().st_mtime_ns == stamp  # made once, then reused
+    assert len(examples["videos"]) == len(examples["pictures"]) == 3
+    entries = {e["file"]: e for e in json.loads((folder / "clips/vggss.json").read_text())}
     models = app.load_models()
     opts = app.Options().checked()
     for video, (picture, sound, prompt) in zip(examples["videos"], examples["pictures"]):
@@ -330,10 +341,10 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def served_app(tmp_path):
+def served_app(example_cache, tmp_path):
     """``python app.py`` in a subprocess on a free loopback port (through GRADIO_SERVER_PORT), its
     examples generated beforehand into its cache; yields (url, a generated clip)."""
-    cache = tmp_path / "cache"
+    cache = example_cache
     examples = app.ensure_examples(cache / "app_examples")
     port = free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "AVLEGRAD_CACHE": str(cache),
