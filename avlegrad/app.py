@@ -42,13 +42,19 @@ log = logging.getLogger("avlegrad")
 
 WORLD = "world"  # the offline world's shipped CLIP + audio encoder (docs/world.md)
 AUTO_TOWER = "auto"  # the image tower the audio encoder was trained against
-AUDIO_ENCODER_CHOICES = (WORLD, "imagebind", "wav2clip")  # or the path of a train.py checkpoint
+NO_AUDIO = "none"  # an image tower alone, for text prompts
+DEFAULT_TOWER = "ViT-B-16:openai"  # the tower without an audio encoder, as for localize --target-text
+AUDIO_ENCODER_CHOICES = (WORLD, "imagebind", "wav2clip", NO_AUDIO)  # or the path of a train.py checkpoint
 MAX_SECONDS = 60.0  # longest upload accepted, in seconds (--max-seconds)
 MAX_UPLOAD = "500mb"  # Gradio refuses bigger uploads in the page
 MAX_RESULTS = 16  # request folders kept on disk; older ones are deleted
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 GAP = 6  # pixels between the frame and its overlay
 MIN_HEIGHT = 320  # smaller frames are shown enlarged (by a whole factor, pixels kept sharp)
+
+
+NO_ENCODER = ("no audio encoder is chosen (audio encoder: none), so there is no sound embedding; pick one under "
+              "Models and method, or explain a text prompt")
 
 
 class UserError(ValueError):
@@ -119,8 +125,9 @@ def load_models(audio_encoder: str = WORLD, tower: str = AUTO_TOWER, device="cpu
     """The models behind a request, loaded as ``eval.py``/``localize`` load them.
 
     ``audio_encoder``: ``world`` (the shipped offline models, ``avlegrad.world_clip``), a registered
-    name (``imagebind``, ``wav2clip``) or a ``train.py`` checkpoint; ``tower``: ``auto`` or an
-    open_clip ``NAME[:PRETRAINED]``. Raises :class:`UserError` with a one-line reason (weights
+    name (``imagebind``, ``wav2clip``), a ``train.py`` checkpoint, or ``none`` (the tower alone, for
+    text prompts); ``tower``: ``auto`` (the encoder's own; ViT-B-16:openai without one) or an
+    open_clip ``NAME[:PRETRAINED]`` (NAME may be a model-config JSON). Raises :class:`UserError` with a one-line reason (weights
     that cannot be found name where to put them; a tower that is not the encoder's is refused).
     """
     from .audio import create_audio_encoder
@@ -138,6 +145,10 @@ def load_models(audio_encoder: str = WORLD, tower: str = AUTO_TOWER, device="cpu
                 raise UserError(f"the world models are missing from {WORLD_CHECKPOINTS} (a fresh clone ships them)")
             clip, cfg, encoder = load_world_models(device=device)
             return Models(clip, cfg, WORLD_CLIP_NAME, encoder.eval(), "the offline world's CLIP + audio encoder")
+        if audio_encoder.lower() == NO_AUDIO:
+            name, pretrained = _split_tower(DEFAULT_TOWER if tower == AUTO_TOWER else tower)
+            clip, cfg = load_clip(name, pretrained, device=device)
+            return Models(clip, cfg, name, None, f"the {name} image tower (no audio encoder)")
         encoder = create_audio_encoder(audio_encoder, device=device).eval()
         if tower == AUTO_TOWER:
             spec = encoder.clip_tower_spec
@@ -277,7 +288,7 @@ def localize_picture(image_path, opts: Options, models: Models, out_dir, audio_p
     device = next(models.clip.parameters()).device
     if audio_path is not None:
         if models.encoder is None:
-            raise UserError(f"{models.description} has no audio encoder")
+            raise UserError(NO_ENCODER)
         from .data.media import load_audio
 
         name = Path(audio_path).name
@@ -334,7 +345,7 @@ def localize_video(video_path, opts: Options, models: Models, out_dir) -> Result
     if video_path is None:
         raise UserError("upload a video first")
     if models.encoder is None:
-        raise UserError(f"{models.description} has no audio encoder to localize a video's sound with")
+        raise UserError(NO_ENCODER)
     name = Path(video_path).name
     try:
         info = video_info(video_path)
@@ -516,10 +527,11 @@ def build_app(cache: ModelCache | None = None, work_dir=None, examples_dir=None,
                     audio_encoder = gr.Dropdown(
                         list(AUDIO_ENCODER_CHOICES), value=WORLD, allow_custom_value=True, label="audio encoder",
                         info="world: the shipped offline models; imagebind / wav2clip (weights downloaded on "
-                             "first use); or type the path of a train.py checkpoint")
+                             "first use); none: the image tower alone (text prompts); or type the path of a "
+                             "train.py checkpoint")
                     tower = gr.Textbox(AUTO_TOWER, label="image tower",
-                                       info="auto: the one the audio encoder was trained against; or open_clip "
-                                            "NAME:PRETRAINED, e.g. ViT-B-16:openai")
+                                       info="auto: the one the audio encoder was trained against (ViT-B-16:openai "
+                                            "without one); or open_clip NAME:PRETRAINED, e.g. ViT-L-14:openai")
                     method = gr.Dropdown(list_explainers(), value="legrad", label="method")
                     layers = gr.Number(-2, precision=0, label="LeGrad layers",
                                        info="-n: the last n blocks (default -2), 0: all blocks")

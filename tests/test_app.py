@@ -193,6 +193,22 @@ def test_video_with_another_method_leaves_the_models_as_they_were(tiny, media, t
     assert_model_unchanged(before[1], model_snapshot(tiny.encoder))
 
 
+def test_an_image_tower_alone_explains_text_prompts(media, tmp_path):
+    config = tmp_path / "tiny-tower.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    models = app.load_models(app.NO_AUDIO, f"{config}:none")
+    assert models.encoder is None and "no audio encoder" in models.description
+    r = app.localize_picture(media / "picture.png", app.Options().checked(), models, tmp_path, prompt="a box")
+    ref = create_explainer("legrad", models.clip)(image_tensor(box_frames(1)[0], models.preprocess_cfg)[None],
+                                                  encode_text(models.clip, str(config), ["a box"]))[0]
+    np.testing.assert_allclose(np.load(r.files[0])["map"], ref.numpy(), atol=1e-5)
+    for call in (lambda: app.localize_video(media / "clip.mp4", app.Options().checked(), models, tmp_path),
+                 lambda: app.localize_picture(media / "picture.png", app.Options().checked(), models, tmp_path,
+                                              audio_path=media / "sound.wav")):
+        with pytest.raises(app.UserError, match="no audio encoder is chosen"):
+            call()
+
+
 def test_bad_inputs_give_a_one_line_message_naming_the_file(tiny, media, tmp_path):
     opts = app.Options().checked()
     cases = [
