@@ -127,8 +127,9 @@ def load_models(audio_encoder: str = WORLD, tower: str = AUTO_TOWER, device="cpu
     ``audio_encoder``: ``world`` (the shipped offline models, ``avlegrad.world_clip``), a registered
     name (``imagebind``, ``wav2clip``), a ``train.py`` checkpoint, or ``none`` (the tower alone, for
     text prompts); ``tower``: ``auto`` (the encoder's own; ViT-B-16:openai without one) or an
-    open_clip ``NAME[:PRETRAINED]`` (NAME may be a model-config JSON). Raises :class:`UserError` with a one-line reason (weights
-    that cannot be found name where to put them; a tower that is not the encoder's is refused).
+    open_clip ``NAME[:PRETRAINED]`` (NAME may be a model-config JSON). Raises :class:`UserError`
+    with a one-line reason (weights that cannot be found name where to put them; a tower that is
+    not the encoder's is refused).
     """
     from .audio import create_audio_encoder
     from .download import DownloadError
@@ -591,6 +592,12 @@ def main(argv=None) -> int:
             return 2
     if not 0 < port < 65536:
         log.error("avlegrad-app: error: port %d is not in 1..65535", port)
+        return 2
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        log.error("avlegrad-app: error: the web demo needs Gradio: pip install -e '.[app]' "
+                  "(or pip install 'gradio>=6.31')")
         return 2
     cache = ModelCache()
     try:  # the default models before the first request, so that it answers in a second

@@ -337,6 +337,9 @@ def test_command_line_refuses_other_hosts_and_bad_ports(monkeypatch, caplog):
     assert app.main([]) == 2
     assert "GRADIO_SERVER_PORT='eighty'" in caplog.text
     assert app.main(["--port", "70000"]) == 2
+    monkeypatch.setitem(sys.modules, "gradio", None)  # installed without the [app] extra
+    assert app.main(["--port", "7999"]) == 2
+    assert "the web demo needs Gradio: pip install -e '.[app]'" in caplog.text
 
 
 # ----------------------------------------------------------------------------- in a real browser
