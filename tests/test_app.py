@@ -394,13 +394,20 @@ def served_app(example_cache, tmp_path):
         log.close()
 
 
-@pytest.mark.slow
-def test_the_page_in_a_headless_browser(served_app, tmp_path):
+@pytest.fixture
+def chromium():
+    """(playwright's sync API, the chromium executable); skips, before the app is started, where
+    either is missing."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-    chromium = find_chromium()
-    if chromium is None:
+    executable = find_chromium()
+    if executable is None:
         pytest.skip("no chromium found to drive (apt-get install chromium; .ci/run installs it)")
-    url, clip = served_app
+    return sync_api, executable
+
+
+@pytest.mark.slow
+def test_the_page_in_a_headless_browser(chromium, served_app, tmp_path):
+    (sync_api, chromium), (url, clip) = chromium, served_app
     mute = tmp_path / "mute.mp4"
     write_video(mute, box_frames(5), 10)
     hosts = set()
