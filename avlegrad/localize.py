@@ -470,17 +470,19 @@ class Localizer:
     open_clip preprocess config (mean/std/size). Targets come from ``encoder`` (an AudioEncoder in
     this tower's space, on the audio window centred on each frame) or from ``text_embedding``
     (``[D]``, the same for every frame). ``stride``: explain every k-th frame (and the last) and
-    interpolate the maps of the frames between linearly. The models run on the device they are on.
+    interpolate the maps of the frames between linearly. ``method``: the explainer
+    (``avlegrad.explain.create_explainer``'s names; ``layer_index`` is LeGrad's). The models run on
+    the device they are on.
     """
 
     def __init__(self, model, preprocess_cfg: dict, encoder=None, text_embedding: torch.Tensor | None = None, *,
                  layer_index: int = -2, image_size: int | None = None, window: float | None = None,
                  stride: int = 1, batch_size: int = 16, alpha: float = 0.5, colormap: str = "jet",
                  dtype: str = "fp32", save_maps: bool = False, contact_sheet: bool = False,
-                 progress: bool = True):
+                 progress: bool = True, method: str = "legrad"):
         from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 
-        from .explain import LeGrad
+        from .explain import create_explainer
 
         if (encoder is None) == (text_embedding is None):
             raise ValueError("give exactly one target source: an audio encoder or a text embedding")
@@ -495,7 +497,8 @@ class Localizer:
         self.device = next(model.parameters()).device  # the models run where they are
         # towers built from a config name only their size: the rest are open_clip's defaults
         self.model, self.preprocess_cfg = model, merge_preprocess_dict(PreprocessCfg(), preprocess_cfg)
-        self.explainer = LeGrad(model, layer_index=layer_index)
+        kwargs = {"layer_index": layer_index} if method == "legrad" else {}
+        self.explainer = create_explainer(method, model, **kwargs)
         size = self.preprocess_cfg["size"]
         self.image_size = int(image_size or (size[0] if isinstance(size, (tuple, list)) else size))
         self.explainer.vit.grid(self.image_size, self.image_size)  # a size the patches do not tile fails now
