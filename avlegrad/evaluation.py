@@ -72,6 +72,11 @@ class EvalOptions:
     # dataset's defaults) and the batch size, in frames, of AVSBench's official batched figures
     seg_metrics: list[str] | None = None
     avsbench_batch_frames: int = 20
+    # faithfulness metrics per method, a random map beside (avlegrad.faithfulness): deletion/insertion
+    # steps and how many perturbed images go through the model per forward
+    faithfulness: bool = False
+    faithfulness_steps: int = 20
+    faithfulness_batch: int = 256
 
 
 class EvalCollate:
@@ -312,6 +317,10 @@ class BoxScoring:
         return "\n".join(lines)
 
 
+def methods_needing_model(methods: list[str], scoring) -> list[str]:
+    return [m for m in dict.fromkeys(methods) if m not in scoring.baselines]
+
+
 def percent(value) -> str:
     """A fraction as papers print it (x100), '-' where there is none."""
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
@@ -333,6 +342,8 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
     if opts.seg_metrics and isinstance(scoring, BoxScoring):
         raise ValueError(f"--seg-metrics applies to the segmentation datasets; {opts.dataset} is scored with "
                          f"boxes (cIoU, AP50, AUC)")
+    if opts.faithfulness and not methods_needing_model(opts.methods, scoring):
+        raise ValueError("--faithfulness scores the maps of an explainer: give --method legrad (or another)")
     if opts.dtype not in DTYPES:
         raise ValueError(f"unknown dtype {opts.dtype!r}; choose from {', '.join(DTYPES)}")
     device = dist.device
@@ -364,7 +375,14 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
     out = Path(all_gather_objects(dist, str(out) if out else None)[0])
     scoring.start(out, opts, dist.is_main)
     dist.barrier()
-    done = {cid for cid, row in load_results(out).items() if scoring.is_done(row, out)}
+    faith = None
+    if opts.faithfulness:
+        from .faithfulness import FaithfulnessScoring
+
+        faith = FaithfulnessScoring(model, steps=opts.faithfulness_steps, batch_size=opts.faithfulness_batch)
+    # a clip scored without --faithfulness is scored again when it is asked for
+    done = {cid for cid, row in load_results(out).items()
+            if scoring.is_done(row, out) and (faith is None or "faithfulness" in row)}
     todo = [i for i, cid in enumerate(dataset.ids) if cid not in done]
     shard = todo[dist.rank::dist.world_size]
     if dist.is_main:
@@ -391,8 +409,11 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
                         batch_targets = targets(records, device)
                         for m, explainer in explainers.items():
                             maps[m] = explainer(images, batch_targets).float().cpu()
+                        extra = faith.score(images, batch_targets, maps, records) if faith else None
                 for i, record in enumerate(records):
                     rows.append(scoring.score(record, maps, i, out))
+                    if faith:
+                        rows[-1]["faithfulness"] = extra[i]
                     if overlays_left > 0 and methods:
                         scoring.save_overlay(out / "overlays" / f"{quote(record.clip_id, safe='')}.png", record,
                                              maps[methods[0]][i], image_size)
@@ -406,12 +427,12 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
     dist.barrier()  # every rank has finished writing before rank 0 merges
     if not dist.is_main:
         return None
-    summary = _merge_and_summarise(out, dataset, scoring, methods, settings)
+    summary = _merge_and_summarise(out, dataset, scoring, methods, settings, faith)
     print(format_table(summary, scoring))
     return summary
 
 
-def _merge_and_summarise(out: Path, dataset, scoring, methods: list[str], settings: dict) -> dict:
+def _merge_and_summarise(out: Path, dataset, scoring, methods: list[str], settings: dict, faith=None) -> dict:
     """Merge the per-process rows into clips.jsonl (dataset order), then write summary.json."""
     rows = load_results(out)
     ordered = [rows[cid] for cid in dataset.ids if cid in rows]
@@ -435,6 +456,9 @@ def _merge_and_summarise(out: Path, dataset, scoring, methods: list[str], settin
         "annotation_report": _as_dict(dataset.annotation_report),
         **scoring.summarise(out, scored, methods + list(scoring.baselines)),
     }
+    if faith is not None:  # each method's faithfulness figures beside its own, and the random map's
+        for m, figures in faith.summarise(scored).items():
+            summary["methods"].setdefault(m, {}).update(figures)
     _write_atomic(out / "summary.json", json.dumps(_json_safe(summary), indent=2, allow_nan=False))
     return summary
 
@@ -454,7 +478,14 @@ def format_table(summary: dict, scoring=None) -> str:
     head = (f"{s['dataset']} ({s['split']}): {summary['evaluated']} clips scored of {summary['clips']}, "
             f"{summary['skipped']['count']} skipped"
             + "".join(f"\n  skipped, {k}: {v}" for k, v in summary["skipped"]["reasons"].items()))
-    return head + "\n" + scoring.format_table(summary)
+    methods = summary.get("methods", {})
+    own = {**summary, "methods": {m: r for m, r in methods.items() if "n" in r}}  # not the random map's row
+    table = head + "\n" + scoring.format_table(own)
+    if any("deletion_auc" in r for r in methods.values()):
+        from .faithfulness import FaithfulnessScoring
+
+        table += "\n" + FaithfulnessScoring.format_table(methods)
+    return table
 
 
 def default_root(dataset: str) -> str:

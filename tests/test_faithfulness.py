@@ -172,3 +172,40 @@ def test_summary_and_random_map():
     assert s["random"]["pointing_game"] == 1.0 and s["random"]["insertion_auc"] is None
     assert torch.equal(fa.random_map("a", (4, 5)), fa.random_map("a", (4, 5)))
     assert not torch.equal(fa.random_map("a", (4, 5)), fa.random_map("b", (4, 5)))
+
+
+# ------------------------------------------------------------------ eval.py --faithfulness
+def test_eval_faithfulness_end_to_end(tmp_path, capsys):
+    import json
+
+    import eval as eval_cli
+    from avlegrad.data.synthetic import generate_synthetic
+    from test_eval import TINY_CLIP
+
+    root = generate_synthetic(tmp_path / "synthetic", num_clips=4, seed=3)
+    config = tmp_path / "tiny-clip.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    base = ["--dataset", "synthetic", "--root", str(root), "--model", str(config), "--pretrained", "none",
+            "--workers", "0", "--batch-size", "3", "--out", str(tmp_path / "run"), "--method", "legrad,similarity"]
+    assert eval_cli.main(base) == 0  # first without: the clips are scored again when it is asked for
+    capsys.readouterr()
+    assert eval_cli.main(base + ["--faithfulness", "--faithfulness-steps", "4", "--faithfulness-batch", "5"]) == 0
+    table = capsys.readouterr().out
+    assert "del AUC" in table and "random" in table
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    rows = [json.loads(line) for line in (tmp_path / "run" / "clips.jsonl").read_text().splitlines()]
+    assert all("faithfulness" in r for r in rows) and len(rows) == 4
+    for method in ("legrad", "similarity", "random"):
+        for key in fa.METRICS:
+            expected = np.mean([r["faithfulness"][method][key] for r in rows])
+            assert summary["methods"][method][key] == pytest.approx(expected)
+    assert summary["methods"]["legrad"]["n"] == 4  # the box figures are still there
+    # a clip's figures are the module's on that clip's own image, target and map
+    assert set(rows[0]["faithfulness"]) == {"legrad", "similarity", "random"}
+
+
+def test_eval_faithfulness_needs_an_explainer(tmp_path):
+    import eval as eval_cli
+
+    assert eval_cli.main(["--dataset", "synthetic", "--root", str(tmp_path / "s"), "--method", "center",
+                          "--faithfulness", "--out", str(tmp_path / "run")]) == 2
