@@ -127,3 +127,26 @@ def test_bf16_layers_close_to_fp32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = explainer.explain_layers(images, targets)
     assert low.layers.dtype == torch.float32 and (low.maps - fp32.maps).abs().max() < 0.05
+
+
+def test_attention_pooled_layers_with_correction_sum_to_the_map():
+    from test_legrad_timm import siglip_tower
+
+    tower = siglip_tower(seed=7)
+    torch.manual_seed(8)
+    images, targets, empty = torch.randn(2, 3, 32, 32), torch.randn(2, 64), torch.randn(64)
+    explainer = LeGrad(tower, layer_index=0, correction_target=empty, correction_threshold=0.5)
+    out = explainer.explain_layers(images, targets)
+    default = explainer(images, targets)
+    assert out.layers.shape[:2] == (2, 3) and (out.maps - default).abs().max() < 1e-5
+    summed = out.layers.sum(dim=1)
+    lo, hi = summed.amin(dim=(-2, -1), keepdim=True), summed.amax(dim=(-2, -1), keepdim=True)
+    assert ((summed - lo) / (hi - lo) - default).abs().max() < 1e-5
+    gh, gw = out.heads.shape[-2:]
+    up = torch.nn.functional.interpolate(out.heads.mean(dim=2).reshape(-1, 1, gh, gw), scale_factor=32 // gh,
+                                         mode="bilinear")
+    assert (up.reshape(out.layers.shape) - out.layers).abs().max() < 1e-6
+    # the corrected cells are zero in every layer and head; the others are the plain explainer's
+    plain = LeGrad(tower, layer_index=0).explain_layers(images, targets).heads
+    changed = (out.heads != plain).any(dim=1).any(dim=1)  # [B, gh, gw]
+    assert changed.any() and (out.heads.abs().sum(dim=(1, 2))[changed] == 0).all()
