@@ -149,7 +149,8 @@ class LeGrad(Explainer):
     def explain_layers(self, images: torch.Tensor, targets: torch.Tensor) -> LayerMaps:
         """The final maps with each explained layer's and head's map, from the same single
         backward (per target column) as the final map; see :class:`LayerMaps`. Same inputs and
-        errors as calling the explainer."""
+        errors as calling the explainer. With ``layer_aggregation="product"`` the final map is not
+        a function of the layer maps, and takes a second pass."""
         one_target = self._check(images, targets)
         with torch.inference_mode(False):
             targets = self._prepare_targets(images, targets, one_target)
