@@ -202,6 +202,21 @@ def test_eval_faithfulness_end_to_end(tmp_path, capsys):
     assert summary["methods"]["legrad"]["n"] == 4  # the box figures are still there
     # a clip's figures are the module's on that clip's own image, target and map
     assert set(rows[0]["faithfulness"]) == {"legrad", "similarity", "random"}
+    from avlegrad import LeGrad
+    from avlegrad.data import create_dataset
+    from avlegrad.evaluation import EvalCollate, TextTargets
+    from avlegrad.models import load_clip
+
+    model, cfg = load_clip(str(config), "none")
+    dataset = create_dataset("synthetic", root)
+    records, _, images = EvalCollate(cfg, cfg["size"][0])([dataset[i] for i in range(3)])
+    targets = TextTargets(model, str(config), "a photo of a {}.")(records, "cpu")
+    direct = fa.FaithfulnessScoring(model, steps=4).score(images, targets, {"legrad": LeGrad(model)(images, targets)},
+                                                          records)
+    for i in range(3):
+        for method in ("legrad", "random"):
+            for key, value in direct[i][method].items():
+                assert rows[i]["faithfulness"][method][key] == pytest.approx(value, abs=1e-6), (i, method, key)
 
 
 def test_eval_faithfulness_needs_an_explainer(tmp_path):
