@@ -10,6 +10,8 @@ mean cIoU, AUC) and the faithfulness metrics (:mod:`avlegrad.faithfulness`), bes
 Writes to ``--out`` (default ``outputs/analysis-<dataset>``):
 
 - ``ablation.json``: every variant's settings and figures (written atomically);
+- ``clips.jsonl``: each clip's figures, appended per batch (a rerun resumes; ``run.json`` holds the
+  settings, and a folder of other settings is refused);
 - ``accumulated_layers.png``: the figures against the share of accumulated layers;
 - ``layer_contributions.png``: each layer's mean share of the summed map (all blocks explained);
 - ``heads_<clip>.png``: one clip's per-layer, per-head maps as a grid.
@@ -25,14 +27,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from . import faithfulness as fa
 from . import metrics
 from .data import create_dataset
-from .evaluation import DTYPES, AudioTargets, EvalCollate, EvalOptions, _json_safe, _load_models, \
-    _write_atomic, default_root, percent
+from .evaluation import DTYPES, AudioTargets, EvalCollate, EvalOptions, _end_torn_line, _json_safe, \
+    _load_models, _read_jsonl, _write_atomic, default_root, percent
 from .explain import LeGrad
 
 log = logging.getLogger("avlegrad")
@@ -58,7 +60,12 @@ def variants(num_layers: int) -> dict[str, dict]:
     return grid
 
 
-def run_analysis(opts: EvalOptions, out: Path, steps: int = 10, faith_batch: int = 256, heads_clip: int = 0) -> dict:
+def run_analysis(opts: EvalOptions, out: Path, steps: int = 10, faith_batch: int = 256, heads_clip: int = 0,
+                 overwrite: bool = False) -> dict:
+    """Score every variant on every clip, write the JSON and plots to ``out``; returns the summary.
+
+    Each clip's figures are appended to ``out/clips.jsonl`` after every batch, so an interrupted
+    run resumes where it stopped; a folder holding results of other settings is refused."""
     device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dataset = create_dataset(opts.dataset, opts.root or default_root(opts.dataset), split=opts.split,
                              annotations=opts.annotations, limit=opts.limit)
@@ -68,69 +75,113 @@ def run_analysis(opts: EvalOptions, out: Path, steps: int = 10, faith_batch: int
     size = opts.image_size or cfg["size"][0]
     vit_layers = LeGrad(model).vit.num_layers
     grid = variants(vit_layers)
+    settings = {"dataset": opts.dataset, "split": opts.split, "annotations": opts.annotations, "model": name,
+                "pretrained": pretrained, "audio_encoder": opts.audio_encoder, "target": opts.target,
+                "prompt": opts.prompt, "image_size": size, "dtype": opts.dtype, "faithfulness_steps": steps,
+                "variants": grid}
+    rows_file = _prepare(out, settings, overwrite)
+    done = {r["clip_id"] for r in _read_jsonl(rows_file)}
+    todo = [i for i, cid in enumerate(dataset.ids) if cid not in done]
     explainers = {v: LeGrad(model, **kw) for v, kw in grid.items()}
     all_blocks = LeGrad(model, layer_index=0)
     scorer = fa.ModelScorer(model)
     autocast = torch.autocast(device.type, dtype=DTYPES[opts.dtype], enabled=DTYPES[opts.dtype] is not None)
-    loader = DataLoader(dataset, batch_size=opts.batch_size, num_workers=opts.workers,
-                        collate_fn=EvalCollate(cfg, size))
-    cious = {v: [] for v in [*grid, fa.RANDOM]}
-    faith = {v: {k: [] for k in fa.METRICS} for v in cious}
-    shares, skipped, heads_saved = [], [], None
-    out.mkdir(parents=True, exist_ok=True)
-    with tqdm(total=len(dataset), desc=f"ablations on {opts.dataset}", unit="clip") as bar:
+    collate = EvalCollate(cfg, size)
+    loader = DataLoader(Subset(dataset, todo), batch_size=opts.batch_size, num_workers=opts.workers,
+                        collate_fn=collate)
+    if done:
+        log.info("%s: %d clips already analysed, %d to do", out, len(done), len(todo))
+    _end_torn_line(rows_file)
+    with rows_file.open("a") as sink, tqdm(total=len(todo), desc=f"ablations on {opts.dataset}", unit="clip") as bar:
         for records, skipped_batch, images in loader:
-            skipped += [{"clip_id": s.clip_id, "reason": s.reason} for s in skipped_batch]
+            rows = [{"clip_id": sk.clip_id, "skipped": sk.reason} for sk in skipped_batch]
             if records:
-                images = images.to(device)
-                with autocast:
-                    batch_targets = targets(records, device)
-                    maps = {v: e(images, batch_targets).float() for v, e in explainers.items()}
-                    maps[fa.RANDOM] = torch.stack([fa.random_map(r.clip_id, images.shape[-2:]) for r in records]
-                                                  ).to(device)
-                    layers = all_blocks.explain_layers(images, batch_targets)
-                    shares.append(layers.share.cpu())
-                    if heads_saved is None and heads_clip < len(records):
-                        heads_saved = records[heads_clip], layers.heads[heads_clip].cpu(), layers.layer_ids
-                    for v, m in maps.items():
-                        values = fa.perturbation_metrics(scorer, images, batch_targets, m, steps=steps,
-                                                         batch_size=faith_batch)
-                        for k, vals in values.items():
-                            faith[v][k] += vals.cpu().tolist()
-                        for i, record in enumerate(records):
-                            gt = fa.record_ground_truth(record)
-                            if gt is None:
-                                continue
-                            faith[v]["pointing_game"].append(fa.pointing_game(m[i], gt))
-                            faith[v]["energy_pointing_game"].append(fa.energy_pointing_game(m[i], gt))
-                            if record.boxes is not None:
-                                cious[v].append(metrics.ciou(m[i].cpu(), metrics.gt_map(record.boxes,
-                                                                                        record.box_format)))
+                rows += _score_batch(records, images.to(device), targets, explainers, all_blocks, scorer, autocast,
+                                     steps, faith_batch, device)
+            for row in rows:
+                sink.write(json.dumps(_json_safe(row)) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
             bar.update(len(records) + len(skipped_batch))
 
-    rows = {}
-    for v in cious:
-        row = {"settings": {"layer_index": grid[v].get("layer_index"), **{k: x for k, x in grid[v].items()
-                                                                         if k != "layer_index"}}
-               if v in grid else "uniform noise per clip"}
-        row.update({k: x for k, x in metrics.summarize(cious[v]).items()})
-        row.update({k: float(np.nanmean(x)) if len(x) else None for k, x in faith[v].items()})
-        rows[v] = row
-    share = torch.cat(shares).mean(dim=0) if shares else None
-    summary = {"dataset": opts.dataset, "split": opts.split, "model": name, "pretrained": pretrained,
-               "audio_encoder": opts.audio_encoder, "clips": len(dataset), "skipped": skipped,
-               "num_layers": vit_layers, "faithfulness_steps": steps, "variants": rows,
-               "layer_share_all_blocks": share.tolist() if share is not None else None}
+    by_id = {r["clip_id"]: r for r in _read_jsonl(rows_file)}
+    ordered = [by_id[cid] for cid in dataset.ids if cid in by_id]
+    scored = [r for r in ordered if "variants" in r]
+    summary = {**settings, "clips": len(dataset), "analysed": len(scored), "num_layers": vit_layers,
+               "skipped": [{"clip_id": r["clip_id"], "reason": r["skipped"]} for r in ordered if "skipped" in r],
+               "variants": {v: _summarise(v, grid, scored) for v in [*grid, fa.RANDOM]}}
+    shares = [r["share"] for r in scored]
+    summary["layer_share_all_blocks"] = np.mean(shares, axis=0).tolist() if shares else None
     _write_atomic(out / "ablation.json", json.dumps(_json_safe(summary), indent=2, allow_nan=False))
-    plots = [plot_accumulated_layers(rows, vit_layers, out / "accumulated_layers.png")]
-    if share is not None:
-        plots.append(plot_layer_contributions(share, out / "layer_contributions.png"))
-    if heads_saved is not None:
-        record, heads, ids = heads_saved
-        plots.append(plot_heads(record, heads, ids, out / f"heads_{_safe(record.clip_id)}.png"))
+    plots = [plot_accumulated_layers(summary["variants"], vit_layers, out / "accumulated_layers.png")]
+    if shares:
+        plots.append(plot_layer_contributions(torch.tensor(summary["layer_share_all_blocks"]),
+                                              out / "layer_contributions.png"))
+        record = None  # the head grid of one analysed clip
+        for position, row in enumerate(scored):
+            if position >= heads_clip:
+                item = dataset[dataset.ids.index(row["clip_id"])]
+                records, _, images = collate([item])
+                if records:
+                    record = records[0]
+                    break
+        if record is not None:
+            with autocast:
+                layers = all_blocks.explain_layers(images.to(device), targets([record], device))
+            plots.append(plot_heads(record, layers.heads[0].cpu(), layers.layer_ids,
+                                    out / f"heads_{_safe(record.clip_id)}.png"))
     print(format_table(summary))
     log.info("wrote %s and %s", out / "ablation.json", ", ".join(str(p) for p in plots))
     return summary
+
+
+def _prepare(out: Path, settings: dict, overwrite: bool) -> Path:
+    """The run folder: results of other settings are refused, never mixed (``--overwrite`` starts afresh)."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows_file, run_file = out / "clips.jsonl", out / "run.json"
+    if overwrite:
+        rows_file.unlink(missing_ok=True)
+    if run_file.is_file() and rows_file.is_file() and rows_file.stat().st_size:
+        previous = json.loads(run_file.read_text())
+        changed = [k for k in settings if previous.get(k) != json.loads(json.dumps(settings[k]))]
+        if changed:
+            raise ValueError(f"{out} holds an analysis with other settings ({', '.join(changed)}); use another "
+                             f"--out, or --overwrite to start afresh")
+    _write_atomic(run_file, json.dumps(settings, indent=2))
+    return rows_file
+
+
+def _score_batch(records, images, targets, explainers, all_blocks, scorer, autocast, steps, faith_batch, device):
+    """Each clip's row: every variant's cIoU and faithfulness figures, and the layer shares."""
+    with autocast:
+        batch_targets = targets(records, device)
+        maps = {v: e(images, batch_targets).float() for v, e in explainers.items()}
+        maps[fa.RANDOM] = torch.stack([fa.random_map(r.clip_id, images.shape[-2:]) for r in records]).to(device)
+        share = all_blocks.explain_layers(images, batch_targets).share.cpu()
+        rows = [{"clip_id": r.clip_id, "share": share[i].tolist(), "variants": {}} for i, r in enumerate(records)]
+        for v, m in maps.items():
+            values = fa.perturbation_metrics(scorer, images, batch_targets, m, steps=steps, batch_size=faith_batch)
+            for i, record in enumerate(records):
+                figures = {k: float(x[i]) for k, x in values.items()}
+                gt = fa.record_ground_truth(record)
+                if gt is not None:
+                    figures["pointing_game"] = fa.pointing_game(m[i], gt)
+                    figures["energy_pointing_game"] = fa.energy_pointing_game(m[i], gt)
+                if record.boxes is not None:
+                    figures["ciou"] = metrics.ciou(m[i].cpu(), metrics.gt_map(record.boxes, record.box_format))
+                rows[i]["variants"][v] = figures
+    return rows
+
+
+def _summarise(variant: str, grid: dict, scored: list[dict]) -> dict:
+    row = {"settings": grid.get(variant, "uniform noise per clip")}
+    cious = [r["variants"][variant]["ciou"] for r in scored if "ciou" in r["variants"].get(variant, {})]
+    row.update(metrics.summarize(cious))
+    for k in fa.METRICS:
+        values = [r["variants"][variant].get(k) for r in scored if variant in r["variants"]]
+        values = [x for x in values if x is not None and np.isfinite(x)]
+        row[k] = float(np.mean(values)) if values else None
+    return row
 
 
 def _safe(name: str) -> str:
@@ -242,8 +293,9 @@ def parse_args(argv=None):
     ap.add_argument("--limit", type=int)
     ap.add_argument("--steps", type=int, default=10, help="deletion/insertion steps")
     ap.add_argument("--faithfulness-batch", type=int, default=256, help="perturbed images per forward")
-    ap.add_argument("--heads-clip", type=int, default=0, help="which clip of the first batch gets the head grid")
+    ap.add_argument("--heads-clip", type=int, default=0, help="which analysed clip (its position) gets the head grid")
     ap.add_argument("--out", help="default: outputs/analysis-<dataset>")
+    ap.add_argument("--overwrite", action="store_true", help="discard an earlier analysis in --out")
     a = ap.parse_args(argv)
     audio_encoder = a.audio_encoder
     if a.dataset == "synthetic" and not (a.model or a.pretrained or a.audio_encoder or a.target == "text"):
@@ -264,7 +316,8 @@ def main(argv=None) -> int:
     logging.getLogger("avlegrad").setLevel(logging.INFO)
     opts, out, a = parse_args(argv)
     try:
-        run_analysis(opts, out, steps=a.steps, faith_batch=a.faithfulness_batch, heads_clip=a.heads_clip)
+        run_analysis(opts, out, steps=a.steps, faith_batch=a.faithfulness_batch, heads_clip=a.heads_clip,
+                     overwrite=a.overwrite)
     except (ValueError, FileNotFoundError) as e:
         log.error("%s", e)
         return 2

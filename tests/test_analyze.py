@@ -37,6 +37,20 @@ def test_analyze_end_to_end(tmp_path, capsys):
         assert (out / name).stat().st_size > 1000
     assert len(list(out.glob("heads_*.png"))) == 1
 
+    # a rerun resumes (nothing left to do: the same figures); other settings are refused
+    args = ["--dataset", "synthetic", "--root", str(root), "--model", str(config), "--pretrained", "none",
+            "--batch-size", "3", "--out", str(out)]
+    rows = (out / "clips.jsonl").read_text().splitlines()
+    (out / "clips.jsonl").write_text("\n".join(rows[:2]) + "\n" + rows[2][:40])  # killed mid-write of clip 3
+    assert analyze.main(args + ["--steps", "3"]) == 0
+    resumed = json.loads((out / "ablation.json").read_text())["variants"]
+    for v, row in summary["variants"].items():  # clip 3 alone now, not in a batch of 3: float noise only
+        assert resumed[v]["n"] == 3
+        for k in fa.METRICS + ("mean_ciou",):
+            assert resumed[v][k] == pytest.approx(row[k], abs=1e-3), (v, k)
+    assert len((out / "clips.jsonl").read_text().splitlines()) == 4  # the torn line is left, ignored
+    assert analyze.main(args + ["--steps", "4"]) == 2
+
     # one variant recomputed directly: its cIoU figures and its negative perturbation AUC
     model, cfg = load_clip(str(config), "none")
     dataset = create_dataset("synthetic", root)
