@@ -64,6 +64,12 @@ def parse_args(argv=None) -> EvalOptions:
     ap.add_argument("--confidence", choices=("cosine", "map-max"), help="extended sets: a sample's confidence "
                     "that a visible object sounds, the cosine of the audio and image embeddings (default) or "
                     "the largest value of the explainer's map before normalisation")
+    ap.add_argument("--faithfulness", action="store_true", help="also score each method's maps by deletion/"
+                    "insertion AUC, positive/negative perturbation AUC and the pointing games, beside a random map")
+    ap.add_argument("--faithfulness-steps", type=int, default=d.faithfulness_steps,
+                    help="deletion/insertion steps (the perturbation tests use 10%%, ..., 90%%)")
+    ap.add_argument("--faithfulness-batch", type=int, default=d.faithfulness_batch,
+                    help="perturbed images per forward pass")
     a = ap.parse_args(argv)
 
     audio_encoder = a.audio_encoder
@@ -91,7 +97,8 @@ def parse_args(argv=None) -> EvalOptions:
         limit=a.limit, out=a.out, save_overlays=a.save_overlays,
         overwrite=a.overwrite,
         seg_metrics=[m.strip() for m in a.seg_metrics.split(",") if m.strip()] if a.seg_metrics else None,
-        avsbench_batch_frames=a.avsbench_batch_frames, confidence=a.confidence)
+        avsbench_batch_frames=a.avsbench_batch_frames, confidence=a.confidence, faithfulness=a.faithfulness,
+        faithfulness_steps=a.faithfulness_steps, faithfulness_batch=a.faithfulness_batch)
 
 
 def main(argv=None) -> int:

@@ -77,6 +77,11 @@ class EvalOptions:
     # extended sound-following sets (avlegrad.sslalignment_eval): a sample's confidence, "cosine"
     # (target vs image embedding; None means it) or "map-max"
     confidence: str | None = None
+    # faithfulness metrics per method, a random map beside (avlegrad.faithfulness): deletion/insertion
+    # steps and how many perturbed images go through the model per forward
+    faithfulness: bool = False
+    faithfulness_steps: int = 20
+    faithfulness_batch: int = 256
 
 
 class EvalCollate:
@@ -341,6 +346,10 @@ class BoxScoring:
         return "\n".join(lines)
 
 
+def methods_needing_model(methods: list[str], scoring) -> list[str]:
+    return [m for m in dict.fromkeys(methods) if m not in scoring.baselines]
+
+
 def percent(value) -> str:
     """A fraction as papers print it (x100), '-' where there is none."""
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
@@ -371,6 +380,8 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
     if opts.seg_metrics and isinstance(scoring, BoxScoring):
         raise ValueError(f"--seg-metrics applies to the segmentation datasets; {opts.dataset} is scored with "
                          f"boxes (cIoU, AP50, AUC)")
+    if opts.faithfulness and not methods_needing_model(opts.methods, scoring):
+        raise ValueError("--faithfulness scores the maps of an explainer: give --method legrad (or another)")
     if opts.dtype not in DTYPES:
         raise ValueError(f"unknown dtype {opts.dtype!r}; choose from {', '.join(DTYPES)}")
     for name, value, least in (("limit", opts.limit, 1), ("save_overlays", opts.save_overlays, 0),
@@ -410,7 +421,14 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
     scoring.start(out, opts, dist.is_main)
     dist.barrier()
     ids = set(dataset.ids)
-    done = {cid for cid, row in load_results(out).items() if cid in ids and scoring.is_done(row, out)}
+    faith = None
+    if opts.faithfulness:
+        from .faithfulness import FaithfulnessScoring
+
+        faith = FaithfulnessScoring(model, steps=opts.faithfulness_steps, batch_size=opts.faithfulness_batch)
+    # a clip scored without --faithfulness is scored again when it is asked for
+    done = {cid for cid, row in load_results(out).items()
+            if cid in ids and scoring.is_done(row, out) and (faith is None or "faithfulness" in row)}
     todo = [i for i, cid in enumerate(dataset.ids) if cid not in done]
     shard = todo[dist.rank::dist.world_size]
     if dist.is_main:
@@ -421,8 +439,9 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
     collate = EvalCollate(cfg or CLIP_PREPROCESS, image_size)
     autocast = torch.autocast(device.type, dtype=DTYPES[opts.dtype], enabled=DTYPES[opts.dtype] is not None)
 
-    def explained_batches(indices):
-        """``(records, skipped, maps)`` per batch of the dataset's clips ``indices``."""
+    def explained_batches(indices, scored: bool = True):
+        """``(records, skipped, maps, faithfulness rows or None)`` per batch of the dataset's clips
+        ``indices``; ``scored=False`` (overlays only) skips the scoring's extra passes."""
         loader = DataLoader(Subset(dataset, indices), batch_size=opts.batch_size, num_workers=opts.workers,
                             collate_fn=collate, pin_memory=device.type == "cuda")
         for records, skipped, images in loader:
@@ -436,16 +455,17 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
                         keep.append(i)
                 if len(keep) < len(records):
                     records, images = [records[i] for i in keep], images[keep]
-            maps = {}
+            maps, extra = {}, None
             if records and methods:
                 images = images.to(device, non_blocking=True)
                 with autocast:
                     batch_targets = targets(records, device)
                     for m, explainer in explainers.items():
                         maps[m] = explainer(images, batch_targets).float().cpu()
-                    if hasattr(scoring, "observe_batch"):  # e.g. the extended sets' confidences
+                    if scored and hasattr(scoring, "observe_batch"):  # e.g. the extended sets' confidences
                         scoring.observe_batch(model, images, batch_targets, maps, explainers)
-            yield records, skipped, maps
+                    extra = faith.score(images, batch_targets, maps, records) if faith and scored else None
+            yield records, skipped, maps, extra
 
     def overlay_path(clip_id: str) -> Path:
         return out / "overlays" / f"{quote(clip_id, safe='')}.png"
@@ -460,10 +480,12 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
     _end_torn_line(rank_file)
     with rank_file.open("a") as sink, tqdm(total=len(shard), desc=f"{opts.dataset} [{dist.rank}]",
                                             disable=not dist.is_main, unit="clip") as bar:
-        for records, skipped, maps in explained_batches(shard):
+        for records, skipped, maps, extra in explained_batches(shard):
             rows = [{"clip_id": s.clip_id, "skipped": s.reason, "skip_kind": s.kind} for s in skipped]
             for i, record in enumerate(records):
                 rows.append(scoring.score(record, maps, i, out))
+                if extra is not None:
+                    rows[-1]["faithfulness"] = extra[i]
                 if overlays_left > 0:
                     scoring.save_overlay(overlay_path(record.clip_id), record, maps[methods[0]][i], image_size)
                     overlays_left -= 1
@@ -478,7 +500,7 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
         earlier = earlier[dist.rank::dist.world_size][:overlays_left]
         if earlier:
             log.info("--save-overlays: drawing the overlays of %d clips scored by an earlier run", len(earlier))
-        for records, skipped, maps in explained_batches(earlier):
+        for records, skipped, maps, _ in explained_batches(earlier, scored=False):
             for i, record in enumerate(records):
                 scoring.save_overlay(overlay_path(record.clip_id), record, maps[methods[0]][i], image_size)
             for s in skipped:
@@ -487,12 +509,12 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
     dist.barrier()  # every rank has finished writing before rank 0 merges
     if not dist.is_main:
         return None
-    summary = _merge_and_summarise(out, dataset, scoring, methods, settings)
+    summary = _merge_and_summarise(out, dataset, scoring, methods, settings, faith)
     print(format_table(summary, scoring))
     return summary
 
 
-def _merge_and_summarise(out: Path, dataset, scoring, methods: list[str], settings: dict) -> dict:
+def _merge_and_summarise(out: Path, dataset, scoring, methods: list[str], settings: dict, faith=None) -> dict:
     """Merge the per-process rows into clips.jsonl (dataset order), then write summary.json."""
     rows = load_results(out)
     ordered = [rows[cid] for cid in dataset.ids if cid in rows]
@@ -517,6 +539,9 @@ def _merge_and_summarise(out: Path, dataset, scoring, methods: list[str], settin
         "annotation_report": _as_dict(dataset.annotation_report),
         **scoring.summarise(out, scored, methods + list(scoring.baselines)),
     }
+    if faith is not None:  # each method's faithfulness figures beside its own, and the random map's
+        for m, figures in faith.summarise(scored).items():
+            summary["methods"].setdefault(m, {}).update(figures)
     _write_atomic(out / "summary.json", json.dumps(_json_safe(summary), indent=2, allow_nan=False))
     return summary
 
@@ -536,7 +561,14 @@ def format_table(summary: dict, scoring=None) -> str:
     head = (f"{s['dataset']} ({s['split']}): {summary['evaluated']} clips scored of {summary['clips']}, "
             f"{summary['skipped']['count']} skipped"
             + "".join(f"\n  skipped, {k}: {v}" for k, v in summary["skipped"]["reasons"].items()))
-    return head + "\n" + scoring.format_table(summary)
+    methods = summary.get("methods", {})
+    own = {**summary, "methods": {m: r for m, r in methods.items() if "n" in r}}  # not the random map's row
+    table = head + "\n" + scoring.format_table(own)
+    if any("deletion_auc" in r for r in methods.values()):
+        from .faithfulness import FaithfulnessScoring
+
+        table += "\n" + FaithfulnessScoring.format_table(methods)
+    return table
 
 
 def default_root(dataset: str) -> str:

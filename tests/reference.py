@@ -43,27 +43,58 @@ def reference_forward(visual, image):
     return attentions, outputs, normed, (gh, gw)
 
 
-def reference_legrad(visual, image, target, layer_index):
-    """One image [1, 3, H, W], one target [D] -> map [H, W]."""
+def reference_legrad(visual, image, target, layer_index, **switches):
+    """One image [1, 3, H, W], one target [D] -> map [H, W] (the ablation switches: see
+    :func:`reference_legrad_parts`)."""
+    return reference_legrad_parts(visual, image, target, layer_index, **switches)[0]
+
+
+def reference_legrad_parts(visual, image, target, layer_index, layers=None, score_tokens="all", relu=True,
+                           head_aggregation="mean", layer_aggregation="sum"):
+    """LeGrad and its ablations, written out: (final map [H, W], per-layer maps upsampled and not
+    normalised [L, H, W], per-head grid maps [L, heads, gh, gw]).
+
+    score_tokens: the layer embedding reads the mean of all tokens / the class token / the
+    patches' mean; relu: ReLU on dS/dA; head_aggregation: mean / max over heads of the mean over
+    queries; layer_aggregation: sum of the upsampled layer maps, or rollout-style product
+    R = (I + E_last) ... (I + E_first), E the head-aggregated [N, N] gradient, map = mean over
+    query rows of R at the patch keys."""
     L = len(visual.transformer.resblocks)
     first = layer_index if layer_index >= 0 else L + layer_index
+    chosen = sorted({i % L for i in layers}) if layers is not None else list(range(first, L))
     attentions, outputs, _, (gh, gw) = reference_forward(visual, image)
     t = target / target.norm()
-    total = 0
-    for layer in range(first, L):
-        f = visual.ln_post(outputs[layer].mean(dim=1)) @ visual.proj
+    N = attentions[0].shape[-1]
+    total, layer_maps, head_maps = 0, [], []
+    rollout = torch.eye(N)
+    for layer in chosen:
+        Z = outputs[layer]
+        pooled = {"all": Z.mean(dim=1), "cls": Z[:, 0], "patches": Z[:, 1:].mean(dim=1)}[score_tokens]
+        f = visual.ln_post(pooled) @ visual.proj
         s = (F.normalize(f, dim=-1) @ t).sum()
-        g = torch.autograd.grad(s, attentions[layer], retain_graph=True)[0]
-        e = g.clamp(min=0).mean(dim=1).mean(dim=1)[:, 1:].reshape(1, 1, gh, gw)
-        total = total + F.interpolate(e, scale_factor=visual.patch_size[0], mode="bilinear")
-    total = total[0, 0]
-    return (total - total.min()) / (total.max() - total.min())
+        g = torch.autograd.grad(s, attentions[layer], retain_graph=True)[0][0]  # [heads, N, N]
+        if relu:
+            g = g.clamp(min=0)
+        per_head = g.mean(dim=1)[:, 1:]  # mean over queries, patch keys: [heads, patches]
+        head_maps.append(per_head.reshape(-1, gh, gw))
+        e = per_head.mean(dim=0) if head_aggregation == "mean" else per_head.max(dim=0).values
+        up = F.interpolate(e.reshape(1, 1, gh, gw), scale_factor=visual.patch_size[0], mode="bilinear")[0, 0]
+        layer_maps.append(up)
+        total = total + up
+        E = g.mean(dim=0) if head_aggregation == "mean" else g.max(dim=0).values  # [N, N]
+        rollout = (torch.eye(N) + E) @ rollout
+    if layer_aggregation == "product":
+        final = _finish(rollout.mean(dim=0)[1:].reshape(gh, gw), visual.patch_size[0])
+    else:
+        span = total.max() - total.min()
+        final = (total - total.min()) / span if span > 0 else torch.zeros_like(total)
+    return final, torch.stack(layer_maps), torch.stack(head_maps)
 
 
-def reference_maps(model, images, targets, layer_index):
+def reference_maps(model, images, targets, layer_index, **switches):
     """[B, K, H, W] by looping over images and targets."""
     return torch.stack([
-        torch.stack([reference_legrad(model.visual, images[b:b + 1], targets[b, k], layer_index)
+        torch.stack([reference_legrad(model.visual, images[b:b + 1], targets[b, k], layer_index, **switches)
                      for k in range(targets.shape[1])])
         for b in range(images.shape[0])])
 

@@ -48,6 +48,20 @@ def token_mean(tokens: torch.Tensor) -> torch.Tensor:
     return tokens.sum(dim=1) / tokens.shape[1]
 
 
+SCORE_TOKENS = ("all", "cls", "patches")
+
+
+def score_token(tokens: torch.Tensor, which: str = "all", prefix: int = 1) -> torch.Tensor:
+    """What LeGrad's per-layer score reads from a block's tokens ``[B, N, C]`` -> ``[B, C]``: the
+    mean of ALL tokens (official), the class token, or the mean of the patch tokens. Each is
+    linear in the tokens, so it commutes with the MLP's last layer (see ``legrad_layer``)."""
+    if which == "all":
+        return token_mean(tokens)
+    if which == "cls":
+        return tokens[:, 0]
+    return token_mean(tokens[:, prefix:])
+
+
 def _refuse(what: str):
     raise UnsupportedModelError(f"{what}. Supported: {SUPPORTED_MODELS}.")
 
@@ -227,21 +241,27 @@ class OpenCLIPViT(ViTAdapter):
             a = block.ln_attn(a)
         return x + block.ls_1(a)
 
-    def legrad_layer(self, block, x: torch.Tensor, o: torch.Tensor):
+    def legrad_layer(self, block, x: torch.Tensor, o: torch.Tensor, score_tokens: str = "all"):
         """As the base, but cheaper to differentiate, exactly: the score reads only the MEAN of the
         block's tokens, and the MLP's last layer (and LayerScale) are affine, so
         ``mean(y + ls(W h + b)) = mean(y) + ls(W mean(h) + b)``. The graph then holds that layer
         on one vector per image instead of every token: its backward costs almost nothing.
-        Returns (output tokens, detached; the mean token ``[B, width]`` with its graph)."""
+        ``score_tokens`` (an ablation, see :func:`score_token`): the class token or the patches'
+        mean instead of all tokens' mean (equally linear).
+        Returns (output tokens, detached; the reduced token ``[B, width]`` with its graph)."""
         mlp = block.mlp
         if not (isinstance(mlp, nn.Sequential) and isinstance(mlp[-1], nn.Linear)):
             tokens = self.finish_block(block, x, o)
-            return tokens.detach(), token_mean(tokens)
+            return tokens.detach(), score_token(tokens, score_tokens, self.num_prefix_tokens)
         y = self._attention_residual(block, x, o)
         hidden = mlp[:-1](block.ln_2(y))
         with torch.no_grad():
             tokens = y + block.ls_2(mlp[-1](hidden))
-        pooled = token_mean(y) + block.ls_2(mlp[-1](token_mean(hidden)))
+        if score_tokens == "all":
+            pooled = token_mean(y) + block.ls_2(mlp[-1](token_mean(hidden)))
+        else:
+            reduce = lambda t: score_token(t, score_tokens, self.num_prefix_tokens)  # noqa: E731
+            pooled = reduce(y) + block.ls_2(mlp[-1](reduce(hidden)))
         return tokens, pooled
 
     def legrad_total_score(self, features: list, targets: torch.Tensor) -> torch.Tensor:
