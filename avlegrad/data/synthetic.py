@@ -62,8 +62,9 @@ def make_clip(index: int, params: dict) -> dict:
     clip_id = _clip_id(rng)
     scene = world.make_scene(rng, params["size"], params["classes"], object_counts=params["object_counts"],
                              center_spread=params["center_spread"])
-    audio, distractor = world.scene_audio(scene, params["duration"], params["sample_rate"], rng,
-                                          params["classes"], distractor_prob=params["distractor_prob"])
+    parts = world.scene_audio_parts(scene, params["duration"], params["sample_rate"], rng, params["classes"],
+                                    distractor_prob=params["distractor_prob"])
+    audio, distractor = world.mix_parts(parts), parts["distractor_name"]
     sounding = scene.sounding_object
     order = rng.permutation(len(scene.objects))  # the caption's order of the objects
     names, boxes = [scene.names[i] for i in order], [scene.objects[i].box for i in order]
@@ -71,7 +72,7 @@ def make_clip(index: int, params: dict) -> dict:
             "audio": audio, "caption": world.caption(names), "caption_places": world.caption(names, boxes=boxes),
             "distractor": distractor,
             "objects": [{"class": o.name, "bbox": o.box, "visible": round(o.visible, 4)} for o in scene.objects],
-            "sounding": scene.sounding}
+            "sounding": scene.sounding, "audio_parts": parts}
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -185,6 +186,36 @@ def ensure_synthetic(root) -> Path:
         generate_synthetic(root, **settings)
     return root
 
+
+
+def audio_truth(root, clip_ids, frontend) -> dict:
+    """The sounding object's time-frequency mask and per-frame activity of clips of a synthetic set.
+
+    The clips are regenerated from the set's manifest (seed, index: the same draws that wrote
+    them) and their parts (object, noise, distractor) scored by :func:`world.object_tf_mask` on
+    ``frontend``'s grid (a ``LogMel``: the encoder's own). Returns ``{clip_id: (mask [n_mels,
+    frames] bool, active [frames] bool)}``; an id not in the set raises ``ValueError`` naming it.
+    """
+    root = Path(root).expanduser()
+    manifest = _read_manifest(root)
+    if manifest is None or manifest.get("generator") != "avlegrad.data.synthetic":
+        raise ValueError(f"{root} holds no synthetic manifest ({MANIFEST}): the audio ground truth is "
+                         f"regenerated from the generator's settings")
+    params = manifest["params"]
+    if params.get("version") != GENERATOR_VERSION:
+        raise ValueError(f"{root} was made by version {params.get('version')} of the generator, not "
+                         f"{GENERATOR_VERSION}; read it once with ensure_synthetic to regenerate it")
+    if int(frontend.sample_rate) != int(params["sample_rate"]):
+        raise ValueError(f"the front-end's sample rate {frontend.sample_rate} differs from the set's "
+                         f"{params['sample_rate']} Hz")
+    index = {clip_id: i for i, clip_id in enumerate(manifest["clips"])}
+    out = {}
+    for clip_id in clip_ids:
+        if clip_id not in index:
+            raise ValueError(f"clip {clip_id!r} is not in the synthetic set at {root}")
+        clip = make_clip(index[clip_id], params)
+        out[clip_id] = world.object_tf_mask(clip["audio_parts"], frontend)
+    return out
 
 
 # --------------------------------------------------------------------------------------------

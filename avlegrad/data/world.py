@@ -384,16 +384,65 @@ def caption(names: list[str], rng: np.random.Generator | None = None, boxes=None
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def scene_audio_parts(scene: Scene, duration: float, sample_rate: int, rng: np.random.Generator,
+                      classes=tuple(CLASSES), distractor_prob: float = 0.3) -> dict:
+    """The clip's sound in its three parts, before they are mixed (same draws from ``rng``, in
+    the same order, as :func:`scene_audio`, which sums them): ``{"object": the sounding object's
+    class sound at its loudness, "noise": the coloured background noise, "distractor": the
+    off-screen class's sound or zeros, "distractor_name": its class or None}`` (float32 ``[T]``)."""
+    main = class_sound(scene.sounding_object.name, duration, sample_rate, rng) * rng.uniform(0.6, 1.0)
+    noise = background_noise(len(main), float(rng.uniform(0.004, 0.02)), rng)
+    distractor, other = None, np.zeros_like(main)
+    off_screen = [c for c in classes if c not in scene.names]
+    if off_screen and rng.random() < distractor_prob:
+        distractor = off_screen[int(rng.integers(0, len(off_screen)))]
+        other = class_sound(distractor, duration, sample_rate, rng) * rng.uniform(0.12, 0.3)
+    return {"object": main.astype(np.float32), "noise": noise, "distractor": other.astype(np.float32),
+            "distractor_name": distractor}
+
+
+def mix_parts(parts: dict) -> np.ndarray:
+    """The clip's waveform from :func:`scene_audio_parts`: their sum, clipped to [-1, 1]."""
+    audio = parts["object"] + parts["noise"]
+    if parts["distractor_name"] is not None:
+        audio = audio + parts["distractor"]
+    return np.clip(audio, -1, 1).astype(np.float32)
+
+
 def scene_audio(scene: Scene, duration: float, sample_rate: int, rng: np.random.Generator,
                 classes=tuple(CLASSES), distractor_prob: float = 0.3) -> tuple[np.ndarray, str | None]:
     """The clip's sound: the sounding object's class sound at a random loudness, coloured
     background noise, and with probability ``distractor_prob`` a quieter off-screen class.
     Returns ``(waveform float32 in [-1, 1], distractor class or None)``."""
-    main = class_sound(scene.sounding_object.name, duration, sample_rate, rng) * rng.uniform(0.6, 1.0)
-    audio = main + background_noise(len(main), float(rng.uniform(0.004, 0.02)), rng)
-    distractor = None
-    off_screen = [c for c in classes if c not in scene.names]
-    if off_screen and rng.random() < distractor_prob:
-        distractor = off_screen[int(rng.integers(0, len(off_screen)))]
-        audio = audio + class_sound(distractor, duration, sample_rate, rng) * rng.uniform(0.12, 0.3)
-    return np.clip(audio, -1, 1).astype(np.float32), distractor
+    parts = scene_audio_parts(scene, duration, sample_rate, rng, classes, distractor_prob)
+    return mix_parts(parts), parts["distractor_name"]
+
+
+# --------------------------------------------------------------------------------------------
+# The sound's ground truth: when and at which frequencies the sounding object is heard
+# --------------------------------------------------------------------------------------------
+TF_FLOOR_DB = 40.0  # T-F bins more than this below the object's loudest bin are not the object's
+MIN_FRAMES_EACH = 3  # time_auc needs this many active and this many silent frames
+
+
+def object_tf_mask(parts: dict, frontend, floor_db: float = TF_FLOOR_DB) -> tuple[np.ndarray, np.ndarray]:
+    """The sounding object's time-frequency mask on a front-end's mel grid, and its per-frame activity.
+
+    ``frontend``: a :class:`avlegrad.audio.frontend.LogMel` (its mel filter bank, hop and
+    centring define the grid: exactly the encoder's log-mel ``[n_mels, 1 + T // hop]``).
+    A bin belongs to the object where the object's mel power exceeds that of everything else in
+    the clip (background noise + distractor; the ideal binary mask at 0 dB local SNR) and lies
+    within ``floor_db`` of the object's loudest bin. A frame is active where any of its bins
+    belongs to the object. Returns ``(mask [n_mels, frames] bool, active [frames] bool)``.
+    """
+    import torch
+
+    with torch.no_grad():
+        obj = torch.from_numpy(np.ascontiguousarray(parts["object"], dtype=np.float32))[None]
+        rest = parts["noise"] + (parts["distractor"] if parts["distractor_name"] is not None else 0.0)
+        rest = torch.from_numpy(np.ascontiguousarray(rest, dtype=np.float32))[None]
+        p_obj = frontend.mel(obj)[0].double().numpy()
+        p_rest = frontend.mel(rest)[0].double().numpy()
+    floor = p_obj.max() * 10 ** (-floor_db / 10)
+    mask = (p_obj > p_rest) & (p_obj >= floor) & (p_obj > 0)
+    return mask, mask.any(axis=0)

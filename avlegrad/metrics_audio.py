@@ -1,0 +1,73 @@
+"""Scores of audio-side maps: where in frequency and when in time a map puts the sound's object.
+
+Ground truth: the sounding object's time-frequency mask and its per-frame activity on the
+encoder's log-mel grid (:func:`avlegrad.data.world.object_tf_mask`; the procedural world knows
+each clip's parts before they are mixed). Maps are ``[F, T]`` (mel bands x frames), non-negative.
+
+- ``tf_energy``: the share of the map's energy inside the mask, ``sum(map * mask) / sum(map)``
+  (the energy-based pointing game of Score-CAM, Wang et al. 2020, on the spectrogram). An
+  all-zero map (a constant map after min-max) is scored as a uniform one: the mask's area share.
+- ``time_auc``: the ROC-AUC of the per-frame relevance (the map's mean over mel bands) against the
+  object's activity, computed with torchmetrics' ``binary_auroc`` (ties count one half); defined
+  for clips with at least ``MIN_FRAMES_EACH`` active and as many silent frames (None otherwise:
+  steady sounds are heard in every frame).
+- the loudness prior, the audio analogue of the centre prior: the spectrogram's own log-mel
+  loudness as a map, min-max normalised.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .data.world import MIN_FRAMES_EACH
+
+
+def _as_map(values, what: str) -> np.ndarray:
+    m = np.asarray(values.detach().cpu() if torch.is_tensor(values) else values, dtype=np.float64)
+    if m.ndim != 2:
+        raise ValueError(f"{what} must be a map [mel bands, frames], got shape {m.shape}")
+    if not np.isfinite(m).all():
+        raise ValueError(f"{what} holds NaN or infinite values")
+    return m
+
+
+def tf_energy(saliency, mask) -> float:
+    """Share of a non-negative map's energy inside a boolean T-F mask of the same shape ``[F, T]``."""
+    m, g = _as_map(saliency, "the map"), np.asarray(mask, dtype=bool)
+    if g.shape != m.shape:
+        raise ValueError(f"the map {m.shape} and the mask {g.shape} differ in shape")
+    if (m < 0).any():
+        raise ValueError("tf_energy needs a non-negative map (min-max normalise it first)")
+    total = m.sum()
+    if total <= 0:
+        return float(g.mean())
+    return float((m * g).sum() / total)
+
+
+def relevance_curve(saliency) -> np.ndarray:
+    """The per-frame relevance of a map ``[F, T]``: its mean over mel bands, ``[T]``."""
+    return _as_map(saliency, "the map").mean(axis=0)
+
+
+def time_auc(curve, active, min_each: int = MIN_FRAMES_EACH) -> float | None:
+    """ROC-AUC of a per-frame relevance ``[T]`` against the object's activity ``[T]`` (bool);
+    None where fewer than ``min_each`` frames are active or silent."""
+    from torchmetrics.functional.classification import binary_auroc
+
+    c = np.asarray(curve, dtype=np.float64).reshape(-1)
+    a = np.asarray(active, dtype=bool).reshape(-1)
+    if c.shape != a.shape:
+        raise ValueError(f"the relevance curve ({c.size} frames) and the activity ({a.size} frames) differ in length")
+    if not np.isfinite(c).all():
+        raise ValueError("the relevance curve holds NaN or infinite values")
+    if a.sum() < min_each or (~a).sum() < min_each:
+        return None
+    return float(binary_auroc(torch.from_numpy(c), torch.from_numpy(a.astype(np.int64)), thresholds=None))
+
+
+def loudness_prior(log_mel) -> np.ndarray:
+    """The spectrogram's own loudness as a map: a log-mel ``[F, T]`` min-max normalised to [0, 1]
+    (all zeros when constant)."""
+    m = _as_map(log_mel, "the log-mel spectrogram")
+    low, high = m.min(), m.max()
+    return (m - low) / (high - low) if high > low else np.zeros_like(m)
