@@ -70,7 +70,14 @@ def parse_args(argv=None) -> EvalOptions:
                     help="deletion/insertion steps (the perturbation tests use 10%%, ..., 90%%)")
     ap.add_argument("--faithfulness-batch", type=int, default=d.faithfulness_batch,
                     help="perturbed images per forward pass")
+    ap.add_argument("--explain", choices=("image", "audio"), default="image",
+                    help="audio: LeGrad on the sound's side, scored against the offline world's time-frequency "
+                    "ground truth (--dataset synthetic; avlegrad/audio_eval.py)")
     a = ap.parse_args(argv)
+    if a.explain == "audio":  # its own path: the world's audio ViT, trained and untrained
+        opts = EvalOptions(dataset=a.dataset, root=a.root, layer_index=a.layer_index, limit=a.limit, out=a.out)
+        opts.explain, opts.audio_vit = "audio", a.audio_encoder
+        return opts
 
     audio_encoder = a.audio_encoder
     if a.dataset != "synthetic" and not (audio_encoder or a.target == "text" or a.model or a.pretrained):
@@ -106,7 +113,12 @@ def main(argv=None) -> int:
     logging.getLogger("avlegrad").setLevel(logging.INFO)
     opts = parse_args(argv)
     try:
-        evaluate(opts)
+        if getattr(opts, "explain", "image") == "audio":
+            from avlegrad.audio_eval import run_from_eval
+
+            run_from_eval(opts, opts.audio_vit)
+        else:
+            evaluate(opts)
     except (ValueError, FileNotFoundError, WeightsUnavailableError, DownloadError) as e:  # user errors: no traceback
         logging.getLogger("avlegrad").error("%s", e)
         return 2

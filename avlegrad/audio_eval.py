@@ -1,0 +1,167 @@
+"""``eval.py --dataset synthetic --explain audio``: LeGrad on the sound, scored in the offline world.
+
+For each held-out clip, the audio encoder's embedding of the clip's sound is explained with
+respect to the clip's frame embedding (the world CLIP's image embedding of the annotated frame,
+the embedding the encoder was trained to reach): :class:`~avlegrad.explain.audio.AudioLeGrad`
+gives a map over (mel band, frame) on the encoder's own log-mel grid. The generator knows the
+clip's parts (the sounding object, background noise, the off-screen distractor), so the map is
+scored against the sounding object's time-frequency mask and its per-frame activity
+(:func:`avlegrad.data.synthetic.audio_truth`, :mod:`avlegrad.metrics_audio`): ``tf_energy`` and
+``time_auc``. Beside it: the same explainer on the untrained encoder (the config's
+initialisation) and the loudness prior (the log-mel itself, min-max normalised).
+
+Output (``--out``): ``summary.json`` (means per method, N, skipped clips and why) and
+``clips.jsonl`` (per clip: class, distractor, each method's scores), written atomically; the
+table is printed. A run takes seconds, so it is recomputed rather than resumed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .metrics_audio import loudness_prior, relevance_curve, tf_energy, time_auc
+
+log = logging.getLogger(__name__)
+
+AUDIO_VIT_FILE = "audio_vit.pt"  # the world's audio encoder as a ViT (configs/world_audio_vit.yaml)
+AUDIO_VIT_CONFIG = "configs/world_audio_vit.yaml"
+METRICS = ("tf_energy", "time_auc")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def untrained_like(config) -> torch.nn.Module:
+    """The encoder of a ``train.py`` config at its initialisation (what a run starts from)."""
+    from .train import build_encoder, load_config
+
+    cfg = load_config(config)
+    torch.manual_seed(int(cfg["seed"]))  # as the trainer does before building the encoder
+    return build_encoder(cfg, int(cfg["clip"]["model_cfg"]["embed_dim"]), "cpu").eval()
+
+
+def evaluate_audio_side(root, encoders: dict, clip_model, preprocess_cfg: dict, *, limit: int | None = None,
+                        layer_index: int = -2, out=None, progress: bool = True) -> dict:
+    """Score audio-side LeGrad maps on a synthetic set; returns the summary (also written under ``out``).
+
+    ``encoders``: ``{name: audio encoder}`` (each a ViT the audio explainer supports, all on the
+    same log-mel front-end); ``clip_model``: the image tower whose frame embeddings are the targets.
+    """
+    from tqdm import tqdm
+
+    from .data.datasets import create_dataset
+    from .data.synthetic import audio_truth, ensure_synthetic
+    from .explain.audio import AudioLeGrad
+    from .models import image_tensor
+
+    root = ensure_synthetic(root)
+    names = list(encoders)
+    first = encoders[names[0]]
+    frontend = first.frontend
+    for name, enc in encoders.items():
+        fe = getattr(enc, "frontend", None)
+        if fe is None or repr(fe) != repr(frontend):
+            raise ValueError(f"audio encoder {name!r}: its front-end differs from {names[0]!r}'s; the ground truth "
+                             f"is computed on one log-mel grid")
+    explainers = {name: AudioLeGrad(enc, layer_index=layer_index) for name, enc in encoders.items()}
+    dataset = create_dataset("synthetic", root, sample_rate=first.sample_rate, limit=limit)
+    scenes = {s["file"]: s for s in json.loads((Path(root) / "synthetic.json").read_text()).get("scenes", [])}
+    rows, skipped = [], []
+    device = next(clip_model.parameters()).device
+    items = range(len(dataset))
+    for i in tqdm(items, desc="audio-side LeGrad", disable=not progress):
+        item = dataset[i]
+        if not hasattr(item, "waveform"):  # a SkippedClip
+            skipped.append({"clip": item.clip_id, "reason": item.reason})
+            continue
+        problem = first.check_waveform(item.waveform)
+        if problem:
+            skipped.append({"clip": item.clip_id, "reason": problem})
+            continue
+        mask, active = audio_truth(root, [item.clip_id], frontend)[item.clip_id]
+        wave = torch.from_numpy(np.ascontiguousarray(item.waveform))[None]
+        with torch.no_grad():
+            image = image_tensor(item.frame, preprocess_cfg)[None].to(device)
+            target = clip_model.encode_image(image).float().cpu()
+            log_mel = frontend(wave)[0, 0]
+        if tuple(log_mel.shape) != mask.shape:
+            raise ValueError(f"clip {item.clip_id}: the ground truth's grid {mask.shape} differs from the "
+                             f"encoder's log-mel {tuple(log_mel.shape)}")
+        maps = {name: ex.explain_waveforms(wave, target).maps[0].numpy() for name, ex in explainers.items()}
+        maps["loudness prior"] = loudness_prior(log_mel)
+        row = {"clip": item.clip_id, "class": item.label, "distractor": scenes.get(item.clip_id, {}).get("distractor"),
+               "mask_share": round(float(mask.mean()), 4), "active_share": round(float(active.mean()), 4)}
+        for name, m in maps.items():
+            row[name] = {"tf_energy": tf_energy(m, mask), "time_auc": time_auc(relevance_curve(m), active)}
+        rows.append(row)
+    methods = names + ["loudness prior"]
+    summary = {"dataset": "synthetic", "root": str(root), "explain": "audio", "layer_index": layer_index,
+               "n": len(rows), "methods": {}, "skipped": skipped,
+               "mask_share": float(np.mean([r["mask_share"] for r in rows])) if rows else None}
+    for name in methods:
+        entry = {}
+        for metric in METRICS:
+            values = [r[name][metric] for r in rows if r[name][metric] is not None]
+            entry[metric] = float(np.mean(values)) if values else None
+            entry[f"n_{metric}"] = len(values)
+        summary["methods"][name] = entry
+    # the summary keys the issue names: the first (trained) encoder's figures
+    summary["tf_energy"] = summary["methods"][names[0]]["tf_energy"]
+    summary["time_auc"] = summary["methods"][names[0]]["time_auc"]
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        _write_atomic(out / "clips.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        _write_atomic(out / "summary.json", json.dumps(summary, indent=1))
+    return summary
+
+
+def format_audio_table(summary: dict) -> str:
+    """The printed table: N, tf_energy and time_auc (x100) per method."""
+    def pct(v):
+        return f"{100 * v:8.2f}" if v is not None else "     n/a"
+
+    lines = [f"{'method':26s} {'N':>5s} {'tf_energy':>9s} {'N(time)':>8s} {'time_auc':>9s}"]
+    for name, entry in summary["methods"].items():
+        lines.append(f"{name:26s} {summary['n']:5d} {pct(entry['tf_energy']):>9s} {entry['n_time_auc']:8d} "
+                     f"{pct(entry['time_auc']):>9s}")
+    if summary.get("mask_share") is not None:
+        lines.append(f"(the object's T-F mask covers {100 * summary['mask_share']:.1f}% of the spectrogram on average: "
+                     f"a uniform map's tf_energy)")
+    return "\n".join(lines)
+
+
+def run_from_eval(opts, encoder_path=None) -> dict:
+    """``eval.py --explain audio``: the world's audio ViT (shipped, or ``--audio-encoder``), trained
+    and untrained, with the world CLIP, on ``opts.root`` (default ``datasets/synthetic``)."""
+    from .audio import create_audio_encoder
+    from .world_clip import WORLD_CHECKPOINTS, load_world_models
+
+    if opts.dataset != "synthetic":
+        raise ValueError(f"--explain audio needs the ground truth of the offline world: --dataset synthetic, "
+                         f"not {opts.dataset!r}")
+    path = Path(encoder_path) if encoder_path else WORLD_CHECKPOINTS / AUDIO_VIT_FILE
+    if not path.is_file():
+        raise ValueError(f"{path}: no audio ViT checkpoint (train one with configs/world_audio_vit.yaml and "
+                         f"package it with scripts/package_world_audio.py)")
+    clip_model, preprocess_cfg, _ = load_world_models()
+    trained = create_audio_encoder(str(path)).eval()
+    config = Path(__file__).resolve().parents[1] / AUDIO_VIT_CONFIG
+    encoders = {"LeGrad, trained": trained}
+    if config.is_file():
+        encoders["LeGrad, untrained"] = untrained_like(config)
+    root = opts.root or str(Path("datasets") / "synthetic")
+    out = opts.out or str(Path("outputs") / "synthetic-audio")
+    summary = evaluate_audio_side(root, encoders, clip_model, preprocess_cfg, limit=opts.limit,
+                                  layer_index=opts.layer_index, out=out)
+    print(format_audio_table(summary))
+    print(f"results in {out}")
+    return summary
