@@ -259,3 +259,22 @@ def test_refusals_and_bad_input():
     with pytest.raises(ValueError, match="samples"):
         ex.explain_waveforms(torch.randn(2, 10), torch.randn(2, 24))
     assert ex(torch.randn(0, 1, 32, 40), torch.randn(0, 24)).shape == (0, 32, 40)
+
+
+def test_explain_both_directions_in_one_call():
+    from avlegrad import LeGrad
+    from avlegrad.explain.audio import explain_both
+    from tests.conftest import make_tiny_clip
+
+    clip = make_tiny_clip(embed_dim=24)
+    enc = timm_vit()
+    torch.manual_seed(3)
+    images, waves = torch.randn(2, 3, 32, 32), torch.randn(2, 4000) * 0.2
+    image_maps, audio_maps = explain_both(clip, enc, images, waves)
+    with torch.no_grad():
+        sound, picture = enc(waves), clip.encode_image(images)
+    np.testing.assert_allclose(image_maps.numpy(), LeGrad(clip)(images, sound).numpy(), atol=1e-6)
+    np.testing.assert_allclose(audio_maps.maps.numpy(),
+                               AudioLeGrad(enc).explain_waveforms(waves, picture).maps.numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="one waveform per image"):
+        explain_both(clip, enc, images, waves[:1])

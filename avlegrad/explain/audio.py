@@ -394,3 +394,24 @@ class AudioLeGrad:
         if single:
             maps, curve, raw = maps[:, 0], curve[:, 0], raw[:, :, 0]
         return AudioMaps(maps, curve, times, raw, list(bounds))
+
+
+def explain_both(clip_model, encoder, images: torch.Tensor, waveforms: torch.Tensor, layer_index: int = -2):
+    """Both directions from one call: where in the picture the sound is (image-side LeGrad of the
+    CLIP image tower w.r.t. the sound's embedding) and when and at which frequencies the sound holds
+    what the picture shows (audio-side LeGrad of ``encoder`` w.r.t. the picture's embedding).
+
+    ``images`` ``[B, 3, H, W]`` (normalised for ``clip_model``), ``waveforms`` ``[B, T]`` (mono, at the
+    encoder's rate), pair ``b`` with pair ``b``. Returns ``(image maps [B, H, W], AudioMaps)``. The
+    encoder must embed into ``clip_model``'s image space (as a trained pair does).
+    """
+    from .legrad import LeGrad
+
+    if images.shape[0] != waveforms.shape[0]:
+        raise ValueError(f"{images.shape[0]} images and {waveforms.shape[0]} waveforms: give one waveform per image")
+    with torch.no_grad():
+        sound = encoder(waveforms)
+        picture = (clip_model.encode_image(images) if hasattr(clip_model, "encode_image") else clip_model(images)).float()
+    image_maps = LeGrad(clip_model, layer_index=layer_index)(images, sound.to(images.device))
+    audio_maps = AudioLeGrad(encoder, layer_index=layer_index).explain_waveforms(waveforms, picture.to(waveforms.device))
+    return image_maps, audio_maps
