@@ -121,3 +121,35 @@ def test_audio_truth_of_a_generated_set(tmp_path):
         audio_truth(root, ["nope"], fe)
     with pytest.raises(ValueError, match="sample rate"):
         audio_truth(root, manifest["clips"], LogMel(8000, n_fft=256, n_mels=32))
+
+
+def test_eval_explain_audio_runs_offline(tmp_path, capsys):
+    """`eval.py --dataset synthetic --explain audio` on a few generated clips: the shipped audio ViT,
+    trained and untrained, beside the loudness prior; summary keys tf_energy and time_auc."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from avlegrad.audio_eval import AUDIO_VIT_FILE
+    from avlegrad.world_clip import WORLD_CHECKPOINTS
+
+    if not (WORLD_CHECKPOINTS / AUDIO_VIT_FILE).is_file():
+        pytest.skip("checkpoints/world/audio_vit.pt is not present")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import eval as eval_script
+
+    from avlegrad.data.synthetic import generate_synthetic
+
+    root = generate_synthetic(tmp_path / "syn", num_clips=4, seed=0)
+    out = tmp_path / "out"
+    assert eval_script.main(["--dataset", "synthetic", "--root", str(root), "--explain", "audio",
+                             "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n"] == 4 and set(summary["methods"]) == {"LeGrad, trained", "LeGrad, untrained", "loudness prior"}
+    assert 0 <= summary["tf_energy"] <= 1
+    assert summary["time_auc"] is None or 0 <= summary["time_auc"] <= 1
+    rows = [json.loads(line) for line in (out / "clips.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all("tf_energy" in r["loudness prior"] for r in rows)
+    assert "loudness prior" in capsys.readouterr().out
+    # the audio side needs the world's ground truth
+    assert eval_script.main(["--dataset", "vggsound", "--root", str(root), "--explain", "audio"]) == 2
