@@ -259,6 +259,8 @@ def test_refusals_and_bad_input():
     with pytest.raises(ValueError, match="samples"):
         ex.explain_waveforms(torch.randn(2, 10), torch.randn(2, 24))
     assert ex(torch.randn(0, 1, 32, 40), torch.randn(0, 24)).shape == (0, 32, 40)
+    empty = ex.explain_waveforms(torch.randn(0, 4000), torch.randn(0, 2, 24))
+    assert empty.maps.shape == (0, 2, 32, 26) and empty.curve.shape == (0, 2, 26)
 
 
 def test_explain_both_directions_in_one_call():

@@ -111,6 +111,7 @@ class AudioViTAdapter:
     blocks: list
     sample_rate: int
     hop: int  # samples between spectrogram frames
+    n_mels: int  # mel bands of the spectrograms
     frame_offset: int = 0  # sample of a clip's frame 0 centre, relative to the clip's start
 
     @property
@@ -182,6 +183,7 @@ class TimmAudioViT(AudioViTAdapter):
         self.blocks = self.vit.blocks
         self.prefix = self.vit.num_prefix_tokens
         self.sample_rate, self.hop = encoder.frontend.sample_rate, encoder.frontend.hop_length
+        self.n_mels = encoder.frontend.n_mels
         self.frame_offset = 0  # torchaudio's centred STFT: frame f is centred on sample f * hop
         pe = encoder.backbone.patch_embed
         self.kernel, self.stride = tuple(pe.proj.kernel_size), tuple(pe.proj.stride)
@@ -224,6 +226,7 @@ class ImageBindAudioViT(AudioViTAdapter):
         self.blocks = list(encoder.trunk.blocks)
         self.prefix = 1
         self.sample_rate, self.hop, self.frame_offset = encoder.sample_rate, 160, 200
+        self.n_mels = encoder.num_mel_bins
         stem = encoder.preprocessor.rgbt_stem.proj
         self.kernel, self.stride = tuple(stem.kernel_size), tuple(stem.stride)
 
@@ -383,6 +386,11 @@ class AudioLeGrad:
                              f"least {self.encoder.min_samples}")
         t, single = self._targets(targets, waveforms.shape[0])
         ad = self.adapter
+        if waveforms.shape[0] == 0:
+            num = 1 + waveforms.shape[1] // ad.hop
+            times = torch.arange(num, dtype=torch.float32) * ad.hop / ad.sample_rate
+            k = () if single else (t.shape[1],)
+            return AudioMaps(torch.zeros(0, *k, ad.n_mels, num), torch.zeros(0, *k, num), times, torch.zeros(0), [])
         with torch.no_grad():
             specs, bounds, frames = ad.clips(waveforms)
         raw = self.raw_maps(specs, t.to(specs.device)).cpu()  # [B, S, K, F, Tc]
