@@ -63,6 +63,12 @@ class Explainer:
             raise ValueError(f"images must be a tensor [B, 3, H, W], got {shape}")
         if not images.is_floating_point():
             raise ValueError(f"images must be floating point (normalised for the model), got {images.dtype}")
+        # a NaN/inf pixel would make every score NaN and the map silently all zeros
+        bad = (~torch.isfinite(images.detach()).flatten(1).all(dim=1)).nonzero().flatten().tolist()
+        if bad:
+            shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+            raise ValueError(f"images contain NaN or inf values: {len(bad)} of {images.shape[0]} images "
+                             f"(batch indices {shown}); explain finite images only")
         self.vit.grid(images.shape[-2], images.shape[-1])  # raises on a size the patches do not tile
         if isinstance(targets, torch.Tensor) and not targets.is_floating_point() and not targets.is_complex():
             return self._check_classes(images, targets)
