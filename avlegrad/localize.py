@@ -738,16 +738,18 @@ class Localizer:
         dtype = DTYPES[self.dtype]
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
+    def targets(self, frames: list[Frame], audio: AudioWindows | None) -> torch.Tensor:
+        """``[B, D]``: each frame's audio window through the encoder (each as if alone), or the text embedding."""
+        if self.encoder is None:
+            return self.text_embedding.to(self.device).expand(len(frames), -1)
+        with torch.no_grad():
+            return self.encoder.embed_each(audio.batch([f.time for f in frames]).to(self.encoder.device))
+
     def explain(self, frames: list[Frame], audio: AudioWindows | None) -> None:
         """Set ``frame.map`` for a batch: frames through the image tower, their windows through the encoder."""
         images = self.to_model([f.image if f.image is not None else self.prepare(f.rgb) for f in frames])
         with self._autocast():
-            if self.encoder is not None:
-                with torch.no_grad():
-                    targets = self.encoder(audio.batch([f.time for f in frames]).to(self.encoder.device))
-            else:
-                targets = self.text_embedding.to(self.device).expand(len(frames), -1)
-            maps = self.explainer(images, targets).cpu().numpy()
+            maps = self.explainer(images, self.targets(frames, audio)).cpu().numpy()
         for f, m in zip(frames, maps):
             f.map, f.image = m, None
 
