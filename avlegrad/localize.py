@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.media import MediaError, _to_float, resample
+from .data.media import MediaError, _to_float, check_frame_size, resample
 from .models import RANDOM_WEIGHTS, encode_text, load_clip
 from .visualize import COLORMAPS, overlay, save_image
 
@@ -371,6 +371,8 @@ class FrameReader:
         try:
             for index, frame in enumerate(self.container.decode(self.stream)):
                 rgb = frame.to_ndarray(format="rgb24")
+                if index == 0:
+                    check_frame_size(rgb, self.path)  # a 1x1 video has nothing to localize: fail it, saying why
                 turns = int(round((getattr(frame, "rotation", 0) or 0) / 90)) % 4
                 if index == 0:
                     self.rotation = 90 * turns
