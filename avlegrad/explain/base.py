@@ -22,7 +22,8 @@ class Explainer:
     embedding space; they need not be unit vectors. For a classifier, targets may instead be
     class indices, ``[B]`` or ``[B, K]`` (integer tensors). Returns detached float32 maps on the
     images' device, ``[B, H, W]`` or ``[B, K, H, W]``, each min-max normalised to [0, 1].
-    The model is only read, never changed.
+    The model is only read, never changed. Images holding NaN or inf raise ValueError naming how
+    many and which (they would otherwise give all-zero maps).
     """
 
     families: tuple = (OpenCLIPViT,)  # the model families this method is defined for
