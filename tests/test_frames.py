@@ -201,3 +201,32 @@ def test_frames_too_small_for_a_map_are_refused_with_the_reason(tmp_path, size, 
         load_frame(video)
     with pytest.raises(MediaError, match="too small for a meaningful map"), localize.FrameReader(video) as reader:
         list(reader)
+
+
+def test_a_clip_with_a_tiny_frame_is_skipped_with_the_reason(tmp_path):
+    """A 1x1 frame used to be scored without a word; the dataset now skips the clip, saying why."""
+    from avlegrad.data import create_dataset
+    from avlegrad.data.media import write_video
+    from avlegrad.data.record import ClipRecord, SkippedClip
+
+    t = np.arange(16000) / 16000
+    sound = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    write_video(tmp_path / "good.mp4", [smooth_rgb(32, 48)] * 5, 5, audio=sound, sample_rate=16000)
+    # H.264 in yuv420p cannot be 1 px wide: a lossless codec that can
+    with av.open(str(tmp_path / "tiny.mkv"), "w") as out:
+        v = out.add_stream("ffv1", rate=5)
+        v.width, v.height, v.pix_fmt = 1, 1, "yuv444p"
+        a = out.add_stream("pcm_s16le", rate=16000)
+        a.layout = "mono"
+        for i in range(5):
+            out.mux(v.encode(av.VideoFrame.from_ndarray(np.full((1, 1, 3), 128, np.uint8), format="rgb24")))
+        out.mux(v.encode())
+        frame = av.AudioFrame.from_ndarray((sound[None] * 32767).astype(np.int16), format="s16", layout="mono")
+        frame.sample_rate = 16000
+        out.mux(a.encode(frame))
+        out.mux(a.encode())
+    ds = create_dataset("folder", tmp_path)
+    by_id = {ds.ids[i]: ds[i] for i in range(len(ds))}
+    assert isinstance(by_id["good"], ClipRecord)
+    assert isinstance(by_id["tiny"], SkippedClip)
+    assert "frame is 1x1 px: smaller than 16 px on a side" in by_id["tiny"].reason
