@@ -935,7 +935,7 @@ class _Output:
     def damage(self, frames: int) -> str | None:
         """One line on a damaged or truncated input (what was written, what failed), or None."""
         reader, track = self.reader, self.track
-        announced = reader.stream.frames or reader.expected_frames or 0
+        announced = reader.stream.frames or 0  # an exact count (mp4, mov); estimates from the duration are not
         audio_error = track.error if track is not None else None
         if not (reader.error or audio_error or frames < announced):
             return None

@@ -420,6 +420,8 @@ def test_truncated_file_writes_what_decodes_and_reports_the_damage(models, tmp_p
     cut.write_bytes(data[: int(len(data) * 0.6)])
 
     caplog.set_level("INFO")
+    assert run([src], tmp_path / "whole", "--audio-encoder", models["encoder"]) == 0
+    assert "DAMAGED" not in caplog.text  # the complete file is not reported
     assert run([cut], tmp_path / "out", "--audio-encoder", models["encoder"]) == 0
     frames, _ = read_video(tmp_path / "out" / "cut_legrad.mp4")
     assert 30 <= len(frames) < 100
