@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.media import MediaError, _to_float, check_frame_size, resample
+from .data.media import MediaError, _to_float, check_frame_size, resample, upright
 from .models import RANDOM_WEIGHTS, encode_text, load_clip
 from .visualize import COLORMAPS, overlay, save_image
 
@@ -377,11 +377,9 @@ class FrameReader:
                 rgb = frame.to_ndarray(format="rgb24")
                 if index == 0:
                     check_frame_size(rgb, self.path)  # a 1x1 video has nothing to localize: fail it, saying why
-                turns = int(round((getattr(frame, "rotation", 0) or 0) / 90)) % 4
                 if index == 0:
-                    self.rotation = 90 * turns
-                if turns:
-                    rgb = np.ascontiguousarray(np.rot90(rgb, turns))  # rotation is counter-clockwise
+                    self.rotation = 90 * (int(round((getattr(frame, "rotation", 0) or 0) / 90)) % 4)
+                rgb = upright(rgb, getattr(frame, "rotation", 0))  # rotation is counter-clockwise
                 t = float(frame.time) if frame.time is not None else index / float(self.fps)
                 item = Frame(index, t, rgb)
                 if self.prepare is not None and index % self.prepare_every == 0:

@@ -230,3 +230,26 @@ def test_a_clip_with_a_tiny_frame_is_skipped_with_the_reason(tmp_path):
     assert isinstance(by_id["good"], ClipRecord)
     assert isinstance(by_id["tiny"], SkippedClip)
     assert "frame is 1x1 px: smaller than 16 px on a side" in by_id["tiny"].reason
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_a_video_frame_is_turned_upright_as_localize_shows_it(tmp_path, rotation):
+    """eval's frame (load_frame) used to ignore the display rotation that localize applies."""
+    coded = smooth_rgb(32, 48)
+    path = tmp_path / "phone.mp4"
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 48, 32, "yuv444p"
+        s.options = {"crf": "0"}
+        s.set_display_rotation(rotation)
+        for _ in range(5):
+            out.mux(s.encode(av.VideoFrame.from_ndarray(coded, format="rgb24")))
+        out.mux(s.encode())
+    with av.open(str(path)) as c:
+        frames = list(c.decode(video=0))
+        reference = np.rot90(frames[2].to_ndarray(format="rgb24"), int(frames[2].rotation) // 90 % 4)
+    assert reference.shape[:2] == ((32, 48) if rotation == 180 else (48, 32))
+    got = load_frame(path, time=0.2)
+    np.testing.assert_array_equal(got, reference)
+    with localize.FrameReader(path) as reader:
+        np.testing.assert_array_equal([f.rgb for f in reader][2], got)

@@ -174,6 +174,13 @@ def _image_to_rgb8(path, im) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
+def upright(rgb: np.ndarray, rotation) -> np.ndarray:
+    """A decoded frame turned by its display rotation (PyAV's ``frame.rotation``: counter-clockwise
+    degrees, multiples of 90; flips in the display matrix are ignored), as players show it."""
+    turns = int(round((rotation or 0) / 90)) % 4
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
 def check_frame_size(frame: np.ndarray, path) -> np.ndarray:
     """``frame`` unchanged, or MediaError when it is smaller than :data:`MIN_FRAME_SIDE` on a side."""
     h, w = frame.shape[:2]
@@ -209,7 +216,8 @@ def load_frame(path, time: float | None = None) -> np.ndarray:
     """One frame as ``[H, W, 3]`` uint8 RGB.
 
     For an image file, the image. For a video, the first frame shown at or after ``time``
-    seconds (None: the middle of the video, the frame the benchmarks annotate). A frame smaller
+    seconds (None: the middle of the video, the frame the benchmarks annotate), turned upright by
+    the stream's display rotation (phone videos) as players and ``localize`` show it. A frame smaller
     than :data:`MIN_FRAME_SIDE` px on a side raises MediaError (too small for a meaningful map).
     """
     import av
@@ -236,7 +244,7 @@ def load_frame(path, time: float | None = None) -> np.ndarray:
                     break
             if last is None:
                 raise MediaError(path, "video stream holds no frames")
-            return check_frame_size(last.to_ndarray(format="rgb24"), path)
+            return check_frame_size(upright(last.to_ndarray(format="rgb24"), getattr(last, "rotation", 0)), path)
     except MediaError:
         raise
     except (av.error.FFmpegError, OSError, ValueError) as e:
