@@ -258,6 +258,12 @@ def test_refusals_and_bad_input():
         ex(torch.randn(2, 4000), torch.randn(2, 24))
     with pytest.raises(ValueError, match="samples"):
         ex.explain_waveforms(torch.randn(2, 10), torch.randn(2, 24))
+    with pytest.raises(ValueError, match="width 16; TimmAudioEncoder embeds into 24"):
+        ex.explain_waveforms(torch.randn(2, 4000), torch.randn(2, 16))
+    nan = torch.randn(3, 4000)
+    nan[1, 7] = float("nan")
+    with pytest.raises(ValueError, match=r"waveforms \[1\] hold NaN"):
+        ex.explain_waveforms(nan, torch.randn(3, 24))
     assert ex(torch.randn(0, 1, 32, 40), torch.randn(0, 24)).shape == (0, 32, 40)
     empty = ex.explain_waveforms(torch.randn(0, 4000), torch.randn(0, 2, 24))
     assert empty.maps.shape == (0, 2, 32, 26) and empty.curve.shape == (0, 2, 26)

@@ -323,6 +323,10 @@ class AudioLeGrad:
         t = t[:, None] if single else t
         if not torch.isfinite(t).all():
             raise ValueError("targets hold NaN or infinite values")
+        width = getattr(self.encoder, "embed_dim", t.shape[-1])
+        if t.shape[-1] != width:
+            raise ValueError(f"targets have width {t.shape[-1]}; {type(self.encoder).__name__} embeds into {width} "
+                             f"dimensions")
         return F.normalize(t.float(), dim=-1), single
 
     def raw_maps(self, specs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -384,6 +388,9 @@ class AudioLeGrad:
         if waveforms.shape[1] < self.encoder.min_samples:
             raise ValueError(f"waveforms have {waveforms.shape[1]} samples; {type(self.encoder).__name__} needs at "
                              f"least {self.encoder.min_samples}")
+        bad = (~torch.isfinite(waveforms)).any(dim=1)
+        if bad.any():
+            raise ValueError(f"waveforms {bad.nonzero().flatten().tolist()} hold NaN or infinite samples")
         t, single = self._targets(targets, waveforms.shape[0])
         ad = self.adapter
         if waveforms.shape[0] == 0:
