@@ -188,9 +188,7 @@ class LeGrad(Explainer):
 
     def _upsample(self, grid: torch.Tensor, size) -> torch.Tensor:
         """``[B, C, gh, gw]`` -> ``[B, C, H, W]`` on the input, as the base call."""
-        B, C = grid.shape[:2]
-        maps = self.vit.layout.to_input(grid.reshape(B * C, 1, *grid.shape[-2:]), size)
-        return maps.reshape(B, C, *maps.shape[-2:])
+        return self.vit.layout.to_input(grid, size)
 
     def _aggregate_heads(self, heads: torch.Tensor) -> torch.Tensor:
         """``[..., heads, ...]`` with heads at dim 3 -> head-aggregated (mean or max)."""

@@ -145,7 +145,7 @@ class PatchLayout:
         return (height - ph) // sh + 1, (width - pw) // sw + 1
 
     def to_input(self, grid_maps: torch.Tensor, size: tuple) -> torch.Tensor:
-        """Grid maps ``[M, 1, gh, gw]`` -> ``[M, 1, H, W]`` on the input: bilinear upsampling by
+        """Grid maps ``[M, C, gh, gw]`` -> ``[M, C, H, W]`` on the input: bilinear upsampling by
         the patch size (the reference code's), or to the input size for strided/overlapping
         patches (each cell then covers its stride's share of the input)."""
         if tuple(self.step) == tuple(self.patch_size):
