@@ -139,7 +139,8 @@ class Explainer:
     def _check_classes(self, images, targets) -> bool:
         if self.vit.num_classes is None:
             raise ValueError(f"integer targets are class indices, which {type(self).__name__} supports only for "
-                             f"timm classifiers and other classifier models without attention pooling; give embeddings [B, D] or "
+                             f"timm classifiers and other classifier models without attention pooling; give "
+                             f"embeddings [B, D] or "
                              f"[B, K, D] of width {self.vit.embed_dim}")
         if targets.ndim not in (1, 2) or targets.shape[0] != images.shape[0]:
             raise ValueError(f"class targets must be [B] or [B, K] for {images.shape[0]} images, "

@@ -163,7 +163,8 @@ class LeGrad(Explainer):
                 heads = heads[:, :-1].masked_fill(mask[:, None, None, None], 0)
                 layer_grid = layer_grid[:, :-1].masked_fill(mask[:, None, None], 0)
                 K -= 1
-            layers = self._upsample(layer_grid.reshape(B, K * L, gh, gw), images.shape[-2:]).reshape(B, K, L, *images.shape[-2:])
+            layers = self._upsample(layer_grid.reshape(B, K * L, gh, gw), images.shape[-2:])
+            layers = layers.reshape(B, K, L, *images.shape[-2:])
             if self.layer_aggregation == "sum":
                 total = layer_grid.sum(dim=2)
             else:
@@ -253,7 +254,8 @@ class LeGrad(Explainer):
                 reduce = lambda grads: sum(relevance(g, v) for g, v in zip(grads, values))  # noqa: E731
             elif mode == "heads":
                 relevance = self._pool_head_relevance if pooled else self._head_relevance
-                reduce = lambda grads: torch.stack([relevance(g, v) for g, v in zip(grads, values)], dim=1)  # noqa: E731
+                reduce = lambda grads: torch.stack(  # noqa: E731
+                    [relevance(g, v) for g, v in zip(grads, values)], dim=1)
             else:
                 reduce = lambda grads: self._product_relevance(grads, values)  # noqa: E731
             return per_target_gradients(total, outputs, reduce)

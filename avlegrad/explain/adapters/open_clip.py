@@ -5,7 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import SCORE_TOKENS, ModelAdapter, cosines, randomised_example, refuse, register_adapter, score_token, token_mean
+from .base import (SCORE_TOKENS, ModelAdapter, cosines, randomised_example, refuse, register_adapter, score_token,
+                   token_mean)
 
 
 def _is_open_clip_vit(model) -> bool:
