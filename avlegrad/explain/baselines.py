@@ -14,9 +14,8 @@ classifier) by the fp32 cosine with the target, or its class logit for class tar
 - ``rollout``: attention rollout (Abnar & Zuidema 2020): ``R = prod_l (0.5 mean_h A_l + 0.5 I)``
   from the first block to the last, class-token row (target-independent).
 - ``gradcam``: Grad-CAM on the tokens the last block's attention reads (its pre-attention
-  norm's output, ``ln_1``/``norm1``: the layer pytorch-grad-cam uses for ViTs): channel weights
-  = gradients averaged over patches, map
-  = ReLU(weighted sum of channels).
+  norm's output, ``ln_1``/``norm1``: the layer pytorch-grad-cam uses for ViTs): channel
+  weights = gradients averaged over patches, map = ReLU(weighted sum of channels).
 - ``chefercam``: Chefer et al. 2021 (generic attention-model explainability):
   ``R <- R + mean_h((dS/dA_l * A_l)^+) R`` from ``R = I``, class-token row.
 """
