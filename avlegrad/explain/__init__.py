@@ -8,6 +8,7 @@ from .adapters import UnsupportedModelError, register_adapter  # noqa: F401
 from .base import EXPLAINERS, Explainer, min_max_normalize, per_target_gradients, register_explainer  # noqa: F401
 from .legrad import LeGrad  # noqa: F401
 from .baselines import AttentionRollout, CheferCAM, DenseSimilarity, GradCAM, RawAttention  # noqa: F401
+from .input_gradient import InputGradient  # noqa: F401
 
 
 def __getattr__(name):
