@@ -8,3 +8,4 @@ from .base import (  # noqa: F401
     register_adapter, registered_adapters, supported_models)
 from .open_clip import OpenCLIPViT  # noqa: F401
 from .timm import TimmViT  # noqa: F401
+from .torchvision import TorchvisionViT  # noqa: F401
