@@ -228,3 +228,43 @@ def test_no_import_cycles_within_explain():
         if name not in state:
             visit(name, [name])
     assert "avlegrad.explain.adapters.base" in graph and len(graph) >= 8
+
+
+def test_a_spectrogram_vit_with_overlapping_patches_is_explained_by_the_same_legrad():
+    """An AST-like model: one input channel, a 16 x 64 "spectrogram", 8 x 8 patches every 6 bins
+    (overlapping). Its adapter only states that layout; the replay equals the model's own forward
+    and LeGrad equals the slow reference, with maps on the input's size."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    from avlegrad.explain.adapters import TimmViT
+    from avlegrad.explain.adapters.base import randomised_example
+
+    def build():
+        t = VisionTransformer(img_size=(16, 64), patch_size=8, in_chans=1, embed_dim=64, depth=3, num_heads=4,
+                              num_classes=5)
+        t.patch_embed.proj = torch.nn.Conv2d(1, 64, 8, stride=6)
+        t.patch_embed.grid_size = (2, 10)
+        t.pos_embed = torch.nn.Parameter(torch.randn(1, 1 + 20, 64))
+        return t
+
+    class SpectrogramViT(TimmViT):  # what such a family's adapter adds: its input layout
+        @property
+        def layout(self):
+            return PatchLayout(1, (8, 8), stride=(6, 6))
+
+    model = randomised_example(build, seed=41)
+    vit = SpectrogramViT(model)
+    torch.manual_seed(42)
+    spec = torch.randn(2, 1, 16, 64)
+    assert vit.grid(16, 64) == (2, 10)
+    with torch.no_grad():
+        assert (vit.replayed_forward(spec) - vit.model_forward(spec)).abs().max().item() < 1e-5
+    explainer = LeGrad(model, layer_index=0)
+    explainer.vit = vit  # as adapter_for would give, were the family registered
+    maps = explainer(spec, torch.tensor([[1, 4], [0, 2]]))
+    assert maps.shape == (2, 2, 16, 64)
+    grid = slow_legrad(vit, spec[1:2], 2, range(3))
+    up = vit.layout.to_input(grid[None, None], (16, 64))[0, 0]
+    assert (maps[1, 1] - (up - up.min()) / (up.max() - up.min())).abs().max().item() < 1e-5
+    with pytest.raises(ValueError, match=r"images must be a tensor \[B, 1, H, W\]"):
+        explainer(torch.randn(1, 3, 16, 64), torch.tensor([0]))
