@@ -215,20 +215,21 @@ class LeGrad(Explainer):
             targets = torch.cat([targets, extra], dim=1)
         x = vit.tokens_before(images, self.first_layer)
         explained = set(self.layer_ids)
+        grid = vit.grid(images.shape[-2], images.shape[-1])  # for families whose attention needs it (RoPE)
         outputs, values, scores, features = [], [], [], []
         with torch.enable_grad():
             for index in range(self.first_layer, vit.num_layers):
                 block = vit.blocks[index]
                 if index not in explained:  # a block between the chosen ones: forward only
                     with torch.no_grad():
-                        x = vit.block_forward(block, x)
+                        x = vit.block_forward(block, x, grid)
                     continue
                 with torch.no_grad():
                     if pooled:  # the block runs as is; the gradient site is the pooler's attention
-                        x = vit.block_forward(block, x)
+                        x = vit.block_forward(block, x, grid)
                         q, k, v = vit.pool_qkv(vit.pool_keys(x))
                     else:
-                        q, k, v = vit.qkv(block, x)
+                        q, k, v = vit.qkv(block, x, grid)
                     o = vit.attend(q, k, v)
                 o.requires_grad_(True)
                 if pooled:
