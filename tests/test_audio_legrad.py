@@ -286,3 +286,22 @@ def test_explain_both_directions_in_one_call():
                                AudioLeGrad(enc).explain_waveforms(waves, picture).maps.numpy(), atol=1e-6)
     with pytest.raises(ValueError, match="one waveform per image"):
         explain_both(clip, enc, images, waves[:1])
+
+
+def test_the_same_legrad_class_explains_the_audio_vit_through_the_registry():
+    """The timm audio ViT is a registered model adapter: LeGrad(encoder) on its log-mel gives the
+    audio explainer's maps (coverage mapping, padding), and the other explainers run on it too."""
+    from avlegrad import LeGrad
+    from avlegrad.explain.adapters import adapter_for
+    from avlegrad.explain.adapters.audio import TimmAudioViT as Registered
+
+    enc = timm_vit()
+    assert type(adapter_for(enc)) is Registered
+    torch.manual_seed(4)
+    specs = enc.frontend(torch.randn(2, 5300) * 0.3)  # 34 frames: padded to 40
+    targets = torch.randn(2, 2, 24)
+    for layer_index in (-2, 0):
+        ours = AudioLeGrad(enc, layer_index=layer_index)(specs, targets)
+        same = LeGrad(enc, layer_index=layer_index)(specs, targets)
+        assert same.shape == (2, 2, 32, 34)
+        np.testing.assert_allclose(same.numpy(), ours.numpy(), atol=2e-5)

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .base import min_max_normalize
 from .vit import UnsupportedModelError
@@ -153,41 +152,28 @@ def attention_probs(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5, dim=-1)
 
 
-def _without_dropout(module: nn.Module):
-    """A ``nn.Sequential`` head applied without its dropout layers, whatever the module's mode."""
-    layers = [m for m in module if not isinstance(m, nn.Dropout)] if isinstance(module, nn.Sequential) else [module]
-
-    def head(x):
-        for m in layers:
-            x = m(x)
-        return x
-    return head
-
-
 class TimmAudioViT(AudioViTAdapter):
     """Our :class:`~avlegrad.audio.timm_encoder.TimmAudioEncoder` with a timm ``VisionTransformer``
-    backbone: ``LogMel`` (one clip: the whole waveform, centred frames) -> padded as timm's
-    ``dynamic_img_pad`` pads -> the ViT (blocks read through :class:`~avlegrad.explain.vit.TimmViT`,
-    which refuses variants it cannot follow) -> ``fc_norm``/pooling -> our head."""
+    backbone: ``LogMel`` (one clip: the whole waveform, centred frames) -> the registered model
+    adapter :class:`avlegrad.explain.adapters.audio.TimmAudioViT` (padding as timm's
+    ``dynamic_img_pad``, the blocks, the head without dropout; the same pieces ``LeGrad(encoder)``
+    uses on spectrograms)."""
 
     def __init__(self, encoder):
         from timm.models.vision_transformer import VisionTransformer
 
-        from .vit import TimmViT
+        from .adapters.audio import TimmAudioViT as Registered
 
         if not isinstance(getattr(encoder, "backbone", None), VisionTransformer):
             raise UnsupportedModelError(f"TimmAudioViT explains a TimmAudioEncoder with a timm VisionTransformer "
                                         f"backbone; got {type(getattr(encoder, 'backbone', encoder)).__name__}")
         self.encoder = encoder
-        self.vit = TimmViT(encoder.backbone, embedding_head=_without_dropout(encoder.head))
+        self.vit = Registered(encoder)
         self.blocks = self.vit.blocks
         self.prefix = self.vit.num_prefix_tokens
         self.sample_rate, self.hop = encoder.frontend.sample_rate, encoder.frontend.hop_length
         self.n_mels = encoder.frontend.n_mels
         self.frame_offset = 0  # torchaudio's centred STFT: frame f is centred on sample f * hop
-        pe = encoder.backbone.patch_embed
-        self.kernel, self.stride = tuple(pe.proj.kernel_size), tuple(pe.proj.stride)
-        self.pad = bool(getattr(pe, "dynamic_img_pad", False))
 
     def clips(self, waveforms):
         specs = self.encoder.frontend(waveforms)  # [B, 1, F, T]
@@ -196,13 +182,11 @@ class TimmAudioViT(AudioViTAdapter):
 
     def embed(self, specs):
         fh, ft = specs.shape[-2:]
-        (kh, kw), (sh, sw) = self.kernel, self.stride
-        ph, pw = ((kh - fh % kh) % kh, (kw - ft % kw) % kw) if self.pad else (0, 0)
-        x = F.pad(specs, (0, pw, 0, ph))  # as timm's PatchEmbed pads
-        gh, gw = (x.shape[-2] - kh) // sh + 1, (x.shape[-1] - kw) // sw + 1
+        lay = self.vit.layout
         weight = self.encoder.backbone.patch_embed.proj.weight
-        tokens = self.vit.embed(x.to(dtype=weight.dtype))
-        return tokens, PatchLayout((kh, kw), (sh, sw), (gh, gw), (fh, ft), tuple(x.shape[-2:]))
+        tokens = self.vit.embed(specs.to(dtype=weight.dtype))
+        return tokens, PatchLayout(tuple(lay.patch_size), tuple(lay.step), self.vit.grid(fh, ft), (fh, ft),
+                                   lay.padded(fh, ft))
 
     def qkv(self, block, x):
         return self.vit.qkv(block, x)
