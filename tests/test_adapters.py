@@ -44,7 +44,8 @@ def slow_legrad(vit, image, target, layers):
         else:
             s = F.normalize(vit.layer_embedding(outputs[layer]), dim=-1)[0] @ target
         g = torch.autograd.grad(s, attentions[layer], retain_graph=True)[0]
-        total = total + g.clamp(min=0).mean(dim=(1, 2))[0, vit.num_prefix_tokens:]
+        # patch keys: after the prefix tokens, up to the last token (keys after the tokens are not patches)
+        total = total + g.clamp(min=0).mean(dim=(1, 2))[0, vit.num_prefix_tokens:x.shape[1]]
     return total.reshape(grid)
 
 

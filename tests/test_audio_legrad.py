@@ -305,3 +305,17 @@ def test_the_same_legrad_class_explains_the_audio_vit_through_the_registry():
         same = LeGrad(enc, layer_index=layer_index)(specs, targets)
         assert same.shape == (2, 2, 32, 34)
         np.testing.assert_allclose(same.numpy(), ours.numpy(), atol=2e-5)
+
+
+def test_the_same_legrad_class_explains_imagebinds_clips():
+    """ImageBind's tower is a registered model adapter too: LeGrad(encoder) on its log-mel clips
+    (each scored by its own embedding) equals the audio explainer on one clip per row."""
+    from avlegrad import LeGrad
+
+    enc = imagebind_small()
+    torch.manual_seed(5)
+    clips = enc.preprocess(torch.randn(1, 3 * 16000) * 0.1)[0]  # [3, 1, 128, 204]
+    targets = torch.randn(3, 16)
+    same = LeGrad(enc, layer_index=0)(clips, targets)
+    assert same.shape == (3, 128, 204)
+    np.testing.assert_allclose(same.numpy(), AudioLeGrad(enc, layer_index=0)(clips, targets).numpy(), atol=2e-5)

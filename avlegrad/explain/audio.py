@@ -206,13 +206,14 @@ class ImageBindAudioViT(AudioViTAdapter):
     waveform's embedding is the mean of its clips'."""
 
     def __init__(self, encoder):
+        from .adapters.audio import ImageBindAudioTower
+
         self.encoder = encoder
-        self.blocks = list(encoder.trunk.blocks)
+        self.tower = ImageBindAudioTower(encoder)  # the registered model adapter: the same pieces LeGrad uses
+        self.blocks = self.tower.blocks
         self.prefix = 1
         self.sample_rate, self.hop, self.frame_offset = encoder.sample_rate, 160, 200
         self.n_mels = encoder.num_mel_bins
-        stem = encoder.preprocessor.rgbt_stem.proj
-        self.kernel, self.stride = tuple(stem.kernel_size), tuple(stem.stride)
 
     def clips(self, waveforms):
         from ..audio.imagebind import imagebind_clip_bounds
@@ -223,33 +224,18 @@ class ImageBindAudioViT(AudioViTAdapter):
         return specs, bounds, [min(f, specs.shape[-1]) for f in frames]
 
     def embed(self, specs):
-        pre = self.encoder.preprocessor
-        weight = pre.rgbt_stem.proj.weight
-        tokens = pre(specs.to(device=weight.device, dtype=weight.dtype))
         fh, ft = specs.shape[-2:]
-        return tokens, PatchLayout(self.kernel, self.stride, pre.grid, (fh, ft), (fh, ft))
+        t = self.tower
+        return t.embed(specs), PatchLayout(t.patch_size, t.stride, t.native_grid, (fh, ft), (fh, ft))
 
     def qkv(self, block, x):
-        attn = block.attn
-        h = block.norm_1(x)
-        n, length, d = h.shape
-        q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-        k = torch.cat([k, attn.bias_k.transpose(0, 1).expand(n, 1, d).to(k.dtype)], dim=1)
-        v = torch.cat([v, attn.bias_v.transpose(0, 1).expand(n, 1, d).to(v.dtype)], dim=1)
-        heads = attn.num_heads
-
-        def split(t):
-            return t.reshape(n, t.shape[1], heads, d // heads).transpose(1, 2)
-        return split(q), split(k), split(v)
+        return self.tower.qkv(block, x)
 
     def finish_block(self, block, x, o):
-        n, heads, length, hd = o.shape
-        x = x + block.attn.out_proj(o.transpose(1, 2).reshape(n, length, heads * hd))
-        return x + block.mlp(block.norm_2(x))
+        return self.tower.finish_block(block, x, o)
 
     def clip_embedding(self, tokens):
-        enc = self.encoder
-        return enc.postprocessor(enc.head(tokens))
+        return self.tower.layer_embedding(tokens)
 
 
 def audio_adapter_for(encoder) -> AudioViTAdapter:

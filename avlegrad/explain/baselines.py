@@ -28,6 +28,8 @@ from .base import Explainer, per_target_gradients, register_explainer
 
 
 def _needs_class_token(adapter) -> str | None:
+    if getattr(adapter, "extra_keys", 0):
+        return "its attention has keys that are not tokens (a learned bias key, as ImageBind's)"
     if not adapter.has_class_token:
         return "it reads the class token's attention row, and this model has no class token"
     if adapter.attention_pool is not None:
@@ -56,7 +58,7 @@ class DenseSimilarity(Explainer):
         x = vit.tokens_before(images, vit.num_layers - 1)
         last = vit.blocks[-1]
         _, _, v = vit.qkv(last, x, vit.grid(images.shape[-2], images.shape[-1]))
-        tokens = vit.finish_block(last, x, v)  # each token's attention output is its own value
+        tokens = vit.finish_block(last, x, v[:, :, :x.shape[1]])  # each token's attention output is its own value
         if not targets.is_floating_point():
             raise ValueError("dense similarity compares embeddings: give targets as embeddings [B, D] or [B, K, D]")
         patches = F.normalize(vit.token_embeddings(tokens).float(), dim=-1)

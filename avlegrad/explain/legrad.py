@@ -263,10 +263,11 @@ class LeGrad(Explainer):
 
     def _layer_relevance(self, grad_o: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """mean over heads and queries of ReLU(dS/dA), at the patch keys: ``[B, patches]``."""
-        heads, n = v.shape[1], v.shape[2]
+        # n tokens (the queries); keys after them that are not tokens (adapter.extra_keys) are cut off
+        heads, n = v.shape[1], grad_o.shape[2]
         # zero keys up to a multiple of 8: rows of the [N, N] product 16-byte aligned, which cuBLAS
         # needs for its fast kernels (N = 197 is not); their columns are cut off below
-        v = F.pad(v, (0, 0, 0, -n % 8))
+        v = F.pad(v, (0, 0, 0, -v.shape[2] % 8))
         grad_attn = torch.matmul(grad_o, v.transpose(-1, -2)).relu_()  # [B, heads, N query, N key]
         # reduced into fp32 (on CUDA in one kernel, no fp32 copy of the [B, heads, N, N] tensor)
         relevance = grad_attn.sum(dim=(1, 2), dtype=torch.float32) / (heads * n)
@@ -279,9 +280,9 @@ class LeGrad(Explainer):
 
     def _head_relevance(self, grad_o: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Per head: mean over queries of (ReLU) dS/dA at the patch keys, ``[B, heads, patches]``."""
-        n = v.shape[2]
+        n = grad_o.shape[2]  # tokens; keys after them are not tokens
         relevance = self._grad_attention(grad_o, v).sum(dim=2, dtype=torch.float32) / n
-        return relevance[..., self.vit.num_prefix_tokens:]
+        return relevance[..., self.vit.num_prefix_tokens:n]
 
     def _product_relevance(self, grads, values) -> torch.Tensor:
         """Rollout-style aggregation over the explained layers: ``R <- (I + E_l) R`` with
@@ -289,7 +290,7 @@ class LeGrad(Explainer):
         keys, ``[B, patches]``."""
         rollout = None
         for grad_o, v in zip(grads, values):
-            grad_attn = self._grad_attention(grad_o, v).float()
+            grad_attn = self._grad_attention(grad_o, v).float()[..., :grad_o.shape[2]]  # token keys only
             e = grad_attn.mean(dim=1) if self.head_aggregation == "mean" else grad_attn.amax(dim=1)
             rollout = torch.eye(e.shape[-1], device=e.device) + e if rollout is None else rollout + e @ rollout
         return rollout.mean(dim=1)[:, self.vit.num_prefix_tokens:]

@@ -9,4 +9,4 @@ from .base import (  # noqa: F401
 from .open_clip import OpenCLIPViT  # noqa: F401
 from .timm import TimmViT  # noqa: F401
 from .torchvision import TorchvisionViT  # noqa: F401
-from .audio import TimmAudioViT  # noqa: F401  (audio ViTs on log-mel: issue 16)
+from .audio import ImageBindAudioTower, TimmAudioViT  # noqa: F401  (audio ViTs on log-mel: issue 16)

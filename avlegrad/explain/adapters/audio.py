@@ -1,4 +1,4 @@
-"""Audio ViTs over log-mel patches: our ``TimmAudioEncoder`` with a timm ViT backbone.
+"""Audio ViTs over log-mel patches: our ``TimmAudioEncoder`` with a timm ViT backbone, ImageBind's tower.
 
 The input is the encoder's own front-end output, a one-channel spectrogram ``[B, 1, mel, frames]``
 (``encoder.frontend(waveforms)``); the embedding is the encoder's head on the backbone's pooled
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import PatchLayout, randomised_example, register_adapter
+from .base import ModelAdapter, PatchLayout, randomised_example, register_adapter
 from .timm import TimmViT
 
 
@@ -112,3 +112,84 @@ class TimmAudioViT(TimmViT):
             backbone_kwargs={"img_size": [32, 48], "patch_size": [8, 8], "embed_dim": 32, "depth": 3,
                              "num_heads": 4, "dynamic_img_size": True, "dynamic_img_pad": True})
         return randomised_example(build), (1, 32, 45)  # 45 frames: padded to 48 as the encoder pads
+
+
+def _is_imagebind_audio(model) -> bool:
+    from ...audio.imagebind import ImageBindAudioEncoder
+
+    return isinstance(model, ImageBindAudioEncoder)
+
+
+@register_adapter("imagebind-audio", matches=_is_imagebind_audio, priority=20)
+class ImageBindAudioTower(ModelAdapter):
+    """ImageBind's audio tower (:class:`~avlegrad.audio.imagebind.ImageBindAudioEncoder`), explained on
+    its normalised log-mel clips ``[N, 1, 128, 204]`` (``encoder.preprocess(w)`` flattened; one clip
+    per row, each scored by its own embedding; :class:`avlegrad.explain.audio.AudioLeGrad` scores a
+    waveform's clips together, as the tower averages them). 16 x 16 patches at stride 10 (overlapping),
+    pre-norm blocks with ``nn.MultiheadAttention(add_bias_kv=True)``: one learned key and value
+    appended after the tokens (``extra_keys = 1``: not a patch), head = LayerNorm, class token,
+    linear, then L2 norm x 20 (ImageBind's ``modality_heads/postprocessors.audio``)."""
+
+    supported = "ImageBind's audio tower (ImageBindAudioEncoder), on its log-mel clips"
+    extra_keys = 1
+
+    def __init__(self, encoder: nn.Module):
+        self.encoder = encoder
+        pre = encoder.preprocessor
+        self.blocks = list(encoder.trunk.blocks)
+        self.num_prefix_tokens = 1
+        self.channels = 1
+        stem = pre.rgbt_stem.proj
+        self.patch_size, self.stride = tuple(stem.kernel_size), tuple(stem.stride)
+        self.native_grid = tuple(pre.grid)
+        self.embed_dim = int(encoder.embed_dim)
+
+    @property
+    def layout(self) -> CoverageLayout:
+        return CoverageLayout(1, self.patch_size, self.stride)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        weight = self.encoder.preprocessor.rgbt_stem.proj.weight
+        return self.encoder.preprocessor(images.to(dtype=weight.dtype))  # refuses another input size
+
+    def pre_attention_norm(self, block):
+        return block.norm_1
+
+    def qkv_from_normed(self, block, h: torch.Tensor, grid=None):
+        attn = block.attn
+        n, length, d = h.shape
+        q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+        k = torch.cat([k, attn.bias_k.reshape(1, 1, d).expand(n, 1, d).to(k.dtype)], dim=1)  # the bias key, last
+        v = torch.cat([v, attn.bias_v.reshape(1, 1, d).expand(n, 1, d).to(v.dtype)], dim=1)
+        heads = attn.num_heads
+
+        def split(t):
+            return t.reshape(n, t.shape[1], heads, d // heads).transpose(1, 2)
+        return split(q), split(k), split(v)
+
+    def finish_block(self, block, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+        n, heads, length, hd = o.shape
+        x = x + block.attn.out_proj(o.transpose(1, 2).reshape(n, length, heads * hd))
+        return x + block.mlp(block.norm_2(x))
+
+    def layer_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.encoder.postprocessor(self.encoder.head(tokens))
+
+    def model_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.layer_embedding(tokens)
+
+    def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Each patch token through the head's LayerNorm and projection, ``[N, gh*gw, D]``."""
+        norm, _, proj = self.encoder.head
+        return proj(norm(tokens[:, self.num_prefix_tokens:]))
+
+    def model_forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder.embed_clips(images)
+
+    @classmethod
+    def example_model(cls):
+        from ...audio.imagebind import ImageBindAudioEncoder
+
+        build = lambda: ImageBindAudioEncoder(embed_dim=16, width=32, depth=2, heads=4, num_mel_bins=32,  # noqa: E731
+                                              target_length=46)
+        return randomised_example(build), (1, 32, 46)

@@ -184,6 +184,7 @@ class ModelAdapter:
     attention_pool = None  # an attention-pooling head (SigLIP): LeGrad explains its attention
     pool_key_offset: int = 0
     has_class_token: bool = True  # token 0 is a class token (attention/rollout read its row)
+    extra_keys: int = 0  # keys appended after the N tokens that are not tokens (ImageBind's bias key)
     score_token_choices: tuple = ("all",)  # what LeGrad's per-layer score may read (ablation)
 
     @property
