@@ -71,7 +71,7 @@ def _is_timm_audio_vit(model) -> bool:
     return isinstance(model, TimmAudioEncoder) and isinstance(model.backbone, VisionTransformer)
 
 
-@register_adapter("timm-audio", matches=_is_timm_audio_vit, priority=20)
+@register_adapter("timm-audio", matches=_is_timm_audio_vit, priority=-10)
 class TimmAudioViT(TimmViT):
     """:class:`~avlegrad.audio.timm_encoder.TimmAudioEncoder` with a timm ``VisionTransformer``
     backbone, explained on its log-mel input ``[B, 1, mel, frames]`` (``encoder.frontend(w)``)."""
@@ -120,7 +120,7 @@ def _is_imagebind_audio(model) -> bool:
     return isinstance(model, ImageBindAudioEncoder)
 
 
-@register_adapter("imagebind-audio", matches=_is_imagebind_audio, priority=20)
+@register_adapter("imagebind-audio", matches=_is_imagebind_audio, priority=-10)
 class ImageBindAudioTower(ModelAdapter):
     """ImageBind's audio tower (:class:`~avlegrad.audio.imagebind.ImageBindAudioEncoder`), explained on
     its normalised log-mel clips ``[N, 1, 128, 204]`` (``encoder.preprocess(w)`` flattened; one clip
