@@ -35,12 +35,11 @@ from .data.datasets import collate_clips
 from .data.record import SkippedClip, skip_kind
 from .distributed import all_gather_objects, cleanup, init_distributed
 from .explain import create_explainer, list_explainers
-from .models import RANDOM_WEIGHTS, encode_text, image_tensor, load_clip
+from .models import DTYPES, RANDOM_WEIGHTS, encode_text, image_tensor, load_clip  # noqa: F401 (DTYPES: re-exported)
 from .visualize import draw_boxes, overlay, save_image
 
 log = logging.getLogger("avlegrad")
 
-DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 CLIP_PREPROCESS = {"mean": (0.48145466, 0.4578275, 0.40821073), "std": (0.26862954, 0.26130258, 0.27577711)}
 BASELINE = "center"  # the centre prior, scored beside every method on the same clips
 # settings that change the numbers: a resumed run must have the same

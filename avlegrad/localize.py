@@ -34,14 +34,13 @@ import numpy as np
 import torch
 
 from .data.media import MediaError, load_audio, resample, to_mono
-from .models import RANDOM_WEIGHTS, encode_text, load_clip
+from .data.record import VIDEO_SUFFIXES
+from .models import DTYPES, RANDOM_WEIGHTS, encode_text, load_clip
 from .visualize import COLORMAPS, overlay, save_image
 
 log = logging.getLogger("avlegrad")
 
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 OUTPUT_SUFFIX = "_legrad"
-DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_WINDOW = 2.0  # seconds, when the encoder does not say
 AAC_FRAME = 1024  # samples per AAC frame
 

@@ -261,3 +261,16 @@ def test_folder_dataset(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no video files"):
         create_dataset("folder", tmp_path / "empty")
+
+
+def test_folder_dataset_takes_every_video_suffix_localize_takes(tmp_path):
+    """One VIDEO_SUFFIXES: the folder dataset refused the .mov / .avi files localize accepts."""
+    from avlegrad.data.record import VIDEO_SUFFIXES
+    from avlegrad.localize import VIDEO_SUFFIXES as localize_suffixes
+
+    assert localize_suffixes is VIDEO_SUFFIXES and {".mov", ".avi"} <= set(VIDEO_SUFFIXES)
+    write_clip_video(tmp_path / "c.mov")
+    write_clip_video(tmp_path / "d.avi")
+    ds = create_dataset("folder", tmp_path)
+    assert ds.ids == ["c", "d"]
+    assert all(isinstance(ds[i], ClipRecord) and ds[i].frame.ndim == 3 for i in range(2))

@@ -45,7 +45,7 @@ GET_DATA_HINTS = {
         "download the Flickr-SoundNet test set (frames/<id>.jpg and audio/<id>.wav, see "
         "github.com/ardasnck/learning_to_localize_sound_source) into <root>, and the annotations "
         "with `python data/download_annotations.py --flickr-xml`."),
-    "folder": "point root at a folder holding video files (.mp4, .mkv, .webm).",
+    "folder": f"point root at a folder holding video files ({', '.join(VIDEO_SUFFIXES)}).",
 }
 
 
