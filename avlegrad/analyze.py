@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from .fileio import atomic_path
 from . import faithfulness as fa
 from . import metrics
 from .data import create_dataset
@@ -204,10 +205,11 @@ def _save_figure(fig, path: Path) -> Path:
     """A matplotlib figure as a PNG, atomically."""
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 

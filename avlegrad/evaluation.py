@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from .fileio import write_text_atomic
 from . import metrics
 from .data import create_dataset
 from .data.datasets import collate_clips
@@ -166,9 +167,7 @@ def _end_torn_line(path: Path) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def _json_safe(value):

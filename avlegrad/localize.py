@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .fileio import atomic_path
 from .data.media import MediaError, load_audio, resample, to_mono
 from .data.record import VIDEO_SUFFIXES
 from .models import DTYPES, RANDOM_WEIGHTS, encode_text, load_clip
@@ -376,9 +377,8 @@ class MapStore:
         self.explained.append(explained)
 
     def save(self, path, fps: float) -> None:
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         try:
-            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+            with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
                 with zf.open("maps.npy", "w", force_zip64=True) as f:
                     header = {"descr": np.dtype(np.float16).str, "fortran_order": False,
                               "shape": (len(self.times), *(self.shape or (0, 0)))}
@@ -390,11 +390,8 @@ class MapStore:
                 for name, arr in extras.items():
                     with zf.open(f"{name}.npy", "w") as f:
                         np.lib.format.write_array(f, arr)
-            os.replace(tmp, path)
         finally:
             self.spool.close()
-            if tmp.exists():
-                tmp.unlink()
 
     def close(self):
         self.spool.close()

@@ -22,7 +22,6 @@ plus the maps:
 """
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from urllib.parse import quote
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .fileio import atomic_path
 from . import metrics
 from . import segmentation_metrics as sm
 from .data.segmentation import EVAL_SIZE, SEGMENTATION_SPLITS
@@ -92,10 +92,8 @@ def maps_file_name(clip_id: str) -> str:
 
 def save_clip_maps(path: Path, maps: dict[str, np.ndarray], gt: np.ndarray) -> None:
     """Write one clip's float16 maps and its bool mask atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-    np.savez_compressed(tmp, gt=np.asarray(gt, dtype=bool), **{m: v.astype(np.float16) for m, v in maps.items()})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, gt=np.asarray(gt, dtype=bool), **{m: v.astype(np.float16) for m, v in maps.items()})
 
 
 class StoredArrays:

@@ -22,6 +22,7 @@ from typing import Callable
 
 import torch
 
+from ..fileio import atomic_path
 from .base import AudioEncoder
 
 CHECKPOINT_FORMAT = "avlegrad.audio_encoder"
@@ -91,15 +92,8 @@ def load_checkpoint_file(path) -> dict:
 
 def save_checkpoint_file(obj: dict, path) -> None:
     """``torch.save`` atomically: write a temporary file next to ``path``, then rename it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def encoder_spec(encoder: AudioEncoder) -> dict:
