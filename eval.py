@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 
+from avlegrad.data.registry import dataset_help
 from avlegrad.evaluation import EvalOptions, evaluate
 from avlegrad.download import DownloadError
 from avlegrad.models import WeightsUnavailableError
@@ -22,15 +23,11 @@ DEFAULT_AUDIO_ENCODER = "imagebind"
 def parse_args(argv=None) -> EvalOptions:
     d = EvalOptions()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", default=d.dataset, help="vggsound | flickr | folder | synthetic; segmentation "
-                    "prompted by sound: ade20k-sound | ade20k-speech | avsbench-s4 | avsbench-ms3; does the map "
-                    "follow the sound: is3 | vpo-ss | vpo-ms | avsbench-s4-box | avsbench-ms3-box | "
-                    "vggsound-extended | flickr-extended")
+    ap.add_argument("--dataset", default=d.dataset, help="registered benchmarks (splits): " + dataset_help())
     ap.add_argument("--root", help="dataset folder (default: $AVLEGRAD_DATA/<name>, else ./datasets/<name>)")
-    ap.add_argument("--split", default=d.split, help="vggsound: test | heard | unheard; flickr: test | test250; "
-                    "ade20k-sound: test (DenseAV's preparation) | taco (TACO's image and mask); "
-                    "synthetic: test | interactive (IS3's form) | extended (with negatives); "
-                    "ade20k-speech: test (the spoken word) | test-full-prompt; avsbench-*: test | val")
+    ap.add_argument("--split", default=d.split, help="the dataset's split (listed with --dataset); ade20k-sound "
+                    "taco: TACO's image and mask; synthetic interactive: IS3's form, extended: with negatives; "
+                    "ade20k-speech test: the spoken word, test-full-prompt: the whole prompt")
     ap.add_argument("--annotations", help="annotation file or folder (default: under root, else the cache)")
     ap.add_argument("--method", default=",".join(d.methods),
                     help="comma-separated methods, e.g. legrad,center (the centre prior is always added)")

@@ -366,7 +366,11 @@ def scoring_for(opts: EvalOptions):
     if opts.confidence:
         raise ValueError(f"--confidence applies to the extended sets (vggsound-extended, flickr-extended, "
                          f"synthetic --split extended); {opts.dataset} has no negatives to score")
-    return MaskScoring(opts) if is_segmentation_dataset(opts.dataset) else BoxScoring(opts)
+    from .data.registry import _DATASETS
+
+    spec = _DATASETS.get(opts.dataset)
+    masks = is_segmentation_dataset(opts.dataset) or (spec is not None and spec.scoring == "masks")
+    return MaskScoring(opts) if masks else BoxScoring(opts)
 
 
 def _evaluate(opts: EvalOptions, dist) -> dict | None:
@@ -570,11 +574,10 @@ def format_table(summary: dict, scoring=None) -> str:
 
 
 def default_root(dataset: str) -> str:
-    """Where a dataset is looked for when --root is not given."""
+    """Where a dataset is looked for when no root is given: ``$AVLEGRAD_DATA`` (default
+    ``./datasets``) / the registered ``default_root`` (an unknown name: its own name)."""
+    from .data.registry import _DATASETS
+
     base = Path(os.environ.get("AVLEGRAD_DATA", "datasets"))
-    return str(base / {"vggsound": "vggss", "flickr": "flickr", "folder": "videos",
-                       "synthetic": "synthetic", "ade20k-sound": "ADE20KSoundPrompted",
-                       "ade20k-speech": "ADE20KSpeechPrompted", "avsbench-s4": "avsbench",
-                       "avsbench-ms3": "avsbench", "is3": "IS3", "vpo-ss": "vpo", "vpo-ms": "vpo",
-                       "avsbench-s4-box": "avsbench", "avsbench-ms3-box": "avsbench",
-                       "vggsound-extended": "vggss", "flickr-extended": "flickr"}.get(dataset, dataset))
+    spec = _DATASETS.get(dataset)
+    return str(base / (spec.default_root if spec else dataset))

@@ -76,8 +76,11 @@ def is_segmentation_dataset(name: str) -> bool:
 
 def metric_variants(opts) -> list[str]:
     """The metric variants of a run: ``opts.seg_metrics`` or the dataset's defaults."""
-    defaults = DEFAULT_METRICS.get(f"{opts.dataset}/{getattr(opts, 'split', None)}") or DEFAULT_METRICS[opts.dataset]
-    chosen = list(getattr(opts, "seg_metrics", None) or defaults)
+    defaults = DEFAULT_METRICS.get(f"{opts.dataset}/{getattr(opts, 'split', None)}") or DEFAULT_METRICS.get(opts.dataset)
+    chosen = list(getattr(opts, "seg_metrics", None) or defaults or ())
+    if not chosen:  # a registered mask dataset without published metrics: the user names them
+        raise ValueError(f"dataset {opts.dataset!r} has no default segmentation metrics: name them with seg_metrics "
+                         f"(among {', '.join(METRIC_VARIANTS)})")
     unknown = [m for m in chosen if m not in METRIC_VARIANTS]
     if unknown:
         raise ValueError(f"unknown segmentation metric(s) {', '.join(unknown)}; choose from "

@@ -20,6 +20,7 @@ from .annotations import (AnnotationReport, BoxAnnotation, check_boxes, find_ann
                           read_flickr_test_csv, read_id_list, read_vggss_json)
 from .base import ClipDataset, ClipEntry, _media_problem, collate_clips  # noqa: F401 (re-exported)
 from .record import VIDEO_SUFFIXES
+from .registry import dataset_spec, register_dataset
 from .segmentation import SEGMENTATION_SPLITS
 from .sslalignment import SOUND_FOLLOWING_SPLITS
 
@@ -62,11 +63,12 @@ def create_dataset(name: str, root, *, split: str = "test", sample_rate: int = 1
     ``media=False``: the records carry the annotations only (nothing is read from root, which
     need not exist), for methods that need no frame or sound (the centre prior).
     """
-    if name not in DATASET_SPLITS:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_SPLITS)}")
-    if split not in DATASET_SPLITS[name]:
-        raise ValueError(f"unknown split {split!r} for dataset {name!r}; valid splits: "
-                         f"{', '.join(DATASET_SPLITS[name])}")
+    spec = dataset_spec(name)  # every benchmark is registered (avlegrad.data.registry)
+    if split not in spec.splits:
+        raise ValueError(f"unknown split {split!r} for dataset {name!r}; valid splits: {', '.join(spec.splits)}")
+    if name not in DATASET_SPLITS:  # a benchmark of its own module
+        return spec.builder(Path(root).expanduser(), split=split, sample_rate=sample_rate, annotations=annotations,
+                            limit=limit, media=media)
     if name in SEGMENTATION_SPLITS:
         from .segmentation import create_segmentation_dataset
 
@@ -165,3 +167,27 @@ def _folder_entries(root: Path) -> list[ClipEntry]:
                                 f"{GET_DATA_HINTS['folder']}")
     return [ClipEntry(p.relative_to(root).with_suffix("").as_posix(), meta={"video": str(p)}, video=p)
             for p in videos]
+
+
+# The built-in benchmarks, registered as data (their builders are create_dataset's branches above);
+# a new benchmark is a module of its own with @register_dataset (docs/extending.md).
+BUILTIN_ROOTS = {"vggsound": "vggss", "flickr": "flickr", "folder": "videos", "synthetic": "synthetic",
+                 "ade20k-sound": "ADE20KSoundPrompted", "ade20k-speech": "ADE20KSpeechPrompted",
+                 "avsbench-s4": "avsbench", "avsbench-ms3": "avsbench", "is3": "IS3", "vpo-ss": "vpo", "vpo-ms": "vpo",
+                 "avsbench-s4-box": "avsbench", "avsbench-ms3-box": "avsbench", "vggsound-extended": "vggss",
+                 "flickr-extended": "flickr"}
+
+
+def _register_builtins() -> None:
+    from .segmentation import GET_DATA_HINTS as SEGMENTATION_HINTS
+
+    for name, splits in DATASET_SPLITS.items():
+        scoring = ("masks" if name in SEGMENTATION_SPLITS else
+                   "sound-following" if name in SOUND_FOLLOWING_SPLITS else "boxes")
+        hint = GET_DATA_HINTS.get(name) or SEGMENTATION_HINTS.get(name) or \
+            "see docs/benchmarks-sound-following.md for where to get the media"
+        register_dataset(name, splits=splits, default_root=BUILTIN_ROOTS.get(name, name), hint=hint,
+                         scoring=scoring)(create_dataset)
+
+
+_register_builtins()
