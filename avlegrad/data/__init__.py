@@ -5,3 +5,4 @@ from .annotations import AnnotationNotFoundError, AnnotationReport, BoxAnnotatio
 from .datasets import ClipDataset, collate_clips, create_dataset
 from .registry import dataset_spec, list_datasets, register_dataset
 from .synthetic import generate_synthetic
+from . import csv_boxes  # noqa: F401,E402  (registers "csv-boxes")
