@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 
+from avlegrad.box_metrics import box_metrics_help
 from avlegrad.data.registry import dataset_help
 from avlegrad.evaluation import EvalOptions, evaluate
 from avlegrad.download import DownloadError
@@ -56,6 +57,8 @@ def parse_args(argv=None) -> EvalOptions:
     ap.add_argument("--seg-metrics", help="segmentation benchmarks: comma-separated metric variants among "
                     "denseav-global, taco-per-image, taco-per-image-fixed, avsbench-official, avsbench-dataset "
                     "(default: the dataset's published ones)")
+    ap.add_argument("--box-metrics", help="box benchmarks: comma-separated metric variants scored beside "
+                    "cIoU/AP50/AUC, among: " + box_metrics_help())
     ap.add_argument("--avsbench-batch-frames", type=int, default=d.avsbench_batch_frames,
                     help="frames per batch of AVSBench's official batched mIoU/F (test.sh: 4 videos = 20)")
     ap.add_argument("--confidence", choices=("cosine", "map-max"), help="extended sets: a sample's confidence "
@@ -94,6 +97,7 @@ def parse_args(argv=None) -> EvalOptions:
         limit=a.limit, out=a.out, save_overlays=a.save_overlays,
         overwrite=a.overwrite,
         seg_metrics=[m.strip() for m in a.seg_metrics.split(",") if m.strip()] if a.seg_metrics else None,
+        box_metrics=[m.strip() for m in a.box_metrics.split(",") if m.strip()] if a.box_metrics else None,
         avsbench_batch_frames=a.avsbench_batch_frames, confidence=a.confidence, faithfulness=a.faithfulness,
         faithfulness_steps=a.faithfulness_steps, faithfulness_batch=a.faithfulness_batch)
 

@@ -73,6 +73,9 @@ class EvalOptions:
     # segmentation benchmarks only (avlegrad.segmentation_eval): the metric variants (None: the
     # dataset's defaults) and the batch size, in frames, of AVSBench's official batched figures
     seg_metrics: list[str] | None = None
+    # box benchmarks: registered metric variants scored beside the protocol's figures
+    # (avlegrad.box_metrics; None: none)
+    box_metrics: list[str] | None = None
     avsbench_batch_frames: int = 20
     # extended sound-following sets (avlegrad.sslalignment_eval): a sample's confidence, "cosine"
     # (target vs image embedding; None means it) or "map-max"
@@ -296,13 +299,16 @@ class BoxScoring:
     baselines = (BASELINE,)
 
     def __init__(self, opts: EvalOptions):
+        from .box_metrics import box_metric
+
         self.center = metrics.center_prior()  # at the GT size, float64: exactly the benchmark's prior
+        self.variants = [box_metric(v) for v in dict.fromkeys(getattr(opts, "box_metrics", None) or ())]
 
     def start(self, out: Path, opts: EvalOptions, is_main: bool) -> None:
         pass
 
     def is_done(self, row: dict, out: Path) -> bool:
-        return "ciou" in row
+        return "ciou" in row and all(v.name in row for v in self.variants)
 
     def score(self, record, maps: dict, i: int, out: Path) -> dict:
         row = {"clip_id": record.clip_id}
@@ -312,6 +318,9 @@ class BoxScoring:
         gt = metrics.gt_map(record.boxes, record.box_format)
         row["ciou"] = {m: metrics.ciou(maps[m][i], gt) for m in maps}
         row["ciou"][BASELINE] = metrics.ciou(self.center, gt)
+        for variant in self.variants:
+            row[variant.name] = {m: _json_safe(variant.clip(_numpy(maps[m][i]), gt)) for m in maps}
+            row[variant.name][BASELINE] = _json_safe(variant.clip(self.center, gt))
         return row
 
     def save_overlay(self, path: Path, record, heatmap: torch.Tensor, image_size: int) -> None:
@@ -332,8 +341,13 @@ class BoxScoring:
         save_image(path, np.concatenate([frame, picture], axis=1))
 
     def summarise(self, out: Path, scored: list[dict], methods: list[str]) -> dict:
-        return {"methods": {m: metrics.summarize([r["ciou"][m] for r in scored if m in r["ciou"]])
-                            for m in methods}}
+        summary = {"methods": {m: metrics.summarize([r["ciou"][m] for r in scored if m in r["ciou"]])
+                               for m in methods}}
+        for variant in self.variants:
+            for m in methods:
+                values = [r[variant.name][m] for r in scored if m in r.get(variant.name, {})]
+                summary["methods"][m][variant.name] = variant.summarise(values)
+        return summary
 
     def format_table(self, summary: dict) -> str:
         lines = [f"{'method':<16} {'N':>6} {'cIoU(AP50)':>11} {'mean cIoU':>10} {'AUC':>7}"]
@@ -341,7 +355,19 @@ class BoxScoring:
             label = f"{m} (prior)" if m == BASELINE else m
             lines.append(f"{label:<16} {r['n']:>6} {percent(r['ap50']):>11} {percent(r['mean_ciou']):>10} "
                          f"{percent(r['auc']):>7}")
+        from .box_metrics import _VARIANTS, box_metric
+
+        for name in _VARIANTS:  # the variants this summary holds
+            rows = {m: r[name] for m, r in summary["methods"].items() if isinstance(r.get(name), dict)}
+            if rows:
+                variant = box_metric(name)
+                lines.append(f"{name}:")
+                lines += [f"  {m:<14} {variant.table(figures)}" for m, figures in rows.items()]
         return "\n".join(lines)
+
+
+def _numpy(heatmap) -> np.ndarray:
+    return heatmap.detach().float().cpu().numpy() if torch.is_tensor(heatmap) else np.asarray(heatmap)
 
 
 def methods_needing_model(methods: list[str], scoring) -> list[str]:
@@ -356,20 +382,23 @@ def percent(value) -> str:
 def scoring_for(opts: EvalOptions):
     """How a dataset's clips are scored: boxes (cIoU), masks (maps stored, dataset-level metrics), or
     the sound-following benchmarks' rules (avlegrad.sslalignment_eval)."""
+    from .data.registry import _DATASETS
     from .data.sslalignment import sound_following_kind
     from .segmentation_eval import MaskScoring, is_segmentation_dataset
 
-    if sound_following_kind(opts.dataset, opts.split):
+    spec = _DATASETS.get(opts.dataset)
+    masks = is_segmentation_dataset(opts.dataset) or (spec is not None and spec.scoring == "masks")
+    following = sound_following_kind(opts.dataset, opts.split)
+    if getattr(opts, "box_metrics", None) and (masks or following):
+        raise ValueError(f"box metrics ({', '.join(opts.box_metrics)}) apply to the box benchmarks; "
+                         f"{opts.dataset} ({opts.split}) is scored by its own rules")
+    if following:
         from .sslalignment_eval import SoundFollowingScoring
 
         return SoundFollowingScoring(opts)
     if opts.confidence:
         raise ValueError(f"--confidence applies to the extended sets (vggsound-extended, flickr-extended, "
                          f"synthetic --split extended); {opts.dataset} has no negatives to score")
-    from .data.registry import _DATASETS
-
-    spec = _DATASETS.get(opts.dataset)
-    masks = is_segmentation_dataset(opts.dataset) or (spec is not None and spec.scoring == "masks")
     return MaskScoring(opts) if masks else BoxScoring(opts)
 
 
