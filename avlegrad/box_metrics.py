@@ -63,3 +63,6 @@ def box_metric(name: str) -> BoxMetricVariant:
 
 def box_metrics_help() -> str:
     return "; ".join(f"{n}: {c.description}" for n, c in _VARIANTS.items()) or "none registered"
+
+
+from . import metrics_acl_fixed  # noqa: F401,E402  (registers "acl-fixed")
