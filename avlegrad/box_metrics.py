@@ -4,7 +4,7 @@ The box benchmarks are scored by EZ-VSL's protocol (cIoU with the median thresho
 cIoU@0.5, AUC; ``avlegrad.metrics``), always. A *metric variant* adds figures of its own, asked
 for by name (``EvalOptions(box_metrics=[...])``, ``eval.py --box-metrics``). Adding one is one
 module with a :class:`BoxMetricVariant` subclass decorated by ``@register_box_metric`` and the
-import that registers it (the end of this module); see docs/extending.md.
+name in ``BUILTIN_MODULES`` (or any import of the module); see docs/extending.md.
 
 Protocol: ``clip(heatmap, gt)`` gets one clip's map (``[h, w]`` float, any size, as the explainer
 returned it) and its ground-truth map (``[224, 224]`` float64, ``metrics.gt_map``) and returns
@@ -36,6 +36,16 @@ class BoxMetricVariant:
 
 
 _VARIANTS: dict[str, type] = {}
+# the modules of the shipped variants, imported on first use of the registry (they import this
+# module: a top-level import here would be a cycle)
+BUILTIN_MODULES = ("avlegrad.metrics_acl_fixed",)
+
+
+def _load_builtins() -> None:
+    import importlib
+
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
 
 
 def register_box_metric(cls: type) -> type:
@@ -51,18 +61,19 @@ def register_box_metric(cls: type) -> type:
 
 def list_box_metrics() -> list[str]:
     """Registered box metric variant names, in registration order."""
+    _load_builtins()
     return list(_VARIANTS)
 
 
 def box_metric(name: str) -> BoxMetricVariant:
     """A new instance of the variant ``name``; ValueError naming the valid ones if unknown."""
+    _load_builtins()
     if name not in _VARIANTS:
         raise ValueError(f"unknown box metric {name!r}; registered: {', '.join(_VARIANTS) or 'none'}")
     return _VARIANTS[name]()
 
 
 def box_metrics_help() -> str:
+    """One line per registered variant (eval.py's ``--box-metrics`` help)."""
+    _load_builtins()
     return "; ".join(f"{n}: {c.description}" for n, c in _VARIANTS.items()) or "none registered"
-
-
-from . import metrics_acl_fixed  # noqa: F401,E402  (registers "acl-fixed")

@@ -355,9 +355,9 @@ class BoxScoring:
             label = f"{m} (prior)" if m == BASELINE else m
             lines.append(f"{label:<16} {r['n']:>6} {percent(r['ap50']):>11} {percent(r['mean_ciou']):>10} "
                          f"{percent(r['auc']):>7}")
-        from .box_metrics import _VARIANTS, box_metric
+        from .box_metrics import box_metric, list_box_metrics
 
-        for name in _VARIANTS:  # the variants this summary holds
+        for name in list_box_metrics():  # the variants this summary holds
             rows = {m: r[name] for m, r in summary["methods"].items() if isinstance(r.get(name), dict)}
             if rows:
                 variant = box_metric(name)
