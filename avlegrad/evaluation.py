@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from urllib.parse import quote
 
@@ -58,7 +58,9 @@ class EvalOptions:
     model: str | None = None  # None: the audio encoder's tower, else ViT-B-16
     pretrained: str | None = None  # None: the audio encoder's weights, else "openai"
     audio_encoder: str | None = None
-    target: str = "audio"  # "audio": the clip's sound; "text": a prompt with the clip's class name
+    # "audio": the clip's sound; "text": a prompt with the clip's class name; None: audio when an
+    # audio encoder is given (or defaulted, see resolve_defaults), else text
+    target: str | None = None
     prompt: str = "a photo of a {}."
     layer_index: int = -2
     image_size: int | None = None  # None: the model's own input size
@@ -284,8 +286,42 @@ def _load_models(opts: EvalOptions, device):
     return model, cfg, name, pretrained, targets
 
 
+DEFAULT_AUDIO_ENCODER = "imagebind"  # LeGrad's own audio setting, with its ViT-H-14 tower
+
+
+def resolve_defaults(opts: EvalOptions) -> EvalOptions:
+    """The models a run uses when ``opts`` names none, the same for ``eval.py`` and library callers:
+
+    - a real benchmark, no audio encoder, model or weights, and a target other than ``"text"``:
+      :data:`DEFAULT_AUDIO_ENCODER` (ImageBind, paired with OpenCLIP ViT-H-14 laion2b_s32b_b79k);
+    - ``synthetic`` with no model, weights or audio encoder: the offline world's shipped models
+      (``avlegrad.world_clip.WORLD_CHECKPOINTS``: its audio encoder, or with ``target="text"`` its
+      CLIP and the prompt ``"a {}"`` it was trained with); random weights where they are absent;
+    - ``target=None``: ``"audio"`` when there is an audio encoder, else ``"text"``.
+
+    Returns a new EvalOptions (``opts`` is not changed); applying it twice changes nothing."""
+    audio_encoder, model, pretrained, prompt = opts.audio_encoder, opts.model, opts.pretrained, opts.prompt
+    if opts.dataset != "synthetic" and not (audio_encoder or opts.target == "text" or model or pretrained):
+        audio_encoder = DEFAULT_AUDIO_ENCODER
+    if opts.dataset == "synthetic" and not (model or pretrained or audio_encoder):
+        from .world_clip import AUDIO_FILE, CLIP_FILE, CONFIG_FILE, WORLD_CHECKPOINTS
+
+        if not (WORLD_CHECKPOINTS / AUDIO_FILE).is_file():
+            pretrained = "none"  # says so loudly when loading
+        elif opts.target == "text":  # the world CLIP's own text tower, prompted as it was trained
+            model, pretrained = str(WORLD_CHECKPOINTS / CONFIG_FILE), str(WORLD_CHECKPOINTS / CLIP_FILE)
+            prompt = "a {}" if opts.prompt == EvalOptions.prompt else opts.prompt
+        else:
+            audio_encoder = str(WORLD_CHECKPOINTS / AUDIO_FILE)
+    target = opts.target or ("audio" if audio_encoder else "text")
+    return replace(opts, audio_encoder=audio_encoder, model=model, pretrained=pretrained, prompt=prompt,
+                   target=target)
+
+
 def evaluate(opts: EvalOptions) -> dict | None:
-    """Run the benchmark; returns the summary (on rank 0; None on the other ranks)."""
+    """Run the benchmark; returns the summary (on rank 0; None on the other ranks). The models are
+    chosen by :func:`resolve_defaults` where ``opts`` names none, as ``eval.py`` does."""
+    opts = resolve_defaults(opts)
     dist = init_distributed(opts.device)
     try:
         return _evaluate(opts, dist)
