@@ -348,7 +348,8 @@ def cli(argv=None) -> int:
     from .cli import run_command
 
     return run_command(main, argv, name="python -m avlegrad.analyze",
-                       interrupted="interrupted; the clips analysed so far are kept: rerun the same command to resume")
+                       interrupted="interrupted; the clips analysed so far are kept: rerun the same command "
+                                   "to resume")
 
 
 if __name__ == "__main__":

@@ -387,7 +387,8 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
     for name, value, least in (("limit", opts.limit, 1), ("save_overlays", opts.save_overlays, 0),
                                ("batch_size", opts.batch_size, 1), ("workers", opts.workers, 0),
                                ("avsbench_batch_frames", opts.avsbench_batch_frames, 1),
-                               ("faithfulness_steps", opts.faithfulness_steps, 1), ("faithfulness_batch", opts.faithfulness_batch, 1)):
+                               ("faithfulness_steps", opts.faithfulness_steps, 1),
+                               ("faithfulness_batch", opts.faithfulness_batch, 1)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
             flag = "--" + name.replace("_", "-")
             raise ValueError(f"{flag} must be an integer >= {least}, got {value!r}")
@@ -564,7 +565,8 @@ def format_table(summary: dict, scoring=None) -> str:
             f"{summary['skipped']['count']} skipped"
             + "".join(f"\n  skipped, {k}: {v}" for k, v in summary["skipped"]["reasons"].items()))
     methods = summary.get("methods", {})
-    own = {**summary, "methods": {m: r for m, r in methods.items() if "n" in r and m != "random"}}  # not the random map's row
+    # not the random map's row (it has n, but only faithfulness figures)
+    own = {**summary, "methods": {m: r for m, r in methods.items() if "n" in r and m != "random"}}
     table = head + "\n" + scoring.format_table(own)
     if any("deletion_auc" in r for r in methods.values()):
         from .faithfulness import FaithfulnessScoring
