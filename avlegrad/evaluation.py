@@ -453,7 +453,9 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
         raise ValueError(f"unknown dtype {opts.dtype!r}; choose from {', '.join(DTYPES)}")
     for name, value, least in (("limit", opts.limit, 1), ("save_overlays", opts.save_overlays, 0),
                                ("batch_size", opts.batch_size, 1), ("workers", opts.workers, 0),
-                               ("avsbench_batch_frames", opts.avsbench_batch_frames, 1)):
+                               ("avsbench_batch_frames", opts.avsbench_batch_frames, 1),
+                               ("faithfulness_steps", opts.faithfulness_steps, 1),
+                               ("faithfulness_batch", opts.faithfulness_batch, 1)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
             flag = "--" + name.replace("_", "-")
             raise ValueError(f"{flag} must be an integer >= {least}, got {value!r}")
@@ -495,7 +497,7 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
         faith = FaithfulnessScoring(model, steps=opts.faithfulness_steps, batch_size=opts.faithfulness_batch)
     # a clip scored without --faithfulness is scored again when it is asked for
     done = {cid for cid, row in load_results(out).items()
-            if cid in ids and scoring.is_done(row, out) and (faith is None or "faithfulness" in row)}
+            if cid in ids and scoring.is_done(row, out) and (faith is None or faith.is_done(row))}
     todo = [i for i, cid in enumerate(dataset.ids) if cid not in done]
     shard = todo[dist.rank::dist.world_size]
     if dist.is_main:
@@ -552,7 +554,7 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
             for i, record in enumerate(records):
                 rows.append(scoring.score(record, maps, i, out))
                 if extra is not None:
-                    rows[-1]["faithfulness"] = extra[i]
+                    rows[-1].update(faithfulness=extra[i], faithfulness_steps=faith.steps)
                 if overlays_left > 0:
                     scoring.save_overlay(overlay_path(record.clip_id), record, maps[methods[0]][i], image_size)
                     overlays_left -= 1
@@ -607,6 +609,7 @@ def _merge_and_summarise(out: Path, dataset, scoring, methods: list[str], settin
         **scoring.summarise(out, scored, methods + list(scoring.baselines)),
     }
     if faith is not None:  # each method's faithfulness figures beside its own, and the random map's
+        summary["faithfulness_steps"] = faith.steps
         for m, figures in faith.summarise(scored).items():
             summary["methods"].setdefault(m, {}).update(figures)
     _write_atomic(out / "summary.json", json.dumps(_json_safe(summary), indent=2, allow_nan=False))
@@ -629,7 +632,8 @@ def format_table(summary: dict, scoring=None) -> str:
             f"{summary['skipped']['count']} skipped"
             + "".join(f"\n  skipped, {k}: {v}" for k, v in summary["skipped"]["reasons"].items()))
     methods = summary.get("methods", {})
-    own = {**summary, "methods": {m: r for m, r in methods.items() if "n" in r}}  # not the random map's row
+    # not the random map's row (it has n, but only faithfulness figures)
+    own = {**summary, "methods": {m: r for m, r in methods.items() if "n" in r and m != "random"}}
     table = head + "\n" + scoring.format_table(own)
     if any("deletion_auc" in r for r in methods.values()):
         from .faithfulness import FaithfulnessScoring
