@@ -134,7 +134,7 @@ def test_eval_explain_audio_runs_offline(tmp_path, capsys):
     from avlegrad.world_clip import WORLD_CHECKPOINTS
 
     if not (WORLD_CHECKPOINTS / AUDIO_VIT_FILE).is_file():
-        pytest.skip("checkpoints/world/audio_vit.pt is not present")
+        pytest.skip("avlegrad/assets/world/audio_vit.pt is not present")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import eval as eval_script
 
