@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .fileio import write_text_atomic
 from .metrics_audio import loudness_prior, relevance_curve, tf_energy, time_auc
 
 log = logging.getLogger(__name__)
@@ -31,12 +31,6 @@ log = logging.getLogger(__name__)
 AUDIO_VIT_FILE = "audio_vit.pt"  # the world's audio encoder as a ViT (configs/world_audio_vit.yaml)
 AUDIO_VIT_CONFIG = "configs/world_audio_vit.yaml"
 METRICS = ("tf_energy", "time_auc")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def untrained_like(config) -> torch.nn.Module:
@@ -128,8 +122,8 @@ def evaluate_audio_side(root, encoders: dict, clip_model, preprocess_cfg: dict, 
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        _write_atomic(out / "clips.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-        _write_atomic(out / "summary.json", json.dumps(summary, indent=1))
+        write_text_atomic(out / "clips.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 
