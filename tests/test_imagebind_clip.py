@@ -143,3 +143,22 @@ def test_load_clip_reads_an_imagebind_file_and_tag(tmp_path, monkeypatch):
     with torch.no_grad():
         torch.testing.assert_close(F.normalize(tagged.encode_image(images), dim=-1), want)
     assert module.IMAGEBIND_TAG == "imagebind"
+
+
+def test_tower_comparison_script(tmp_path):
+    """benchmarks/imagebind_vs_laion2b.py on two tiny towers: identical files agree exactly, others not."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "ib_vs_laion", Path(__file__).resolve().parents[1] / "benchmarks" / "imagebind_vs_laion2b.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    a, b = tmp_path / "a.pth", tmp_path / "b.pth"
+    torch.save(official_state(3), a)
+    torch.save(official_state(4), b)
+    same = script.main(["--imagebind", str(a), "--laion2b", str(a), "--out", str(tmp_path / "r.json")])
+    assert same["weights"]["max"] == 0 and same["embeddings"]["cosine_min"] == pytest.approx(1, abs=1e-6)
+    assert same["maps"]["legrad_map_max_abs_diff"] == 0 and (tmp_path / "r.json").is_file()
+    other = script.main(["--imagebind", str(a), "--laion2b", str(b)])
+    assert other["weights"]["max"] > 0 and other["embeddings"]["cosine_mean"] < 0.999
