@@ -305,9 +305,9 @@ class LeGrad(Explainer):
         grad_attn = torch.matmul(grad_o, v.transpose(-1, -2))  # [B, heads, latents, N key]
         relevance = grad_attn.relu_().mean(dim=1, dtype=torch.float32)[:, 0]
         # the pooler's keys are the patches, plus the prefix tokens when the model includes them
-        return relevance[:, self.vit.num_prefix_tokens if self.vit.trunk.pool_include_prefix else 0:]
+        return relevance[:, self.vit.pool_key_offset:]
 
     def _pool_head_relevance(self, grad_o: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """The pooler's first latent query, per head: ``[B, heads, patches]``."""
         relevance = self._grad_attention(grad_o, v)[:, :, 0].float()
-        return relevance[..., self.vit.num_prefix_tokens if self.vit.trunk.pool_include_prefix else 0:]
+        return relevance[..., self.vit.pool_key_offset:]

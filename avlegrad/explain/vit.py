@@ -24,7 +24,9 @@ SUPPORTED_MODELS = (
     "NormFormer options; the CLIP model or its .visual); timm VisionTransformer models with standard "
     "Block/Attention layers (classifiers, e.g. vit_base_patch16_224, register-token models such as "
     "vit_base_patch16_reg4_gap_256, attention-pooled 'map' models); open_clip timm towers built on "
-    "them (SigLIP: ViT-B-16-SigLIP, ...). Not supported: ResNet, ConvNeXt, EVA/RoPE, BEiT, relative-position "
+    "them (SigLIP: ViT-B-16-SigLIP, ...); timm Eva rotary-position ViTs (EVA02 eva02_*, Perception Encoder "
+    "vit_pe_core_*) and the open_clip towers built on them (EVA02-B-16, PE-Core-B-16, ...). "
+    "Not supported: ResNet, ConvNeXt, BEiT, relative-position "
     "ViTs, parallel-block ViTs (vit_*_xp, *_18x2), hybrid CNN-stem ViTs (vit_*_r50_*), distilled DeiT, CoCa "
     "attention-pooled open_clip towers"
 )
@@ -72,7 +74,13 @@ def adapter_for(model: nn.Module) -> "ViTAdapter":
     from open_clip.transformer import VisionTransformer
     from timm.models.vision_transformer import VisionTransformer as TimmVisionTransformer
 
+    from .eva import EvaViT, is_eva
+
     visual = getattr(model, "visual", model)
+    if isinstance(visual, TimmModel) and is_eva(visual.trunk):
+        return EvaViT(visual.trunk, tower_head=visual.head)
+    if is_eva(visual):
+        return EvaViT(visual)
     if isinstance(visual, VisionTransformer):
         return OpenCLIPViT(visual)
     if isinstance(visual, TimmModel) and isinstance(visual.trunk, TimmVisionTransformer):
@@ -397,6 +405,11 @@ class TimmViT(ViTAdapter):
         return self.trunk.head(self.pre_logits(tokens))
 
     # ---- the attention-pooling head (SigLIP): LeGrad's gradient site for these models
+    @property
+    def pool_key_offset(self) -> int:
+        """Where the patches start among the pooler's keys."""
+        return self.num_prefix_tokens if self.trunk.pool_include_prefix else 0
+
     def pool_keys(self, tokens: torch.Tensor) -> torch.Tensor:
         """The tokens the pooler attends over."""
         return tokens if self.trunk.pool_include_prefix else tokens[:, self.num_prefix_tokens:]
