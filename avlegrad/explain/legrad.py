@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import Explainer, min_max_normalize
+from .hf import HFCLIPViT, HFSiglipViT
 from .vit import SCORE_TOKENS, OpenCLIPViT, TimmViT, cosines
 
 FP16_GRAD_SCALE = 1024.0
@@ -91,7 +92,7 @@ class LeGrad(Explainer):
     Works under ``torch.autocast`` (bf16/fp16); fp32 is the reference.
     """
 
-    families = (OpenCLIPViT, TimmViT)
+    families = (OpenCLIPViT, TimmViT, HFCLIPViT, HFSiglipViT)  # TimmViT includes EvaViT
 
     def __init__(self, model, layer_index: int = -2, correction_target: torch.Tensor | None = None,
                  correction_threshold: float = 0.8, *, layers=None, score_tokens: str = "all",

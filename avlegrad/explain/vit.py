@@ -25,7 +25,8 @@ SUPPORTED_MODELS = (
     "Block/Attention layers (classifiers, e.g. vit_base_patch16_224, register-token models such as "
     "vit_base_patch16_reg4_gap_256, attention-pooled 'map' models); open_clip timm towers built on "
     "them (SigLIP: ViT-B-16-SigLIP, ...); timm Eva rotary-position ViTs (EVA02 eva02_*, Perception Encoder "
-    "vit_pe_core_*) and the open_clip towers built on them (EVA02-B-16, PE-Core-B-16, ...). "
+    "vit_pe_core_*) and the open_clip towers built on them (EVA02-B-16, PE-Core-B-16, ...); transformers "
+    "CLIPModel/CLIPVisionModel/CLIPVisionModelWithProjection and SiglipModel/SiglipVisionModel. "
     "Not supported: ResNet, ConvNeXt, BEiT, relative-position "
     "ViTs, parallel-block ViTs (vit_*_xp, *_18x2), hybrid CNN-stem ViTs (vit_*_r50_*), distilled DeiT, CoCa "
     "attention-pooled open_clip towers"
@@ -75,7 +76,11 @@ def adapter_for(model: nn.Module) -> "ViTAdapter":
     from timm.models.vision_transformer import VisionTransformer as TimmVisionTransformer
 
     from .eva import EvaViT, is_eva
+    from .hf import hf_adapter
 
+    hf = hf_adapter(model)
+    if hf is not None:
+        return hf
     visual = getattr(model, "visual", model)
     if isinstance(visual, TimmModel) and is_eva(visual.trunk):
         return EvaViT(visual.trunk, tower_head=visual.head)
