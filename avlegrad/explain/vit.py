@@ -27,9 +27,9 @@ SUPPORTED_MODELS = (
     "them (SigLIP: ViT-B-16-SigLIP, ...); timm Eva rotary-position ViTs (EVA02 eva02_*, Perception Encoder "
     "vit_pe_core_*) and the open_clip towers built on them (EVA02-B-16, PE-Core-B-16, ...); transformers "
     "CLIPModel/CLIPVisionModel/CLIPVisionModelWithProjection and SiglipModel/SiglipVisionModel. "
+    "open_clip CoCa towers (coca_ViT-B-32, ..., explained at their attentional pooler). "
     "Not supported: ResNet, ConvNeXt, BEiT, relative-position "
-    "ViTs, parallel-block ViTs (vit_*_xp, *_18x2), hybrid CNN-stem ViTs (vit_*_r50_*), distilled DeiT, CoCa "
-    "attention-pooled open_clip towers"
+    "ViTs, parallel-block ViTs (vit_*_xp, *_18x2), hybrid CNN-stem ViTs (vit_*_r50_*), distilled DeiT"
 )
 
 
@@ -87,6 +87,10 @@ def adapter_for(model: nn.Module) -> "ViTAdapter":
     if is_eva(visual):
         return EvaViT(visual)
     if isinstance(visual, VisionTransformer):
+        if getattr(visual, "attn_pool", None) is not None:
+            from .coca import OpenCLIPCoCa
+
+            return OpenCLIPCoCa(visual)
         return OpenCLIPViT(visual)
     if isinstance(visual, TimmModel) and isinstance(visual.trunk, TimmVisionTransformer):
         return TimmViT(visual.trunk, embedding_head=visual.head)
@@ -186,11 +190,12 @@ class OpenCLIPViT(ViTAdapter):
     """Forward-pass pieces of an open_clip ``VisionTransformer`` (batch-first, open_clip >= 2.24)."""
 
     num_prefix_tokens = 1
+    pools_with_attention = False  # CoCa's attentional pooler: OpenCLIPCoCa (coca.py)
 
     def __init__(self, visual: nn.Module):
         from open_clip.transformer import CustomResidualAttentionBlock, ResidualAttentionBlock
 
-        if getattr(visual, "attn_pool", None) is not None:
+        if getattr(visual, "attn_pool", None) is not None and not self.pools_with_attention:
             _refuse("this open_clip tower pools with attention (CoCa-style attn_pool)")
         if visual.pool_type not in ("tok", "avg"):
             _refuse(f"this tower has pool_type={visual.pool_type!r} (no single image embedding)")

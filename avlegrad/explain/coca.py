@@ -1,0 +1,93 @@
+"""The adapter for open_clip CoCa image towers (``coca_ViT-B-32``, ``coca_ViT-L-14``, ...): an
+open_clip ``VisionTransformer`` whose image embedding comes from an attentional pooler.
+
+The model (open_clip ``transformer.py``: ``AttentionalPooler.forward``,
+``VisionTransformer._pool``, the original OpenCLIP CoCa setup): the last block's tokens (class
+token and patches) go through the pooler, ``ln_k`` on the keys, ``ln_q`` on the learnt queries
+(256), ``nn.MultiheadAttention`` (keys of the tower's width, queries of the embedding's); then
+``ln_post`` on the pooled tokens; the first pooled token, ``@ proj``, is the contrastive image
+embedding.
+
+How LeGrad explains it, as the official code does (WalBouss/LeGrad ``legrad/wrapper.py``,
+``LeWrapper.compute_legrad_coca``): for each explained block, its tokens go through the pooler;
+the score of the first pooled token's embedding against the target is differentiated w.r.t. the
+POOLER's attention; the map is the mean over heads of ReLU(gradient) in the first query's row,
+at the patch keys (the class-token key dropped). Two details differ from the official code,
+kept as in every other family here: the score is the cosine with the target (the official
+takes the dot product with the unnormalised embedding), and the embedding applies ``ln_post``
+as the model's own forward does (the official code omits it).
+
+Refused: the unfinished ``attentional_pool='parallel'/'cascade'`` variants (two poolers).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .vit import OpenCLIPViT, _refuse
+
+
+class OpenCLIPCoCa(OpenCLIPViT):
+    """Forward-pass pieces of an open_clip CoCa ``VisionTransformer`` (attentional pooler)."""
+
+    pools_with_attention = True
+
+    def __init__(self, visual):
+        if getattr(visual, "attn_pool_contrastive", None) is not None:
+            _refuse("this open_clip tower has two attentional poolers (attentional_pool='parallel'/'cascade')")
+        if visual.pool_type not in ("tok", "avg"):
+            _refuse(f"this CoCa tower has pool_type={visual.pool_type!r} (no single image embedding)")
+        super().__init__(visual)
+        self.attention_pool = visual.attn_pool
+        self.embed_dim = visual.proj.shape[1] if visual.proj is not None else visual.attn_pool.query.shape[1]
+
+    @property
+    def pool_key_offset(self) -> int:
+        """The pooler's keys are all tokens: the patches start after the class token."""
+        return self.num_prefix_tokens
+
+    def pool_keys(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens
+
+    def pool_qkv(self, keys: torch.Tensor):
+        """q (the learnt queries), k, v of the pooler's attention, ``[B, heads, *, head_dim]``."""
+        p = self.attention_pool
+        mha = p.attn
+        B, N, _ = keys.shape
+        E, h = mha.embed_dim, mha.num_heads
+        if mha._qkv_same_embed_dim:
+            wq, wk, wv = mha.in_proj_weight.chunk(3)
+        else:
+            wq, wk, wv = mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight
+        bq, bk, bv = mha.in_proj_bias.chunk(3) if mha.in_proj_bias is not None else (None, None, None)
+        x = p.ln_k(keys)
+        q = F.linear(p.ln_q(p.query), wq, bq)  # [queries, E]
+        q = q.unsqueeze(0).expand(B, -1, -1).reshape(B, -1, h, E // h).transpose(1, 2)
+        k = F.linear(x, wk, bk).reshape(B, N, h, E // h).transpose(1, 2)
+        v = F.linear(x, wv, bv).reshape(B, N, h, E // h).transpose(1, 2)
+        return q, k, v
+
+    def _pooled_tokens(self, o: torch.Tensor) -> torch.Tensor:
+        B, H, Lq, d = o.shape
+        return self.attention_pool.attn.out_proj(o.transpose(1, 2).reshape(B, Lq, H * d))
+
+    def finish_pool(self, o: torch.Tensor) -> torch.Tensor:
+        """The image embedding from the pooler's per-head attention output ``o``: ``ln_post``,
+        the first (or mean) pooled token, ``proj``."""
+        return self._project(self._pool(self.visual.ln_post(self._pooled_tokens(o))))
+
+    def _pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens[:, 1:].mean(dim=1) if self.visual.pool_type == "avg" else tokens[:, 0]
+
+    def model_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The model's own image embedding (unnormalised) from the last block's tokens."""
+        return self.finish_pool(self.attend(*self.pool_qkv(tokens)))
+
+    def layer_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model_embedding(tokens)
+
+    def legrad_layer(self, block, x, o, score_tokens="all"):
+        raise NotImplementedError("CoCa towers are explained at their attentional pooler")
+
+    def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
+        raise ValueError("a CoCa tower's patch tokens do not map into its embedding space (the pooler mixes them)")
