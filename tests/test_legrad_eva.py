@@ -22,8 +22,12 @@ VARIANTS = {
                   ref_feat_shape=(4, 4), num_classes=10, global_pool="token"),
     # fused qkv with (q, v) bias, LayerScale, mean pooling + fc_norm, register tokens
     "fused+ls+avg": dict(init_values=0.3, num_classes=7, global_pool="avg", num_reg_tokens=2),
-    # Perception Encoder (vit_pe_core_*): pre-norm, xy-indexed rope with offset, attention pooling
-    "pe": dict(global_pool="map", use_pre_transformer_norm=True, rope_grid_offset=1.0, rope_grid_indexing="xy",
+    # timm's AttentionRope with separate projections and grouped-query attention (2 key/value heads)
+    "rope+gqa": dict(attn_type="rope", qkv_fused=False, num_kv_heads=2, num_classes=5, global_pool="avg",
+                     class_token=False),
+    # Perception Encoder (vit_pe_core_*): timm's AttentionRope, pre-norm, xy-indexed rope with offset,
+    # attention pooling
+    "pe": dict(global_pool="map", attn_type="rope", use_pre_transformer_norm=True, rope_grid_offset=1.0, rope_grid_indexing="xy",
                ref_feat_shape=(2, 2), attn_pool_num_heads=4, attn_pool_mlp_ratio=2.0, num_classes=0),
 }
 
@@ -72,10 +76,17 @@ def reference_tokens(t, image, table, pos=None):
         h = blk.norm1(x)
         N = h.shape[1]
         if a.qkv is not None:
-            qkv = h @ a.qkv.weight.T + torch.cat([a.q_bias, torch.zeros_like(a.q_bias), a.v_bias])
+            if getattr(a, "q_bias", None) is not None:  # EvaAttention: no key bias
+                qkv = h @ a.qkv.weight.T + torch.cat([a.q_bias, torch.zeros_like(a.q_bias), a.v_bias])
+            else:  # AttentionRope: an ordinary biased linear
+                qkv = h @ a.qkv.weight.T + a.qkv.bias
             q, k, v = qkv.reshape(1, N, 3, a.num_heads, -1).permute(2, 0, 3, 1, 4)
         else:
-            q, k, v = (lin(h).reshape(1, N, a.num_heads, -1).transpose(1, 2) for lin in (a.q_proj, a.k_proj, a.v_proj))
+            kv_heads = getattr(a, "num_kv_heads", a.num_heads)
+            q = a.q_proj(h).reshape(1, N, a.num_heads, -1).transpose(1, 2)
+            k, v = (lin(h).reshape(1, N, kv_heads, -1).transpose(1, 2) for lin in (a.k_proj, a.v_proj))
+            # grouped-query attention: query head i reads key/value head i // (heads / kv_heads)
+            k, v = (torch.stack([t[:, i * kv_heads // a.num_heads] for i in range(a.num_heads)], dim=1) for t in (k, v))
         q, k = a.q_norm(q), a.k_norm(k)
         n = a.num_prefix_tokens
         q = torch.cat([q[:, :, :n], rotate(q[:, :, n:], sin, cos, a.rotate_half)], dim=2)
@@ -158,7 +169,7 @@ def test_legrad_matches_the_slow_reference(name):
             ref = reference_legrad(model, images[b:b + 1], targets[b, k], -2, table)
             torch.testing.assert_close(maps[b, k], ref, atol=1e-4, rtol=1e-4)
     if model.num_classes:
-        classes = torch.tensor([3, 5])
+        classes = torch.tensor([3, model.num_classes - 1])
         maps = LeGrad(model, layer_index=0)(images, classes)
         for b in range(2):
             torch.testing.assert_close(maps[b], reference_legrad(model, images[b:b + 1], int(classes[b]), 0, table),

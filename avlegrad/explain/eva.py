@@ -44,10 +44,11 @@ class EvaViT(TimmViT):
     def __init__(self, trunk: nn.Module, tower_head: nn.Module | None = None):
         from timm.layers import PatchEmbed
         from timm.layers.pos_embed_sincos import RotaryEmbeddingCat
+        from timm.layers.attention import AttentionRope
         from timm.models.eva import EvaAttention, EvaBlock
 
         for i, block in enumerate(trunk.blocks):
-            if type(block) is not EvaBlock or type(block.attn) is not EvaAttention:
+            if type(block) is not EvaBlock or type(block.attn) not in (EvaAttention, AttentionRope):
                 _refuse(f"Eva block {i} is a {type(block).__name__} (post-norm or custom blocks are not supported)")
             if block.attn.gate is not None:
                 _refuse(f"Eva block {i} uses gated attention")
@@ -120,12 +121,15 @@ class EvaViT(TimmViT):
         attn = block.attn
         B, N, _ = h.shape
         if attn.qkv is not None:
-            bias = None if attn.q_bias is None else torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
-            qkv = nn.functional.linear(h, attn.qkv.weight, bias)
+            if getattr(attn, "q_bias", None) is not None:  # EvaAttention: q and v biases, k's is zero
+                qkv = nn.functional.linear(h, attn.qkv.weight, torch.cat((attn.q_bias, attn.k_bias, attn.v_bias)))
+            else:  # AttentionRope (Perception Encoder), or no bias
+                qkv = attn.qkv(h)
             q, k, v = qkv.reshape(B, N, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
         else:
-            q, k, v = (proj(h).reshape(B, N, attn.num_heads, -1).transpose(1, 2)
-                       for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
+            heads = (attn.num_heads, getattr(attn, "num_kv_heads", attn.num_heads), getattr(attn, "num_kv_heads", attn.num_heads))
+            q, k, v = (proj(h).reshape(B, N, n, -1).transpose(1, 2)
+                       for proj, n in zip((attn.q_proj, attn.k_proj, attn.v_proj), heads))
         q, k = attn.q_norm(q), attn.k_norm(k)
         rope = self._rope
         if rope is not None:
@@ -133,6 +137,9 @@ class EvaViT(TimmViT):
             rope = rope.to(q.device)
             q = torch.cat([q[:, :, :n], apply_rot_embed_cat(q[:, :, n:], rope, half=attn.rotate_half)], dim=2).type_as(v)
             k = torch.cat([k[:, :, :n], apply_rot_embed_cat(k[:, :, n:], rope, half=attn.rotate_half)], dim=2).type_as(v)
+        groups = getattr(attn, "num_kv_groups", 1)
+        if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
         return q, k, v
 
     def finish_block(self, block, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
