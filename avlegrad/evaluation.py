@@ -117,7 +117,7 @@ class AudioTargets:
             by_length.setdefault(len(r.waveform), []).append(i)
         for idx in by_length.values():  # only equal lengths share a batch: no padding effects
             waves = torch.from_numpy(np.stack([records[i].waveform for i in idx])).to(device)
-            out[idx] = self.encoder(waves).to(out.dtype)
+            out[idx] = self.encoder.embed_each(waves).to(out.dtype)  # a clip's target never depends on the batch
         return out
 
 

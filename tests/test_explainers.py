@@ -91,3 +91,16 @@ def test_eval_runs_every_method_in_one_pass(tmp_path, capsys):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert list(summary["methods"]) == methods.split(",") + ["center"]
     assert all(figures["n"] == 4 for figures in summary["methods"].values())
+
+
+@pytest.mark.parametrize("name", sorted(list_explainers()))
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_images_are_refused_naming_them(tiny_clip, name, bad):
+    """A NaN/inf pixel used to give an all-zero map without a word; now a one-line ValueError."""
+    images, targets = torch.randn(5, 3, 32, 32), torch.randn(5, 32)
+    images[1, 0, 3, 4] = bad
+    images[4, 2] = bad
+    with pytest.raises(ValueError, match=r"NaN or inf values: 2 of 5 images \(batch indices 1, 4\)") as e:
+        create_explainer(name, tiny_clip)(images, targets)
+    assert "\n" not in str(e.value)
+    create_explainer(name, tiny_clip)(images[[0, 2, 3]], targets[[0, 2, 3]])  # the finite ones are fine

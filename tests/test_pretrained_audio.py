@@ -491,13 +491,13 @@ def test_wav2clip_spectrogram_matches_stft():
     ref = reference_wav2clip_spectrogram(x)
     assert spec.shape == ref.shape == (2, 257, 1 + 16000 // 353)
     torch.testing.assert_close(spec, ref, rtol=1e-4, atol=1e-4 * float(ref.max()))
-    front = w2c.wav2clip_log_spectrogram(x)
+    front = w2c.wav2clip_log_spectrogram(x, "batch")
     log_ref = torch.log(ref.unsqueeze(1) + 1e-7)
     torch.testing.assert_close(front, (log_ref - log_ref.mean()) / (log_ref.std() + 1e-9), rtol=1e-3, atol=1e-3)
 
 
 def test_wav2clip_matches_reference_and_normalisation_modes(wav2clip_file, wav2clip_official_state):
-    enc = create_audio_encoder("wav2clip", checkpoint=wav2clip_file)
+    enc = create_audio_encoder("wav2clip", checkpoint=wav2clip_file, normalize="batch")
     a, b = tone(1.2, seed=3), 0.1 * tone(1.2, freq=3000.0, seed=4)
     batch = torch.stack([a, b])
     with torch.no_grad():
@@ -507,8 +507,11 @@ def test_wav2clip_matches_reference_and_normalisation_modes(wav2clip_file, wav2c
         assert out.shape == (2, 512)
         torch.testing.assert_close(out.norm(dim=-1), torch.ones(2))
         alone = enc(a[None])
-        assert not torch.allclose(out[0], alone[0], atol=1e-3)  # official: batch-mates matter
-        per_input = create_audio_encoder("wav2clip", checkpoint=wav2clip_file, normalize="per_input")
+        assert not torch.allclose(out[0], alone[0], atol=1e-3)  # official batched call: batch-mates matter
+        assert not enc.batch_independent
+        torch.testing.assert_close(enc.embed_each(batch), torch.cat([alone, enc(b[None])]))  # one at a time
+        per_input = create_audio_encoder("wav2clip", checkpoint=wav2clip_file)  # the default
+        assert per_input.normalize == "per_input" and per_input.batch_independent
         torch.testing.assert_close(per_input(batch)[0], alone[0], rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(per_input.encode(batch),
                                    reference_wav2clip(wav2clip_official_state, batch, per_input=True),
@@ -622,8 +625,8 @@ def test_avlegrad_checkpoints_round_trip(tmp_path, wav2clip_file):
     with torch.no_grad():
         torch.testing.assert_close(again(x), small(x))
 
-    w = create_audio_encoder("wav2clip", checkpoint=wav2clip_file, normalize="per_input")
+    w = create_audio_encoder("wav2clip", checkpoint=wav2clip_file, normalize="batch")
     save_checkpoint_file(encoder_checkpoint(w), tmp_path / "w.pt")
     w2 = create_audio_encoder(str(tmp_path / "w.pt"))
-    assert w2.normalize == "per_input"
+    assert w2.normalize == "batch"
     assert all(torch.equal(a, b) for a, b in zip(w.state_dict().values(), w2.state_dict().values()))

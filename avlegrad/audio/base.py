@@ -49,7 +49,23 @@ class AudioEncoder(nn.Module):
         batching, so one bad clip is skipped instead of failing its whole batch."""
         return waveform_problem(waveform, self.min_samples, self.sample_rate, type(self).__name__, allow_silent)
 
+    @property
+    def batch_independent(self) -> bool:
+        """Whether an input's embedding is independent of its batch-mates (False: Wav2CLIP's
+        ``normalize="batch"``); :meth:`embed_each` then embeds one input at a time."""
+        return True
+
     # --- shared -------------------------------------------------------------------------------
+    def embed_each(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """``forward`` with each input embedded as if alone: ``[B, T]`` -> ``[B, embed_dim]``.
+
+        Equal to ``forward`` for batch-independent encoders (one call); otherwise one call per
+        input, so a clip's embedding never depends on what it is batched with (eval, localize).
+        """
+        if self.batch_independent or len(waveforms) <= 1:
+            return self(waveforms)
+        return torch.cat([self(w[None]) for w in waveforms])
+
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         if not torch.is_tensor(waveforms) or waveforms.ndim != 2 or not waveforms.is_floating_point():
             shape = tuple(waveforms.shape) if torch.is_tensor(waveforms) else type(waveforms).__name__
@@ -100,9 +116,9 @@ class AudioEncoder(nn.Module):
         """Embed audio files (wav/flac/... or the audio track of an mp4): ``[N, embed_dim]`` on ``device``.
 
         Files are resampled to ``sample_rate`` and mixed to mono. Files of different lengths are
-        never padded together: only files of equal length share a batch, so each embedding is the
-        one the file gets on its own (pass ``duration`` to cut or zero-pad all files to one length
-        and batch them all). Runs in eval mode and restores the previous mode; ``device`` (default:
+        never padded together: only files of equal length share a batch, and an encoder whose output
+        depends on its batch-mates embeds them one at a time, so each embedding is the one the file
+        gets on its own (pass ``duration`` to cut or zero-pad all files to one length and batch them all). Runs in eval mode and restores the previous mode; ``device`` (default:
         where the encoder is) moves the encoder there, like ``.to(device)``.
         """
         paths = [Path(p) for p in paths]
@@ -121,7 +137,7 @@ class AudioEncoder(nn.Module):
                 for start in range(0, len(indices), batch_size):
                     chunk = indices[start:start + batch_size]
                     batch = torch.from_numpy(np.stack([waves[i] for i in chunk])).to(device)
-                    out[chunk] = self(batch)
+                    out[chunk] = self.embed_each(batch)
         finally:
             self.train(was_training)
         return out

@@ -7,9 +7,12 @@ Reproduces the official clip-level path ``wav2clip.get_model()`` + ``embed_audio
 * ``torchaudio.transforms.Spectrogram(n_fft=512, hop_length=353)`` (periodic Hann window of 512,
   centred, reflect padding, power 2) of the waveform ``[B, 1, T]`` -> ``[B, 1, 257, 1 + T // 353]``;
 * ``log(x + 1e-7)``, then ``(x - mean) / (std + 1e-9)`` with the mean and unbiased std of the
-  **whole batch tensor** (``normalize="batch"``, the official behaviour: an input's embedding then
-  depends on its batch-mates); ``normalize="per_input"`` uses each input's own statistics (equal to
-  the official output for a batch of one);
+  tensor ``embed_audio`` is given: for one file, that file's own statistics. ``normalize="per_input"``
+  (the default) standardises each input with its own statistics, so a batch gives every input the
+  official embedding of that input alone; ``normalize="batch"`` reproduces the official call on a
+  whole batch (statistics over the batch tensor: an input's embedding then depends on its
+  batch-mates, which is why :meth:`AudioEncoder.embed_each`, used by eval and localize, embeds
+  one input at a time in that mode);
 * ResNet-18 (BasicBlock [2, 2, 2, 2], conv1 7x7/2 with 1 input channel, no bias, BN, ReLU,
   maxpool 3/2; global average pool) -> 512;
 * ``audio_transform``: Linear(512, 512), ReLU, Dropout(0.1), Linear(512, 512). No normalisation in
@@ -62,7 +65,7 @@ STD_EPS = 1e-9
 NORMALIZE_MODES = ("batch", "per_input")
 
 
-def wav2clip_log_spectrogram(waveforms: torch.Tensor, normalize: str = "batch",
+def wav2clip_log_spectrogram(waveforms: torch.Tensor, normalize: str = "per_input",
                              spectrogram: nn.Module | None = None) -> torch.Tensor:
     """The official front end: 16 kHz float32 ``[B, T]`` -> standardised log power spectrogram
     ``[B, 1, 257, 1 + T // 353]`` (see the module docstring)."""
@@ -103,7 +106,7 @@ class Wav2CLIPResNet(nn.Module):
     """The official ``ResNet`` (BasicBlock [2, 2, 2, 2], avgpool) minus its unused ``fc``:
     standardised log-spectrogram -> 512 features."""
 
-    def __init__(self, layers=(2, 2, 2, 2), normalize: str = "batch"):
+    def __init__(self, layers=(2, 2, 2, 2), normalize: str = "per_input"):
         super().__init__()
         import torchaudio
 
@@ -148,12 +151,13 @@ class _AudioTransform(nn.Module):
 class Wav2CLIPEncoder(AudioEncoder):
     """Wav2CLIP: 16 kHz float32 waveforms -> 512-d embeddings in OpenAI CLIP ViT-B/32's image space.
 
-    ``normalize``: ``"batch"`` (official: spectrogram statistics over the whole batch) or
-    ``"per_input"``. Note that ``embed_files`` batches files of equal length together, so with
-    ``"batch"`` their embeddings depend on each other (``batch_size=1`` or ``"per_input"`` avoids it).
+    ``normalize``: ``"per_input"`` (default: each input standardised with its own spectrogram
+    statistics, = the official ``embed_audio`` of that input alone) or ``"batch"`` (the official
+    call on a whole batch: statistics over the batch, so inputs depend on their batch-mates;
+    ``batch_independent`` is then False and ``embed_each``/``embed_files`` embed one at a time).
     """
 
-    def __init__(self, normalize: str = "batch", dropout: float = 0.1,
+    def __init__(self, normalize: str = "per_input", dropout: float = 0.1,
                  clip_model: str | None = CLIP_MODEL, clip_pretrained: str | None = CLIP_PRETRAINED):
         super().__init__(SAMPLE_RATE, 512, clip_model, clip_pretrained)
         self.audio_encoder = Wav2CLIPResNet(normalize=normalize)
@@ -175,6 +179,10 @@ class Wav2CLIPEncoder(AudioEncoder):
     @property
     def min_samples(self) -> int:
         return MIN_SAMPLES
+
+    @property
+    def batch_independent(self) -> bool:
+        return self.normalize != "batch"
 
     def encode(self, waveforms: torch.Tensor) -> torch.Tensor:
         if waveforms.dtype != torch.float32:
@@ -261,7 +269,7 @@ def wav2clip(checkpoint=None, pretrained: bool = True, progress: bool = True, **
     ``checkpoint``: the official ``Wav2CLIP.pt`` or a state dict with its names. None:
     ``cache_root()/weights/Wav2CLIP.pt``, downloaded from :data:`WAV2CLIP_URL` when absent.
     ``pretrained=False`` (and no checkpoint): random init. ``kwargs`` go to :class:`Wav2CLIPEncoder`
-    (``normalize="batch"|"per_input"``).
+    (``normalize="per_input"|"batch"``).
     """
     return build_pretrained_encoder(Wav2CLIPEncoder, "wav2clip", what="Wav2CLIP", url=WAV2CLIP_URL, filename=WAV2CLIP_FILENAME,
                                     sha256=WAV2CLIP_SHA256, load_file=load_wav2clip_file, checkpoint=checkpoint,

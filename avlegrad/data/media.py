@@ -13,7 +13,11 @@ from pathlib import Path
 import numpy as np
 
 SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+# A frame smaller than this on a side holds fewer pixels than the patch grid of the CLIP ViTs
+# explained here (14x14 for ViT-B/16 at 224 px, 7x7 for B/32): upsampled to the model's input it
+# carries no spatial detail to localize, so such frames are refused rather than scored.
+MIN_FRAME_SIDE = 16
 
 
 class MediaError(RuntimeError):
@@ -131,16 +135,59 @@ def _to_float(arr: np.ndarray) -> np.ndarray:
 
 
 def load_image(path) -> np.ndarray:
-    """An image file as ``[H, W, 3]`` uint8 RGB."""
+    """An image file as ``[H, W, 3]`` uint8 RGB, whatever its format, bit depth or channels.
+
+    8-bit modes go through PIL's ``convert("RGB")`` (palette, grayscale, 1-bit, CMYK and YCbCr
+    converted; an alpha channel dropped, keeping the colour under it). PIL's own conversion of
+    high-bit-depth single-channel images is wrong (16-bit grayscale PNG/TIFF clip to all white,
+    float TIFF to black), so those are scaled here: 16-bit values keep their high byte (as PIL
+    reads 16-bit RGB PNGs), 32-bit integers in ``0..65535`` likewise, floats in ``[0, 1]`` times
+    255, rounded. Other ranges and non-finite pixels raise MediaError, as do unreadable files.
+    """
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     _check_exists(path)
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
+            return _image_to_rgb8(path, im)
+    except (UnidentifiedImageError, OSError, ValueError) as e:  # ValueError: a mode PIL cannot convert
         raise MediaError(path, f"cannot read image ({e})") from None
+
+
+def _image_to_rgb8(path, im) -> np.ndarray:
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        a = np.asarray(im)
+        if im.mode == "F":
+            if not np.isfinite(a).all():
+                raise MediaError(path, f"float image holds {int((~np.isfinite(a)).sum())} NaN or infinite pixels")
+            if a.size and (a.min() < 0 or a.max() > 1):
+                raise MediaError(path, f"float image with values in [{a.min():g}, {a.max():g}]: only [0, 1] has a "
+                                       "known scale to 8 bits")
+            gray = np.rint(a.astype(np.float64) * 255).astype(np.uint8)
+        else:
+            if a.size and (a.min() < 0 or a.max() > 65535):
+                raise MediaError(path, f"32-bit integer image with values in [{a.min()}, {a.max()}]: only 0..65535 "
+                                       "(16-bit data) has a known scale to 8 bits")
+            gray = (a.astype(np.uint32) >> 8).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+    return np.asarray(im.convert("RGB"))
+
+
+def upright(rgb: np.ndarray, rotation) -> np.ndarray:
+    """A decoded frame turned by its display rotation (PyAV's ``frame.rotation``: counter-clockwise
+    degrees, multiples of 90; flips in the display matrix are ignored), as players show it."""
+    turns = int(round((rotation or 0) / 90)) % 4
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
+def check_frame_size(frame: np.ndarray, path) -> np.ndarray:
+    """``frame`` unchanged, or MediaError when it is smaller than :data:`MIN_FRAME_SIDE` on a side."""
+    h, w = frame.shape[:2]
+    if min(h, w) < MIN_FRAME_SIDE:
+        raise MediaError(path, f"frame is {w}x{h} px: smaller than {MIN_FRAME_SIDE} px on a side, too small for a "
+                               "meaningful map (fewer pixels than the ViT's patch grid)")
+    return frame
 
 
 def video_info(path) -> dict:
@@ -169,13 +216,15 @@ def load_frame(path, time: float | None = None) -> np.ndarray:
     """One frame as ``[H, W, 3]`` uint8 RGB.
 
     For an image file, the image. For a video, the first frame shown at or after ``time``
-    seconds (None: the middle of the video, the frame the benchmarks annotate).
+    seconds (None: the middle of the video, the frame the benchmarks annotate), turned upright by
+    the stream's display rotation (phone videos) as players and ``localize`` show it. A frame smaller
+    than :data:`MIN_FRAME_SIDE` px on a side raises MediaError (too small for a meaningful map).
     """
     import av
 
     path = Path(path)
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return load_image(path)
+        return check_frame_size(load_image(path), path)
     _check_exists(path)
     try:
         with av.open(str(path)) as c:
@@ -195,7 +244,7 @@ def load_frame(path, time: float | None = None) -> np.ndarray:
                     break
             if last is None:
                 raise MediaError(path, "video stream holds no frames")
-            return last.to_ndarray(format="rgb24")
+            return check_frame_size(upright(last.to_ndarray(format="rgb24"), getattr(last, "rotation", 0)), path)
     except MediaError:
         raise
     except (av.error.FFmpegError, OSError, ValueError) as e:

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .media import MediaError, load_audio, load_image
+from .media import MediaError, check_frame_size, load_audio, load_image
 from .record import ClipRecord, SkippedClip
 
 EVAL_SIZE = 224
@@ -254,7 +254,7 @@ def _build_dataset_class():
             for kind, path in (("mask", entry.mask), ("audio", entry.audio)):
                 if not Path(path).is_file():
                     return SkippedClip(entry.clip_id, f"missing: {kind} {path}")
-            frame = load_image(frame_path)
+            frame = check_frame_size(load_image(frame_path), frame_path)  # too small: skipped, saying why
             if entry.preprocess == "denseav":
                 frame = denseav_image(frame)
                 mask = denseav_label(load_image(entry.mask)) == entry.mask_class

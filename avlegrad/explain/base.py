@@ -22,7 +22,8 @@ class Explainer:
     embedding space; they need not be unit vectors. For a classifier, targets may instead be
     class indices, ``[B]`` or ``[B, K]`` (integer tensors). Returns detached float32 maps on the
     images' device, ``[B, H, W]`` or ``[B, K, H, W]``, each min-max normalised to [0, 1].
-    The model is only read, never changed.
+    The model is only read, never changed. Images holding NaN or inf raise ValueError naming how
+    many and which (they would otherwise give all-zero maps).
     """
 
     families: tuple = (OpenCLIPViT,)  # the model families this method is defined for
@@ -66,6 +67,12 @@ class Explainer:
             raise ValueError(f"images must be a tensor [B, 3, H, W], got {shape}")
         if not images.is_floating_point():
             raise ValueError(f"images must be floating point (normalised for the model), got {images.dtype}")
+        # a NaN/inf pixel would make every score NaN and the map silently all zeros
+        bad = (~torch.isfinite(images.detach()).flatten(1).all(dim=1)).nonzero().flatten().tolist()
+        if bad:
+            shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+            raise ValueError(f"images contain NaN or inf values: {len(bad)} of {images.shape[0]} images "
+                             f"(batch indices {shown}); explain finite images only")
         self.vit.grid(images.shape[-2], images.shape[-1])  # raises on a size the patches do not tile
         if isinstance(targets, torch.Tensor) and not targets.is_floating_point() and not targets.is_complex():
             return self._check_classes(images, targets)
