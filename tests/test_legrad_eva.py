@@ -20,8 +20,9 @@ VARIANTS = {
     # EVA02 (eva02_*_clip): separate q/k/v, SwiGLU with inner norm, inner attention norm, class token
     "eva02": dict(qkv_fused=False, swiglu_mlp=True, scale_mlp=True, scale_attn_inner=True, mlp_ratio=8 / 3,
                   ref_feat_shape=(4, 4), num_classes=10, global_pool="token"),
-    # fused qkv with (q, v) bias, LayerScale, mean pooling + fc_norm, register tokens
-    "fused+ls+avg": dict(init_values=0.3, num_classes=7, global_pool="avg", num_reg_tokens=2),
+    # fused qkv with (q, v) bias, LayerScale, mean pooling + fc_norm, register tokens, packed SwiGLU
+    # (timm GluMlp, gate first: eva02_tiny's MLP)
+    "fused+ls+avg": dict(init_values=0.3, num_classes=7, global_pool="avg", num_reg_tokens=2, swiglu_mlp=True),
     # timm's AttentionRope with separate projections and grouped-query attention (2 key/value heads)
     "rope+gqa": dict(attn_type="rope", qkv_fused=False, num_kv_heads=2, num_classes=5, global_pool="avg",
                      class_token=False),

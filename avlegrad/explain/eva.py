@@ -165,7 +165,7 @@ class EvaViT(TimmViT):
         if type(mlp) is GluMlp:
             x = mlp.fc1(x)
             x1, x2 = x.chunk(2, dim=mlp.chunk_dim)
-            return mlp.fc2(mlp.norm(x1 * mlp.act(x2)))
+            return mlp.fc2(mlp.norm(x1 * mlp.act(x2) if mlp.gate_last else mlp.act(x1) * x2))
         return mlp(x)
 
     # ---- heads
