@@ -19,7 +19,8 @@ def reference_maps(name, model, images, targets):
 
 
 def test_every_method_is_registered():
-    assert set(BASELINES) | {"legrad"} == set(list_explainers())
+    # explainers added as their own module are tested in their own file (see docs/extending.md)
+    assert set(BASELINES) | {"legrad"} <= set(list_explainers())
     with pytest.raises(ValueError, match="unknown explainer 'nope'; choose from legrad"):
         create_explainer("nope", make_tiny_clip())
 

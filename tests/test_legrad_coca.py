@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from avlegrad import LeGrad
 from avlegrad.explain import create_explainer
-from avlegrad.explain.coca import OpenCLIPCoCa
+from avlegrad.explain.adapters.coca import OpenCLIPCoCa
 from avlegrad.explain.vit import adapter_for
 from conftest import assert_model_unchanged, model_snapshot
 from reference import reference_forward
@@ -82,13 +82,16 @@ def test_legrad_matches_the_slow_reference():
     assert_model_unchanged(before, model_snapshot(model))
 
 
-@pytest.mark.parametrize("name", ["attention", "rollout", "gradcam", "chefercam"])
-def test_baselines_run_on_coca(name):
+@pytest.mark.parametrize("name", ["gradcam", "input_gradient"])
+def test_baselines_defined_for_coca_run(name):
     model = tiny_coca(seed=2)
     maps = create_explainer(name, model)(torch.randn(1, 3, 32, 32), torch.randn(1, 32))
     assert maps.shape == (1, 32, 32) and 0 <= maps.min() and maps.max() <= 1
 
 
-def test_similarity_is_refused_with_a_reason():
-    with pytest.raises(ValueError, match="CoCa"):
-        create_explainer("similarity", tiny_coca())(torch.randn(1, 3, 32, 32), torch.randn(1, 32))
+@pytest.mark.parametrize("name", ["attention", "rollout", "chefercam", "similarity"])
+def test_baselines_undefined_for_coca_are_refused_with_a_reason(name):
+    from avlegrad.explain import UnsupportedModelError
+
+    with pytest.raises(UnsupportedModelError, match="not defined for"):
+        create_explainer(name, tiny_coca())

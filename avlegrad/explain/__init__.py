@@ -1,17 +1,20 @@
-"""Explainers: ``(images, targets) -> maps in [0, 1]`` for a ViT's image embedding."""
-from .base import Explainer, min_max_normalize  # noqa: F401
-from .baselines import AttentionRollout, CheferCAM, DenseSimilarity, GradCAM, RawAttention
-from .legrad import LeGrad
-from .vit import SUPPORTED_MODELS, UnsupportedModelError  # noqa: F401
+"""Explainers: ``(images, targets) -> maps in [0, 1]`` for a ViT's image embedding.
 
-EXPLAINERS = {
-    "legrad": LeGrad,
-    "similarity": DenseSimilarity,
-    "attention": RawAttention,
-    "rollout": AttentionRollout,
-    "gradcam": GradCAM,
-    "chefercam": CheferCAM,
-}
+Each explainer module registers itself with ``@register_explainer(name)``; importing it here is
+all a new one needs (``docs/extending.md``).
+"""
+from . import adapters  # noqa: F401  (registers the model families)
+from .adapters import UnsupportedModelError, register_adapter  # noqa: F401
+from .base import EXPLAINERS, Explainer, min_max_normalize, per_target_gradients, register_explainer  # noqa: F401
+from .legrad import LeGrad  # noqa: F401
+from .baselines import AttentionRollout, CheferCAM, DenseSimilarity, GradCAM, RawAttention  # noqa: F401
+from .input_gradient import InputGradient  # noqa: F401
+
+
+def __getattr__(name):
+    if name == "SUPPORTED_MODELS":  # generated from the adapter registry
+        return adapters.supported_models()
+    raise AttributeError(name)
 
 
 def list_explainers() -> list[str]:

@@ -1,10 +1,43 @@
-"""The interface every explainer shares: ``explainer(images, targets) -> maps in [0, 1]``."""
+"""The interface every explainer shares: ``explainer(images, targets) -> maps in [0, 1]``.
+
+Modality-neutral: the model's adapter supplies the input layout (channels, the patch grid of an
+input size, how a grid map maps back onto the input; :class:`~.adapters.PatchLayout`), so the
+same explainer runs on an image ViT or a spectrogram ViT. A new explainer is one module with a
+subclass of :class:`Explainer` decorated with :func:`register_explainer` (``docs/extending.md``).
+"""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from .vit import SUPPORTED_MODELS, OpenCLIPViT, UnsupportedModelError, adapter_for
+from .adapters import UnsupportedModelError, adapter_for, supported_models
+
+EXPLAINERS: dict = {}
+
+
+def register_explainer(name: str):
+    """Class decorator: make an :class:`Explainer` subclass available as ``create_explainer(name,
+    model)``, in ``list_explainers()`` and so in ``eval.py --method`` and the demo."""
+    def decorate(cls):
+        if name in EXPLAINERS and EXPLAINERS[name] is not cls:
+            raise ValueError(f"an explainer named {name!r} is already registered ({EXPLAINERS[name].__name__})")
+        EXPLAINERS[name] = cls
+        return cls
+    return decorate
+
+
+def per_target_gradients(total: torch.Tensor, inputs, reduce) -> torch.Tensor:
+    """One backward per target column: ``total`` ``[B, K]`` scores (images are independent, so
+    each column's sum over images is differentiated at once); ``reduce(grads)`` turns the
+    gradients w.r.t. ``inputs`` (a tensor, or a list giving a tuple) into that column's maps
+    ``[B, ...]``. Returns ``[B, K, ...]``. The graph is kept until the last column."""
+    K = total.shape[1]
+    single = isinstance(inputs, torch.Tensor)
+    maps = []
+    for kk in range(K):
+        grads = torch.autograd.grad(total[:, kk].sum(), inputs, retain_graph=kk < K - 1)
+        maps.append(reduce(grads[0] if single else grads))
+    return torch.stack(maps, dim=1)
 
 
 def min_max_normalize(maps: torch.Tensor) -> torch.Tensor:
@@ -15,29 +48,44 @@ def min_max_normalize(maps: torch.Tensor) -> torch.Tensor:
 
 
 class Explainer:
-    """Base class: input checks, upsampling and normalisation around :meth:`explain_grid`.
+    """Base class: input checks, mapping back onto the input and normalisation around
+    :meth:`explain_grid`.
 
-    Call with ``images`` ``[B, 3, H, W]`` (already normalised for the model) and ``targets``
+    Call with ``images`` ``[B, C, H, W]`` (``C`` the model's input channels, 3 for an image ViT;
+    already normalised for the model) and ``targets``
     ``[B, D]`` (one embedding per image) or ``[B, K, D]`` (K per image), in the model's
     embedding space; they need not be unit vectors. For a classifier, targets may instead be
     class indices, ``[B]`` or ``[B, K]`` (integer tensors). Returns detached float32 maps on the
     images' device, ``[B, H, W]`` or ``[B, K, H, W]``, each min-max normalised to [0, 1].
     The model is only read, never changed. Images holding NaN or inf raise ValueError naming how
     many and which (they would otherwise give all-zero maps).
+
+    Subclasses implement :meth:`explain_grid` (and :meth:`undefined_for` where the method is
+    not defined for every model). ``input_resolution = True``: ``explain_grid`` returns maps at
+    the input's size (pixel methods), which are then only normalised.
+
+    Errors: ``UnsupportedModelError`` for a model no adapter (or this method) supports;
+    ``ValueError`` naming the shape or value for bad images or targets.
     """
 
-    families: tuple = (OpenCLIPViT,)  # the model families this method is defined for
+    input_resolution = False
 
     def __init__(self, model):
         self.vit = adapter_for(model)
-        if not isinstance(self.vit, self.families):
-            raise UnsupportedModelError(
-                f"{type(self).__name__} is defined for {', '.join(f.__name__ for f in self.families)} models, "
-                f"not for a {type(self.vit).__name__}; LeGrad supports: {SUPPORTED_MODELS}")
+        reason = self.undefined_for(self.vit)
+        if reason:
+            raise UnsupportedModelError(f"{type(self).__name__} is not defined for this {type(self.vit).__name__} "
+                                        f"model: {reason}. LeGrad supports: {supported_models()}")
+
+    @classmethod
+    def undefined_for(cls, adapter) -> str | None:
+        """Why this method is not defined for ``adapter``'s model, or None where it is."""
+        return None
 
     def explain_grid(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Unnormalised maps on the patch grid, ``[B, K, gh, gw]``; ``targets`` are unit
-        embeddings ``[B, K, D]`` or class indices ``[B, K]``."""
+        """Unnormalised maps on the patch grid, ``[B, K, gh, gw]`` (``[B, K, H, W]`` with
+        ``input_resolution``); ``targets`` are unit fp32 embeddings ``[B, K, D]`` or long class
+        indices ``[B, K]``."""
         raise NotImplementedError
 
     def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -55,16 +103,17 @@ class Explainer:
                 return empty[:, 0] if one_target else empty
             grid_maps = self.explain_grid(images, targets).float()
             B, K, gh, gw = grid_maps.shape
-            maps = F.interpolate(grid_maps.reshape(B * K, 1, gh, gw), scale_factor=self.vit.patch_size,
-                                 mode="bilinear", align_corners=False)
+            maps = grid_maps if self.input_resolution else self.vit.layout.to_input(
+                grid_maps.reshape(B * K, 1, gh, gw), images.shape[-2:])
             maps = min_max_normalize(maps.reshape(B, K, *maps.shape[-2:])).detach()
         return maps[:, 0] if one_target else maps
 
     def _check(self, images, targets) -> bool:
         """Validate shapes; True when there is one target per image (``[B, D]``)."""
-        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        channels = self.vit.channels
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != channels:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ValueError(f"images must be a tensor [B, 3, H, W], got {shape}")
+            raise ValueError(f"images must be a tensor [B, {channels}, H, W], got {shape}")
         if not images.is_floating_point():
             raise ValueError(f"images must be floating point (normalised for the model), got {images.dtype}")
         # a NaN/inf pixel would make every score NaN and the map silently all zeros
@@ -97,7 +146,8 @@ class Explainer:
     def _check_classes(self, images, targets) -> bool:
         if self.vit.num_classes is None:
             raise ValueError(f"integer targets are class indices, which {type(self).__name__} supports only for "
-                             f"timm classifiers without attention pooling; give embeddings [B, D] or "
+                             f"timm classifiers and other classifier models without attention pooling; give "
+                             f"embeddings [B, D] or "
                              f"[B, K, D] of width {self.vit.embed_dim}")
         if targets.ndim not in (1, 2) or targets.shape[0] != images.shape[0]:
             raise ValueError(f"class targets must be [B] or [B, K] for {images.shape[0]} images, "

@@ -23,9 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .base import Explainer, min_max_normalize
-from .hf import HFCLIPViT, HFSiglipViT
-from .vit import SCORE_TOKENS, OpenCLIPViT, TimmViT, cosines
+from .adapters.base import SCORE_TOKENS, cosines
+from .base import Explainer, min_max_normalize, per_target_gradients, register_explainer
 
 FP16_GRAD_SCALE = 1024.0
 HEAD_AGGREGATIONS = ("mean", "max")
@@ -55,6 +54,7 @@ class LayerMaps:
     layer_ids: list
 
 
+@register_explainer("legrad")
 class LeGrad(Explainer):
     """LeGrad maps of a ViT's image embedding w.r.t. target embeddings (or classes).
 
@@ -92,8 +92,6 @@ class LeGrad(Explainer):
     Works under ``torch.autocast`` (bf16/fp16); fp32 is the reference.
     """
 
-    families = (OpenCLIPViT, TimmViT, HFCLIPViT, HFSiglipViT)  # TimmViT includes EvaViT
-
     def __init__(self, model, layer_index: int = -2, correction_target: torch.Tensor | None = None,
                  correction_threshold: float = 0.8, *, layers=None, score_tokens: str = "all",
                  relu: bool = True, head_aggregation: str = "mean", layer_aggregation: str = "sum"):
@@ -118,7 +116,7 @@ class LeGrad(Explainer):
                                      ("layer_aggregation", layer_aggregation, LAYER_AGGREGATIONS)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-        if score_tokens != "all" and not isinstance(self.vit, OpenCLIPViT):
+        if score_tokens not in self.vit.score_token_choices:
             raise ValueError("score_tokens applies to OpenCLIP towers; timm models are scored with their own "
                              "pooling and head")
         if layer_aggregation == "product" and self.vit.attention_pool is not None:
@@ -165,12 +163,13 @@ class LeGrad(Explainer):
                 heads = heads[:, :-1].masked_fill(mask[:, None, None, None], 0)
                 layer_grid = layer_grid[:, :-1].masked_fill(mask[:, None, None], 0)
                 K -= 1
-            layers = self._upsample(layer_grid.reshape(B, K * L, gh, gw)).reshape(B, K, L, *images.shape[-2:])
+            layers = self._upsample(layer_grid.reshape(B, K * L, gh, gw), images.shape[-2:])
+            layers = layers.reshape(B, K, L, *images.shape[-2:])
             if self.layer_aggregation == "sum":
                 total = layer_grid.sum(dim=2)
             else:
                 total = self._to_grid(self._explain(images, targets, "product").float(), images)
-            maps = min_max_normalize(self._upsample(total))
+            maps = min_max_normalize(self._upsample(total, images.shape[-2:]))
             sums = layers.sum(dim=(-2, -1))
             whole = sums.sum(dim=-1, keepdim=True)
             share = torch.where(whole != 0, sums / torch.where(whole != 0, whole, 1), 0.0)
@@ -188,9 +187,9 @@ class LeGrad(Explainer):
             targets = targets.to(images.device, torch.long).clone()
         return targets.unsqueeze(1) if one_target else targets
 
-    def _upsample(self, grid: torch.Tensor) -> torch.Tensor:
-        """``[B, C, gh, gw]`` -> ``[B, C, H, W]``, bilinear by the patch size, as the base call."""
-        return F.interpolate(grid, scale_factor=self.vit.patch_size, mode="bilinear", align_corners=False)
+    def _upsample(self, grid: torch.Tensor, size) -> torch.Tensor:
+        """``[B, C, gh, gw]`` -> ``[B, C, H, W]`` on the input, as the base call."""
+        return self.vit.layout.to_input(grid, size)
 
     def _aggregate_heads(self, heads: torch.Tensor) -> torch.Tensor:
         """``[..., heads, ...]`` with heads at dim 3 -> head-aggregated (mean or max)."""
@@ -216,20 +215,21 @@ class LeGrad(Explainer):
             targets = torch.cat([targets, extra], dim=1)
         x = vit.tokens_before(images, self.first_layer)
         explained = set(self.layer_ids)
+        grid = vit.grid(images.shape[-2], images.shape[-1])  # for families whose attention needs it (RoPE)
         outputs, values, scores, features = [], [], [], []
         with torch.enable_grad():
             for index in range(self.first_layer, vit.num_layers):
                 block = vit.blocks[index]
                 if index not in explained:  # a block between the chosen ones: forward only
                     with torch.no_grad():
-                        x = vit.block_forward(block, x)
+                        x = vit.block_forward(block, x, grid)
                     continue
                 with torch.no_grad():
                     if pooled:  # the block runs as is; the gradient site is the pooler's attention
-                        x = vit.block_forward(block, x)
+                        x = vit.block_forward(block, x, grid)
                         q, k, v = vit.pool_qkv(vit.pool_keys(x))
                     else:
-                        q, k, v = vit.qkv(block, x)
+                        q, k, v = vit.qkv(block, x, grid)
                     o = vit.attend(q, k, v)
                 o.requires_grad_(True)
                 if pooled:
@@ -250,23 +250,16 @@ class LeGrad(Explainer):
                 # ReLU, mean and sum are positively homogeneous, so a constant scale is exact
                 total = total * FP16_GRAD_SCALE
 
-            K = total.shape[1]
             if mode == "default":
                 relevance = self._pool_relevance if pooled else self._layer_relevance
+                reduce = lambda grads: sum(relevance(g, v) for g, v in zip(grads, values))  # noqa: E731
             elif mode == "heads":
                 relevance = self._pool_head_relevance if pooled else self._head_relevance
+                reduce = lambda grads: torch.stack(  # noqa: E731
+                    [relevance(g, v) for g, v in zip(grads, values)], dim=1)
             else:
-                relevance = self._product_relevance
-            per_target = []
-            for kk in range(K):
-                grads = torch.autograd.grad(total[:, kk].sum(), outputs, retain_graph=kk < K - 1)
-                if mode == "default":
-                    per_target.append(sum(relevance(g, v) for g, v in zip(grads, values)))
-                elif mode == "heads":
-                    per_target.append(torch.stack([relevance(g, v) for g, v in zip(grads, values)], dim=1))
-                else:
-                    per_target.append(relevance(grads, values))
-        return torch.stack(per_target, dim=1)
+                reduce = lambda grads: self._product_relevance(grads, values)  # noqa: E731
+            return per_target_gradients(total, outputs, reduce)
 
     def _layer_relevance(self, grad_o: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """mean over heads and queries of ReLU(dS/dA), at the patch keys: ``[B, patches]``."""
@@ -305,10 +298,10 @@ class LeGrad(Explainer):
         """The pooler's first latent query: mean over heads of ReLU(dS/dA), ``[B, patches]``."""
         grad_attn = torch.matmul(grad_o, v.transpose(-1, -2))  # [B, heads, latents, N key]
         relevance = grad_attn.relu_().mean(dim=1, dtype=torch.float32)[:, 0]
-        # the pooler's keys are the patches, plus the prefix tokens when the model includes them
-        return relevance[:, self.vit.pool_key_offset:]
+        # the pooler's keys are the tokens from pool_key_offset on: drop the prefix tokens among them
+        return relevance[:, self.vit.num_prefix_tokens - self.vit.pool_key_offset:]
 
     def _pool_head_relevance(self, grad_o: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """The pooler's first latent query, per head: ``[B, heads, patches]``."""
         relevance = self._grad_attention(grad_o, v)[:, :, 0].float()
-        return relevance[..., self.vit.pool_key_offset:]
+        return relevance[..., self.vit.num_prefix_tokens - self.vit.pool_key_offset:]

@@ -24,30 +24,35 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .vit import OpenCLIPViT, _refuse
+from .base import randomised_example, refuse, register_adapter
+from .open_clip import OpenCLIPViT
 
 
+def _is_coca_tower(model) -> bool:
+    from open_clip.transformer import VisionTransformer
+
+    visual = getattr(model, "visual", model)
+    return isinstance(visual, VisionTransformer) and getattr(visual, "attn_pool", None) is not None
+
+
+@register_adapter("open_clip_coca", matches=_is_coca_tower, priority=20)
 class OpenCLIPCoCa(OpenCLIPViT):
     """Forward-pass pieces of an open_clip CoCa ``VisionTransformer`` (attentional pooler)."""
 
+    supported = "open_clip CoCa towers (coca_ViT-B-32, coca_ViT-L-14, ...; explained at their attentional pooler)"
     pools_with_attention = True
+    score_token_choices = ("all",)
+    pool_key_offset = 0  # the pooler attends over every token, the class token included
 
-    def __init__(self, visual):
+    def __init__(self, model):
+        visual = getattr(model, "visual", model)
         if getattr(visual, "attn_pool_contrastive", None) is not None:
-            _refuse("this open_clip tower has two attentional poolers (attentional_pool='parallel'/'cascade')")
+            refuse("this open_clip tower has two attentional poolers (attentional_pool='parallel'/'cascade')")
         if visual.pool_type not in ("tok", "avg"):
-            _refuse(f"this CoCa tower has pool_type={visual.pool_type!r} (no single image embedding)")
-        super().__init__(visual)
+            refuse(f"this CoCa tower has pool_type={visual.pool_type!r} (no single image embedding)")
+        super().__init__(model)
         self.attention_pool = visual.attn_pool
         self.embed_dim = visual.proj.shape[1] if visual.proj is not None else visual.attn_pool.query.shape[1]
-
-    @property
-    def pool_key_offset(self) -> int:
-        """The pooler's keys are all tokens: the patches start after the class token."""
-        return self.num_prefix_tokens
-
-    def pool_keys(self, tokens: torch.Tensor) -> torch.Tensor:
-        return tokens
 
     def pool_qkv(self, keys: torch.Tensor):
         """q (the learnt queries), k, v of the pooler's attention, ``[B, heads, *, head_dim]``."""
@@ -90,4 +95,22 @@ class OpenCLIPCoCa(OpenCLIPViT):
         raise NotImplementedError("CoCa towers are explained at their attentional pooler")
 
     def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
-        raise ValueError("a CoCa tower's patch tokens do not map into its embedding space (the pooler mixes them)")
+        from .base import UnsupportedModelError
+
+        raise UnsupportedModelError("a CoCa tower has no per-token embedding (its attentional pooler mixes tokens)")
+
+    def model_forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.visual(images)[0]  # (pooled, tokens): the contrastive embedding, unnormalised
+
+    @classmethod
+    def example_model(cls):
+        import open_clip
+
+        build = lambda: open_clip.CoCa(  # noqa: E731
+            embed_dim=32,
+            vision_cfg=dict(image_size=32, patch_size=8, width=64, layers=3, head_width=16, attentional_pool=True,
+                            attn_pooler_heads=4, attn_pooler_queries=5, output_tokens=True),
+            text_cfg=dict(context_length=16, vocab_size=100, width=32, heads=2, layers=1, embed_cls=True,
+                          output_tokens=True),
+            multimodal_cfg=dict(context_length=16, vocab_size=100, width=32, heads=2, layers=1, attn_pooler_heads=2))
+        return randomised_example(build), (3, 32, 32)

@@ -29,26 +29,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .vit import ViTAdapter, _refuse
+from .base import ModelAdapter, randomised_example, refuse, register_adapter
 
 HF_CLIP_CLASSES = ("CLIPModel", "CLIPVisionModel", "CLIPVisionModelWithProjection")
 HF_SIGLIP_CLASSES = ("SiglipModel", "SiglipVisionModel")
 
 
-def hf_adapter(model) -> "ViTAdapter | None":
-    """The adapter of a ``transformers`` CLIP/SigLIP model, None for anything else."""
-    module = type(model).__module__
-    if not module.startswith("transformers."):
-        return None
-    name = type(model).__name__
-    if name in HF_CLIP_CLASSES:
-        return HFCLIPViT(model)
-    if name in HF_SIGLIP_CLASSES:
-        return HFSiglipViT(model)
-    _refuse(f"cannot explain a transformers {name}")
+def _is(model, names) -> bool:
+    return type(model).__module__.startswith("transformers.") and type(model).__name__ in names
 
 
-class _HFBlocks(ViTAdapter):
+class _HFBlocks(ModelAdapter):
     """What CLIP and SigLIP share: the encoder layers and the position embedding per size."""
 
     def __init__(self, model, vision):
@@ -61,7 +52,7 @@ class _HFBlocks(ViTAdapter):
         side = emb.image_size // emb.patch_size
         self.native_grid = (side, side)
         if getattr(cfg, "_attn_implementation", None) not in (None, "eager", "sdpa", "flash_attention_2"):
-            _refuse(f"this transformers model uses attention {cfg._attn_implementation!r}")
+            refuse(f"this transformers model uses attention {cfg._attn_implementation!r}")
 
     def _positions(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         emb = self.vision.embeddings
@@ -72,7 +63,7 @@ class _HFBlocks(ViTAdapter):
     def pre_attention_norm(self, block):
         return block.layer_norm1
 
-    def qkv_from_normed(self, block, h: torch.Tensor):
+    def qkv_from_normed(self, block, h: torch.Tensor, grid=None):
         attn = block.self_attn
         B, N, _ = h.shape
         return tuple(proj(h).reshape(B, N, attn.num_heads, attn.head_dim).transpose(1, 2)
@@ -87,9 +78,11 @@ class _HFBlocks(ViTAdapter):
         raise ValueError("a transformers CLIP/SigLIP has no classifier: give targets as embeddings [B, D] or [B, K, D]")
 
 
+@register_adapter("transformers_clip", matches=lambda model: _is(model, HF_CLIP_CLASSES), priority=10)
 class HFCLIPViT(_HFBlocks):
     """Forward-pass pieces of a ``transformers`` CLIP image tower."""
 
+    supported = "transformers CLIPModel, CLIPVisionModel and CLIPVisionModelWithProjection (pip install -e \".[hf]\")"
     num_prefix_tokens = 1
 
     def __init__(self, model):
@@ -121,17 +114,30 @@ class HFCLIPViT(_HFBlocks):
     def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
         return self._project(self.vision.post_layernorm(tokens[:, 1:]))
 
+    def model_forward(self, images: torch.Tensor) -> torch.Tensor:
+        return _own_image_features(self.model, images, self.grid(*images.shape[-2:]) != self.native_grid)
 
+    @classmethod
+    def example_model(cls):
+        from transformers import CLIPConfig, CLIPModel
+
+        cfg = CLIPConfig(vision_config=EXAMPLE_VISION, text_config=EXAMPLE_TEXT, projection_dim=16)
+        return randomised_example(lambda: CLIPModel(cfg)), (3, 32, 32)
+
+
+@register_adapter("transformers_siglip", matches=lambda model: _is(model, HF_SIGLIP_CLASSES), priority=10)
 class HFSiglipViT(_HFBlocks):
     """Forward-pass pieces of a ``transformers`` SigLIP image tower (attention-pooled)."""
 
+    supported = "transformers SiglipModel and SiglipVisionModel (pip install -e \".[hf]\")"
     num_prefix_tokens = 0
     pool_key_offset = 0
+    has_class_token = False
 
     def __init__(self, model):
         vision = getattr(model, "vision_model", model)  # transformers >= 5: the vision model is the tower
         if not getattr(vision, "use_head", False):
-            _refuse("this SigLIP tower has no attention-pooling head (vision_use_head=False): no image embedding")
+            refuse("this SigLIP tower has no attention-pooling head (vision_use_head=False): no image embedding")
         super().__init__(model, vision)
         self.attention_pool = vision.head
         self.embed_dim = vision.config.hidden_size
@@ -173,3 +179,36 @@ class HFSiglipViT(_HFBlocks):
     def model_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
         """The model's own image embedding (``get_image_features``), unnormalised."""
         return self.layer_embedding(tokens)
+
+    def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
+        from .base import UnsupportedModelError
+
+        raise UnsupportedModelError("a SigLIP tower has no per-token embedding (its pooler mixes tokens)")
+
+    def model_forward(self, images: torch.Tensor) -> torch.Tensor:
+        return _own_image_features(self.model, images, self.grid(*images.shape[-2:]) != self.native_grid)
+
+    @classmethod
+    def example_model(cls):
+        from transformers import SiglipConfig, SiglipModel
+
+        cfg = SiglipConfig(vision_config=EXAMPLE_VISION, text_config={**EXAMPLE_TEXT, "hidden_size": 64,
+                                                                    "projection_size": 64})
+        return randomised_example(lambda: SiglipModel(cfg)), (3, 32, 32)
+
+
+EXAMPLE_VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                      image_size=32, patch_size=8)
+EXAMPLE_TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                    vocab_size=99, max_position_embeddings=16)
+
+
+def _own_image_features(model, images, other_size: bool) -> torch.Tensor:
+    """transformers' own image embedding: ``get_image_features`` (its output object's
+    ``pooler_output`` in transformers >= 5), or the vision model's ``image_embeds``/``pooler_output``."""
+    kw = dict(pixel_values=images, interpolate_pos_encoding=other_size)
+    if hasattr(model, "get_image_features"):
+        out = model.get_image_features(**kw)
+        return out if torch.is_tensor(out) else out.pooler_output
+    out = model(**kw)
+    return out.image_embeds if getattr(out, "image_embeds", None) is not None else out.pooler_output

@@ -29,38 +29,55 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .vit import TimmViT, _refuse
+from .base import randomised_example, refuse, register_adapter
+from .timm import TimmViT
 
 
-def is_eva(module) -> bool:
+def _trunk_and_head(model):
+    """(the timm Eva, the open_clip ``TimmModel`` head or None), or (None, None)."""
+    from open_clip.timm_model import TimmModel
     from timm.models.eva import Eva
 
-    return isinstance(module, Eva)
+    visual = getattr(model, "visual", model)
+    if isinstance(visual, TimmModel) and isinstance(visual.trunk, Eva):
+        return visual.trunk, visual.head
+    if isinstance(visual, Eva):
+        return visual, None
+    return None, None
 
 
+@register_adapter("eva", matches=lambda model: _trunk_and_head(model)[0] is not None, priority=10)
 class EvaViT(TimmViT):
     """Forward-pass pieces of a timm ``Eva`` (optionally the trunk of an open_clip ``TimmModel``)."""
 
-    def __init__(self, trunk: nn.Module, tower_head: nn.Module | None = None):
+    supported = ("timm Eva rotary-position ViTs (EVA02 eva02_*, Perception Encoder vit_pe_core_*; not "
+                 "post-norm, gated or depth-dependent-RoPE variants) and the open_clip towers built on them "
+                 "(EVA02-B-16, PE-Core-B-16, ...)")
+
+    def __init__(self, model: nn.Module):
         from timm.layers import PatchEmbed
         from timm.layers.pos_embed_sincos import RotaryEmbeddingCat
         from timm.layers.attention import AttentionRope
         from timm.models.eva import EvaAttention, EvaBlock
 
+        trunk, tower_head = _trunk_and_head(model)
         for i, block in enumerate(trunk.blocks):
             if type(block) is not EvaBlock or type(block.attn) not in (EvaAttention, AttentionRope):
-                _refuse(f"Eva block {i} is a {type(block).__name__} (post-norm or custom blocks are not supported)")
+                refuse(f"Eva block {i} is a {type(block).__name__} (post-norm or custom blocks are not supported)")
             if block.attn.gate is not None:
-                _refuse(f"Eva block {i} uses gated attention")
+                refuse(f"Eva block {i} uses gated attention")
         if getattr(trunk, "rope_mixed", False) or (trunk.rope is not None and type(trunk.rope) is not RotaryEmbeddingCat):
-            _refuse(f"this Eva uses a {type(trunk.rope).__name__} rotary embedding (depth-dependent or other "
+            refuse(f"this Eva uses a {type(trunk.rope).__name__} rotary embedding (depth-dependent or other "
                     f"RoPE variants than RotaryEmbeddingCat)")
         if type(trunk.patch_embed) is not PatchEmbed or type(getattr(trunk.patch_embed, "proj", None)) is not nn.Conv2d:
-            _refuse(f"this Eva embeds patches with a {type(trunk.patch_embed).__name__}, not a single convolution")
+            refuse(f"this Eva embeds patches with a {type(trunk.patch_embed).__name__}, not a single convolution")
         self.trunk = trunk
         self.tower_head = tower_head
         self.blocks = list(trunk.blocks)
         self.num_prefix_tokens = trunk.num_prefix_tokens
+        self.has_class_token = trunk.cls_token is not None
+        self.channels = trunk.patch_embed.proj.in_channels
+        self._rope_tables = {}  # grid -> rotary table, built once per input size (on the adapter)
         self.patch_size = tuple(trunk.patch_embed.patch_size)
         self.native_grid = tuple(trunk.patch_embed.grid_size)
         self.attention_pool = None
@@ -70,7 +87,7 @@ class EvaViT(TimmViT):
             from timm.layers import AttentionPoolLatent
 
             if type(pool) is not AttentionPoolLatent or pool.pos_embed is not None:
-                _refuse(f"this Eva pools with a {type(pool).__name__} (only AttentionPoolLatent is supported)")
+                refuse(f"this Eva pools with a {type(pool).__name__} (only AttentionPoolLatent is supported)")
             self.attention_pool = pool
         if tower_head is not None:  # open_clip: the trunk's classifier is the projection, then the tower's head
             self.embedding_head = lambda features: tower_head(trunk.head(features))
@@ -96,7 +113,6 @@ class EvaViT(TimmViT):
             x = torch.cat(prefix + [x + self.resampled(t.pos_embed, grid, 0).to(x.dtype)], dim=1)
         else:
             x = torch.cat(prefix + [x], dim=1) + self.resampled(t.pos_embed, grid, self.num_prefix_tokens).to(x.dtype)
-        self._rope = self.rope_table(grid)  # the blocks of this forward rotate with it
         return t.norm_pre(x)
 
     def rope_table(self, grid) -> torch.Tensor | None:
@@ -108,14 +124,19 @@ class EvaViT(TimmViT):
         if tuple(grid) == tuple(rope.feat_shape or ()) and rope.pos_embed is not None:
             return rope.pos_embed
         if getattr(rope, "bands", None) is None:
-            _refuse("this Eva's rotary embedding has no frequency bands to rebuild it for another input size; "
+            refuse("this Eva's rotary embedding has no frequency bands to rebuild it for another input size; "
                     f"use {self.native_grid[0] * self.patch_size[0]}x{self.native_grid[1] * self.patch_size[1]} images")
         return rope._build_embed_cat(list(grid), rope.bands, augment=False)
+
+    def _rope_for(self, grid):
+        if grid not in self._rope_tables:
+            self._rope_tables[grid] = self.rope_table(grid)
+        return self._rope_tables[grid]
 
     def pre_attention_norm(self, block):
         return block.norm1
 
-    def qkv_from_normed(self, block, h: torch.Tensor):
+    def qkv_from_normed(self, block, h: torch.Tensor, grid=None):
         from timm.layers.pos_embed_sincos import apply_rot_embed_cat
 
         attn = block.attn
@@ -131,7 +152,7 @@ class EvaViT(TimmViT):
             q, k, v = (proj(h).reshape(B, N, n, -1).transpose(1, 2)
                        for proj, n in zip((attn.q_proj, attn.k_proj, attn.v_proj), heads))
         q, k = attn.q_norm(q), attn.k_norm(k)
-        rope = self._rope
+        rope = self._rope_for(tuple(grid) if grid is not None else self.native_grid)
         if rope is not None:
             n = attn.num_prefix_tokens
             rope = rope.to(q.device)
@@ -187,13 +208,35 @@ class EvaViT(TimmViT):
         features = self.pre_logits(tokens)
         return self.embedding_head(features) if self.embedding_head is not None else features
 
-    def pool_keys(self, tokens: torch.Tensor) -> torch.Tensor:
-        return tokens  # Eva's pooler attends over every token, prefix included (Eva.pool)
+    def token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Each patch token through the final norm, ``fc_norm`` and the head into the embedding
+        space (what a token-pooled model applies to its pooled token), ``[B, gh*gw, D]``."""
+        if self.attention_pool is not None:
+            from .base import UnsupportedModelError
 
-    @property
-    def pool_key_offset(self) -> int:
-        """Where the patches start among the pooler's keys: after the prefix tokens."""
-        return self.num_prefix_tokens
+            raise UnsupportedModelError("an attention-pooled Eva has no per-token embedding (its pooler mixes tokens)")
+        t = self.trunk
+        x = t.fc_norm(t.norm(tokens[:, self.num_prefix_tokens:]))
+        return self.embedding_head(x) if self.embedding_head is not None else x
+
+    def model_forward(self, images: torch.Tensor) -> torch.Tensor:
+        t = self.trunk
+        features = t.forward_head(t.forward_features(images), pre_logits=True)
+        return self.embedding_head(features) if self.embedding_head is not None else features
+
+    @classmethod
+    def example_model(cls):
+        """A tiny EVA02-style classifier: separate q/k/v, SwiGLU with inner norm, inner attention
+        norm, LayerScale, rotary embedding with a reference grid."""
+        from timm.models.eva import Eva
+
+        build = lambda: Eva(img_size=32, patch_size=8, embed_dim=64, depth=3, num_heads=4,  # noqa: E731
+                            use_rot_pos_emb=True, qkv_fused=False, swiglu_mlp=True, scale_mlp=True,
+                            scale_attn_inner=True, mlp_ratio=8 / 3, ref_feat_shape=(2, 2), init_values=0.3,
+                            num_classes=10, global_pool="token")
+        return randomised_example(build), (3, 32, 32)
+
+    pool_key_offset = 0  # Eva's pooler attends over every token, prefix included (Eva.pool)
 
     def finish_pool(self, o: torch.Tensor, project: bool = True) -> torch.Tensor:
         """The pooled features from the pooler's per-head attention output ``o``; with
