@@ -152,7 +152,11 @@ class EvaViT(TimmViT):
             q, k, v = (proj(h).reshape(B, N, n, -1).transpose(1, 2)
                        for proj, n in zip((attn.q_proj, attn.k_proj, attn.v_proj), heads))
         q, k = attn.q_norm(q), attn.k_norm(k)
-        rope = self._rope_for(tuple(grid) if grid is not None else self.native_grid)
+        grid = tuple(grid) if grid is not None else self.native_grid
+        if N - attn.num_prefix_tokens != grid[0] * grid[1]:  # the rotary table must fit these tokens
+            raise ValueError(f"{N} tokens do not fit the patch grid {grid[0]}x{grid[1]}: pass the grid of "
+                             f"this input (adapter.qkv(block, x, adapter.grid(H, W)))")
+        rope = self._rope_for(grid)
         if rope is not None:
             n = attn.num_prefix_tokens
             rope = rope.to(q.device)
