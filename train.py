@@ -1,62 +1,7 @@
-#!/usr/bin/env python
-"""Train an audio encoder into a frozen CLIP image space.
-
-    python train.py --config configs/tiny_cpu.yaml
-    python train.py --config configs/audio_resnet18_vggsound.yaml --set train.lr=5e-4 --set data.num_workers=16
-    python train.py --config configs/audio_resnet18_vggsound.yaml --resume     # continue from checkpoints/last.pt
-    torchrun --nproc_per_node 4 train.py --config configs/audio_resnet18_vggsound.yaml
-
-The config keys and their meaning: avlegrad/train/config.py (DEFAULTS) and docs/training.md.
-"""
-import argparse
-import logging
+"""``python train.py ...``: the ``avlegrad-train`` command (avlegrad/train/cli.py), run from a checkout."""
 import sys
 
-from avlegrad.download import DownloadError
-from avlegrad.models import WeightsUnavailableError
-from avlegrad.train import run
-from avlegrad.train.model import NonFiniteError
-from avlegrad.train.trainer import TrainingInterrupted
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML run config (see configs/)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set train.epochs=5 (repeatable)")
-    parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
-                        help="continue a run: from CHECKPOINT, or without a value from "
-                             "<output_dir>/checkpoints/last.pt (a new run if there is none); the checkpoint's "
-                             "config is used, --set still applies")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="start a new run in an output_dir that holds another one, deleting its checkpoints "
-                             "and logs (without it, such a folder is refused)")
-    args = parser.parse_args(argv)
-    if args.config is None and args.resume in (None, "auto"):
-        parser.error("give --config FILE (or --resume CHECKPOINT)")
-    summary = run(args.config, args.set, args.resume, overwrite=args.overwrite)
-    if summary["rank"] == 0:
-        print(f"step {summary['step']}: checkpoint {summary['checkpoint']}")
-    return summary
-
-
-def cli(argv=None) -> int:
-    """``main`` with one-line errors and exit codes: 0 done, 2 a user error, 1 training diverged
-    (non-finite loss), 130 interrupted (Ctrl-C; a resumable checkpoint is written first)."""
-    log = logging.getLogger("avlegrad")
-    try:
-        main(argv)
-    except (ValueError, FileNotFoundError, WeightsUnavailableError, DownloadError) as e:  # user errors: no traceback
-        log.error("%s", e)
-        return 2
-    except NonFiniteError as e:
-        log.error("%s", e)
-        return 1
-    except KeyboardInterrupt as e:
-        log.error("%s", e if isinstance(e, TrainingInterrupted) else "interrupted")
-        return 130
-    return 0
-
+from avlegrad.train.cli import __doc__, cli, main  # noqa: F401  (tests and users call them here)
 
 if __name__ == "__main__":
     sys.exit(cli())

@@ -9,7 +9,8 @@ official definition with all blocks explained, and the official definition over 
 mean cIoU, AUC) and the faithfulness metrics (:mod:`avlegrad.faithfulness`), beside a random map.
 Writes to ``--out`` (default ``outputs/analysis-<dataset>``):
 
-- ``ablation.json``: every variant's settings and figures (written atomically);
+- ``ablation.json``: every variant's settings and figures (written atomically), and
+  ``faithfulness_steps``;
 - ``clips.jsonl``: each clip's figures, appended per batch (a rerun resumes; ``run.json`` holds the
   settings, and a folder of other settings is refused);
 - ``accumulated_layers.png``: the figures against the share of accumulated layers;
@@ -30,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from .fileio import atomic_path
 from . import faithfulness as fa
 from . import metrics
 from .data import create_dataset
@@ -60,12 +62,22 @@ def variants(num_layers: int) -> dict[str, dict]:
     return grid
 
 
-def run_analysis(opts: EvalOptions, out: Path, steps: int = 10, faith_batch: int = 256, heads_clip: int = 0,
+def run_analysis(opts: EvalOptions, out: Path, steps: int = 20, faith_batch: int = 256, heads_clip: int = 0,
                  overwrite: bool = False) -> dict:
     """Score every variant on every clip, write the JSON and plots to ``out``; returns the summary.
 
     Each clip's figures are appended to ``out/clips.jsonl`` after every batch, so an interrupted
-    run resumes where it stopped; a folder holding results of other settings is refused."""
+    run resumes where it stopped; a folder holding results of other settings (every one that changes
+    the numbers: the dataset's root, split, annotations, models, target, image size, dtype, steps)
+    is refused. Bad options are refused up front, before any model is loaded (``ValueError``)."""
+    fa.check_steps(steps, "--steps")
+    for flag, value, least in (("--limit", opts.limit, 1), ("--batch-size", opts.batch_size, 1),
+                               ("--workers", opts.workers, 0), ("--faithfulness-batch", faith_batch, 1),
+                               ("--heads-clip", heads_clip, 0)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            raise ValueError(f"{flag} must be an integer >= {least}, got {value!r}")
+    if opts.dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {opts.dtype!r}; choose from {', '.join(DTYPES)}")
     device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dataset = create_dataset(opts.dataset, opts.root or default_root(opts.dataset), split=opts.split,
                              annotations=opts.annotations, limit=opts.limit)
@@ -75,7 +87,9 @@ def run_analysis(opts: EvalOptions, out: Path, steps: int = 10, faith_batch: int
     size = opts.image_size or cfg["size"][0]
     vit_layers = LeGrad(model).vit.num_layers
     grid = variants(vit_layers)
-    settings = {"dataset": opts.dataset, "split": opts.split, "annotations": opts.annotations, "model": name,
+    root = str(Path(opts.root or default_root(opts.dataset)).expanduser().resolve())
+    annotations = str(Path(opts.annotations).expanduser().resolve()) if opts.annotations else None
+    settings = {"dataset": opts.dataset, "root": root, "split": opts.split, "annotations": annotations, "model": name,
                 "pretrained": pretrained, "audio_encoder": opts.audio_encoder, "target": opts.target,
                 "prompt": opts.prompt, "image_size": size, "dtype": opts.dtype, "faithfulness_steps": steps,
                 "variants": grid}
@@ -167,7 +181,7 @@ def _score_batch(records, images, targets, explainers, all_blocks, scorer, autoc
                 if gt is not None:
                     figures["pointing_game"] = fa.pointing_game(m[i], gt)
                     figures["energy_pointing_game"] = fa.energy_pointing_game(m[i], gt)
-                if record.boxes is not None:
+                if fa.has_boxes(record):  # negatives (no box) have no cIoU
                     figures["ciou"] = metrics.ciou(m[i].cpu(), metrics.gt_map(record.boxes, record.box_format))
                 rows[i]["variants"][v] = figures
     return rows
@@ -189,14 +203,16 @@ def _safe(name: str) -> str:
 
 
 def format_table(summary: dict) -> str:
-    names = {"ap50": "AP50", "mean_ciou": "mIoU", "auc": "AUC", "deletion_auc": "del v", "insertion_auc": "ins ^",
+    """``ablation.json``'s summary as a text table: one row per variant (and the random map), its
+    clip count N and every figure of ``FIGURES`` x100 ("-" where no clip had it)."""
+    names = {"ap50": "AP50", "mean_ciou": "mean cIoU", "auc": "AUC", "deletion_auc": "del v", "insertion_auc": "ins ^",
              "pos_perturbation_auc": "pos v", "neg_perturbation_auc": "neg ^", "pointing_game": "PG",
              "energy_pointing_game": "ePG"}
     lines = [f"{summary['dataset']} ({summary['split']}): {summary['clips']} clips, {len(summary['skipped'])} skipped"
              " (x100; v lower is better, ^ higher)",
-             f"{'variant':<30} {'N':>5} " + " ".join(f"{names[k]:>7}" for k in FIGURES)]
+             f"{'variant':<30} {'N':>5} " + " ".join(f"{names[k]:>9}" for k in FIGURES)]
     for v, r in summary["variants"].items():
-        lines.append(f"{v:<30} {r['n']:>5} " + " ".join(f"{percent(r.get(k)):>7}" for k in FIGURES))
+        lines.append(f"{v:<30} {r['n']:>5} " + " ".join(f"{percent(r.get(k)):>9}" for k in FIGURES))
     return "\n".join(lines)
 
 
@@ -204,10 +220,11 @@ def _save_figure(fig, path: Path) -> Path:
     """A matplotlib figure as a PNG, atomically."""
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -244,6 +261,9 @@ def plot_accumulated_layers(rows: dict, num_layers: int, path: Path) -> Path:
 
 
 def plot_layer_contributions(share: torch.Tensor, path: Path) -> Path:
+    """A bar chart of ``share`` ``[L]`` (each block's mean share of the summed, un-normalised
+    LeGrad map, as :class:`avlegrad.explain.LayerMaps` ``share``; sums to 1) saved as a PNG at
+    ``path`` (atomically); returns ``path``."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.bar(range(len(share)), share.numpy())
@@ -291,7 +311,8 @@ def parse_args(argv=None):
     ap.add_argument("--device")
     ap.add_argument("--dtype", default="fp32", choices=list(DTYPES))
     ap.add_argument("--limit", type=int)
-    ap.add_argument("--steps", type=int, default=10, help="deletion/insertion steps")
+    ap.add_argument("--steps", type=int, default=d.faithfulness_steps,
+                    help="deletion/insertion steps (default as eval.py --faithfulness-steps)")
     ap.add_argument("--faithfulness-batch", type=int, default=256, help="perturbed images per forward")
     ap.add_argument("--heads-clip", type=int, default=0, help="which analysed clip (its position) gets the head grid")
     ap.add_argument("--out", help="default: outputs/analysis-<dataset>")
@@ -324,5 +345,14 @@ def main(argv=None) -> int:
     return 0
 
 
+def cli(argv=None) -> int:
+    """``python -m avlegrad.analyze``: :func:`main`, with Ctrl-C a one-line message (exit 130), no traceback."""
+    from .cli import run_command
+
+    return run_command(main, argv, name="python -m avlegrad.analyze",
+                       interrupted="interrupted; the clips analysed so far are kept: rerun the same command "
+                                   "to resume")
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

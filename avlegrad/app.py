@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .fileio import atomic_path
 from .data.media import MediaError, load_image, video_info
 from .localize import Localizer
 from .visualize import COLORMAPS, overlay, save_image
@@ -222,9 +223,8 @@ def side_by_side(frame: np.ndarray, heatmap, alpha: float = 0.5, colormap: str =
 
 
 def _save_npz(path: Path, **arrays) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, **arrays)
     return path
 
 

@@ -12,6 +12,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from .fileio import write_text_atomic
+
 CHUNK = 1 << 20
 TIMEOUT_S = 60
 
@@ -114,7 +116,5 @@ def pretrained_weights_file(what: str, url: str, filename: str, sha256: str | No
     sidecar = dest.with_name(dest.name + ".sha256")
     if not existed or not sidecar.is_file():
         digest = sha256 or sha256_file(dest)
-        tmp = sidecar.with_name(f".{sidecar.name}.tmp")
-        tmp.write_text(f"{digest}  {dest.name}\n")
-        tmp.replace(sidecar)
+        write_text_atomic(sidecar, f"{digest}  {dest.name}\n")
     return dest

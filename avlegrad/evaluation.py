@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from urllib.parse import quote
 
@@ -29,18 +29,18 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from .fileio import write_text_atomic
 from . import metrics
 from .data import create_dataset
 from .data.datasets import collate_clips
 from .data.record import SkippedClip, skip_kind
 from .distributed import all_gather_objects, cleanup, init_distributed
 from .explain import create_explainer, list_explainers
-from .models import RANDOM_WEIGHTS, encode_text, image_tensor, load_clip
+from .models import DTYPES, RANDOM_WEIGHTS, encode_text, image_tensor, load_clip  # noqa: F401 (DTYPES: re-exported)
 from .visualize import draw_boxes, overlay, save_image
 
 log = logging.getLogger("avlegrad")
 
-DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 CLIP_PREPROCESS = {"mean": (0.48145466, 0.4578275, 0.40821073), "std": (0.26862954, 0.26130258, 0.27577711)}
 BASELINE = "center"  # the centre prior, scored beside every method on the same clips
 # settings that change the numbers: a resumed run must have the same
@@ -58,7 +58,9 @@ class EvalOptions:
     model: str | None = None  # None: the audio encoder's tower, else ViT-B-16
     pretrained: str | None = None  # None: the audio encoder's weights, else "openai"
     audio_encoder: str | None = None
-    target: str = "audio"  # "audio": the clip's sound; "text": a prompt with the clip's class name
+    # "audio": the clip's sound; "text": a prompt with the clip's class name; None: audio when an
+    # audio encoder is given (or defaulted, see resolve_defaults), else text
+    target: str | None = None
     prompt: str = "a photo of a {}."
     layer_index: int = -2
     image_size: int | None = None  # None: the model's own input size
@@ -73,6 +75,9 @@ class EvalOptions:
     # segmentation benchmarks only (avlegrad.segmentation_eval): the metric variants (None: the
     # dataset's defaults) and the batch size, in frames, of AVSBench's official batched figures
     seg_metrics: list[str] | None = None
+    # box benchmarks: registered metric variants scored beside the protocol's figures
+    # (avlegrad.box_metrics; None: none)
+    box_metrics: list[str] | None = None
     avsbench_batch_frames: int = 20
     # extended sound-following sets (avlegrad.sslalignment_eval): a sample's confidence, "cosine"
     # (target vs image embedding; None means it) or "map-max"
@@ -167,9 +172,7 @@ def _end_torn_line(path: Path) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def _json_safe(value):
@@ -283,8 +286,42 @@ def _load_models(opts: EvalOptions, device):
     return model, cfg, name, pretrained, targets
 
 
+DEFAULT_AUDIO_ENCODER = "imagebind"  # LeGrad's own audio setting, with its ViT-H-14 tower
+
+
+def resolve_defaults(opts: EvalOptions) -> EvalOptions:
+    """The models a run uses when ``opts`` names none, the same for ``eval.py`` and library callers:
+
+    - a real benchmark, no audio encoder, model or weights, and a target other than ``"text"``:
+      :data:`DEFAULT_AUDIO_ENCODER` (ImageBind, paired with OpenCLIP ViT-H-14 laion2b_s32b_b79k);
+    - ``synthetic`` with no model, weights or audio encoder: the offline world's shipped models
+      (``avlegrad.world_clip.WORLD_CHECKPOINTS``: its audio encoder, or with ``target="text"`` its
+      CLIP and the prompt ``"a {}"`` it was trained with); random weights where they are absent;
+    - ``target=None``: ``"audio"`` when there is an audio encoder, else ``"text"``.
+
+    Returns a new EvalOptions (``opts`` is not changed); applying it twice changes nothing."""
+    audio_encoder, model, pretrained, prompt = opts.audio_encoder, opts.model, opts.pretrained, opts.prompt
+    if opts.dataset != "synthetic" and not (audio_encoder or opts.target == "text" or model or pretrained):
+        audio_encoder = DEFAULT_AUDIO_ENCODER
+    if opts.dataset == "synthetic" and not (model or pretrained or audio_encoder):
+        from .world_clip import AUDIO_FILE, CLIP_FILE, CONFIG_FILE, WORLD_CHECKPOINTS
+
+        if not (WORLD_CHECKPOINTS / AUDIO_FILE).is_file():
+            pretrained = "none"  # says so loudly when loading
+        elif opts.target == "text":  # the world CLIP's own text tower, prompted as it was trained
+            model, pretrained = str(WORLD_CHECKPOINTS / CONFIG_FILE), str(WORLD_CHECKPOINTS / CLIP_FILE)
+            prompt = "a {}" if opts.prompt == EvalOptions.prompt else opts.prompt
+        else:
+            audio_encoder = str(WORLD_CHECKPOINTS / AUDIO_FILE)
+    target = opts.target or ("audio" if audio_encoder else "text")
+    return replace(opts, audio_encoder=audio_encoder, model=model, pretrained=pretrained, prompt=prompt,
+                   target=target)
+
+
 def evaluate(opts: EvalOptions) -> dict | None:
-    """Run the benchmark; returns the summary (on rank 0; None on the other ranks)."""
+    """Run the benchmark; returns the summary (on rank 0; None on the other ranks). The models are
+    chosen by :func:`resolve_defaults` where ``opts`` names none, as ``eval.py`` does."""
+    opts = resolve_defaults(opts)
     dist = init_distributed(opts.device)
     try:
         return _evaluate(opts, dist)
@@ -298,13 +335,16 @@ class BoxScoring:
     baselines = (BASELINE,)
 
     def __init__(self, opts: EvalOptions):
+        from .box_metrics import box_metric
+
         self.center = metrics.center_prior()  # at the GT size, float64: exactly the benchmark's prior
+        self.variants = [box_metric(v) for v in dict.fromkeys(getattr(opts, "box_metrics", None) or ())]
 
     def start(self, out: Path, opts: EvalOptions, is_main: bool) -> None:
         pass
 
     def is_done(self, row: dict, out: Path) -> bool:
-        return "ciou" in row
+        return "ciou" in row and all(v.name in row for v in self.variants)
 
     def score(self, record, maps: dict, i: int, out: Path) -> dict:
         row = {"clip_id": record.clip_id}
@@ -314,6 +354,9 @@ class BoxScoring:
         gt = metrics.gt_map(record.boxes, record.box_format)
         row["ciou"] = {m: metrics.ciou(maps[m][i], gt) for m in maps}
         row["ciou"][BASELINE] = metrics.ciou(self.center, gt)
+        for variant in self.variants:
+            row[variant.name] = {m: _json_safe(variant.clip(_numpy(maps[m][i]), gt)) for m in maps}
+            row[variant.name][BASELINE] = _json_safe(variant.clip(self.center, gt))
         return row
 
     def save_overlay(self, path: Path, record, heatmap: torch.Tensor, image_size: int) -> None:
@@ -334,8 +377,13 @@ class BoxScoring:
         save_image(path, np.concatenate([frame, picture], axis=1))
 
     def summarise(self, out: Path, scored: list[dict], methods: list[str]) -> dict:
-        return {"methods": {m: metrics.summarize([r["ciou"][m] for r in scored if m in r["ciou"]])
-                            for m in methods}}
+        summary = {"methods": {m: metrics.summarize([r["ciou"][m] for r in scored if m in r["ciou"]])
+                               for m in methods}}
+        for variant in self.variants:
+            for m in methods:
+                values = [r[variant.name][m] for r in scored if m in r.get(variant.name, {})]
+                summary["methods"][m][variant.name] = variant.summarise(values)
+        return summary
 
     def format_table(self, summary: dict) -> str:
         lines = [f"{'method':<16} {'N':>6} {'cIoU(AP50)':>11} {'mean cIoU':>10} {'AUC':>7}"]
@@ -343,7 +391,19 @@ class BoxScoring:
             label = f"{m} (prior)" if m == BASELINE else m
             lines.append(f"{label:<16} {r['n']:>6} {percent(r['ap50']):>11} {percent(r['mean_ciou']):>10} "
                          f"{percent(r['auc']):>7}")
+        from .box_metrics import box_metric, list_box_metrics
+
+        for name in list_box_metrics():  # the variants this summary holds
+            rows = {m: r[name] for m, r in summary["methods"].items() if isinstance(r.get(name), dict)}
+            if rows:
+                variant = box_metric(name)
+                lines.append(f"{name}:")
+                lines += [f"  {m:<14} {variant.table(figures)}" for m, figures in rows.items()]
         return "\n".join(lines)
+
+
+def _numpy(heatmap) -> np.ndarray:
+    return heatmap.detach().float().cpu().numpy() if torch.is_tensor(heatmap) else np.asarray(heatmap)
 
 
 def methods_needing_model(methods: list[str], scoring) -> list[str]:
@@ -358,17 +418,24 @@ def percent(value) -> str:
 def scoring_for(opts: EvalOptions):
     """How a dataset's clips are scored: boxes (cIoU), masks (maps stored, dataset-level metrics), or
     the sound-following benchmarks' rules (avlegrad.sslalignment_eval)."""
+    from .data.registry import _DATASETS
     from .data.sslalignment import sound_following_kind
     from .segmentation_eval import MaskScoring, is_segmentation_dataset
 
-    if sound_following_kind(opts.dataset, opts.split):
+    spec = _DATASETS.get(opts.dataset)
+    masks = is_segmentation_dataset(opts.dataset) or (spec is not None and spec.scoring == "masks")
+    following = sound_following_kind(opts.dataset, opts.split)
+    if getattr(opts, "box_metrics", None) and (masks or following):
+        raise ValueError(f"box metrics ({', '.join(opts.box_metrics)}) apply to the box benchmarks; "
+                         f"{opts.dataset} ({opts.split}) is scored by its own rules")
+    if following:
         from .sslalignment_eval import SoundFollowingScoring
 
         return SoundFollowingScoring(opts)
     if opts.confidence:
         raise ValueError(f"--confidence applies to the extended sets (vggsound-extended, flickr-extended, "
                          f"synthetic --split extended); {opts.dataset} has no negatives to score")
-    return MaskScoring(opts) if is_segmentation_dataset(opts.dataset) else BoxScoring(opts)
+    return MaskScoring(opts) if masks else BoxScoring(opts)
 
 
 def _evaluate(opts: EvalOptions, dist) -> dict | None:
@@ -386,7 +453,9 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
         raise ValueError(f"unknown dtype {opts.dtype!r}; choose from {', '.join(DTYPES)}")
     for name, value, least in (("limit", opts.limit, 1), ("save_overlays", opts.save_overlays, 0),
                                ("batch_size", opts.batch_size, 1), ("workers", opts.workers, 0),
-                               ("avsbench_batch_frames", opts.avsbench_batch_frames, 1)):
+                               ("avsbench_batch_frames", opts.avsbench_batch_frames, 1),
+                               ("faithfulness_steps", opts.faithfulness_steps, 1),
+                               ("faithfulness_batch", opts.faithfulness_batch, 1)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
             flag = "--" + name.replace("_", "-")
             raise ValueError(f"{flag} must be an integer >= {least}, got {value!r}")
@@ -428,7 +497,7 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
         faith = FaithfulnessScoring(model, steps=opts.faithfulness_steps, batch_size=opts.faithfulness_batch)
     # a clip scored without --faithfulness is scored again when it is asked for
     done = {cid for cid, row in load_results(out).items()
-            if cid in ids and scoring.is_done(row, out) and (faith is None or "faithfulness" in row)}
+            if cid in ids and scoring.is_done(row, out) and (faith is None or faith.is_done(row))}
     todo = [i for i, cid in enumerate(dataset.ids) if cid not in done]
     shard = todo[dist.rank::dist.world_size]
     if dist.is_main:
@@ -485,7 +554,7 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
             for i, record in enumerate(records):
                 rows.append(scoring.score(record, maps, i, out))
                 if extra is not None:
-                    rows[-1]["faithfulness"] = extra[i]
+                    rows[-1].update(faithfulness=extra[i], faithfulness_steps=faith.steps)
                 if overlays_left > 0:
                     scoring.save_overlay(overlay_path(record.clip_id), record, maps[methods[0]][i], image_size)
                     overlays_left -= 1
@@ -540,6 +609,7 @@ def _merge_and_summarise(out: Path, dataset, scoring, methods: list[str], settin
         **scoring.summarise(out, scored, methods + list(scoring.baselines)),
     }
     if faith is not None:  # each method's faithfulness figures beside its own, and the random map's
+        summary["faithfulness_steps"] = faith.steps
         for m, figures in faith.summarise(scored).items():
             summary["methods"].setdefault(m, {}).update(figures)
     _write_atomic(out / "summary.json", json.dumps(_json_safe(summary), indent=2, allow_nan=False))
@@ -562,7 +632,8 @@ def format_table(summary: dict, scoring=None) -> str:
             f"{summary['skipped']['count']} skipped"
             + "".join(f"\n  skipped, {k}: {v}" for k, v in summary["skipped"]["reasons"].items()))
     methods = summary.get("methods", {})
-    own = {**summary, "methods": {m: r for m, r in methods.items() if "n" in r}}  # not the random map's row
+    # not the random map's row (it has n, but only faithfulness figures)
+    own = {**summary, "methods": {m: r for m, r in methods.items() if "n" in r and m != "random"}}
     table = head + "\n" + scoring.format_table(own)
     if any("deletion_auc" in r for r in methods.values()):
         from .faithfulness import FaithfulnessScoring
@@ -572,11 +643,10 @@ def format_table(summary: dict, scoring=None) -> str:
 
 
 def default_root(dataset: str) -> str:
-    """Where a dataset is looked for when --root is not given."""
+    """Where a dataset is looked for when no root is given: ``$AVLEGRAD_DATA`` (default
+    ``./datasets``) / the registered ``default_root`` (an unknown name: its own name)."""
+    from .data.registry import _DATASETS
+
     base = Path(os.environ.get("AVLEGRAD_DATA", "datasets"))
-    return str(base / {"vggsound": "vggss", "flickr": "flickr", "folder": "videos",
-                       "synthetic": "synthetic", "ade20k-sound": "ADE20KSoundPrompted",
-                       "ade20k-speech": "ADE20KSpeechPrompted", "avsbench-s4": "avsbench",
-                       "avsbench-ms3": "avsbench", "is3": "IS3", "vpo-ss": "vpo", "vpo-ms": "vpo",
-                       "avsbench-s4-box": "avsbench", "avsbench-ms3-box": "avsbench",
-                       "vggsound-extended": "vggss", "flickr-extended": "flickr"}.get(dataset, dataset))
+    spec = _DATASETS.get(dataset)
+    return str(base / (spec.default_root if spec else dataset))

@@ -24,6 +24,11 @@ perturbed images per forward pass (memory stays bounded by it).
 
 Pixels that tie in a map are ranked in row-major order (a stable sort), so a constant map
 perturbs the image from its top-left corner. A map all zeros counts as constant: uniform mass.
+
+Negatives of the extended sets (a silent or off-screen sound: no box, no mask) get the
+perturbation AUCs only: the explainer still explains the score of that pair, and the random map is
+scored on the same clips; the pointing games need a ground-truth region, so they are left out for
+these clips (their means count the clips with one; ``faithfulness_n`` counts all scored clips).
 """
 from __future__ import annotations
 
@@ -149,6 +154,7 @@ def perturbation_metrics(scorer, images: torch.Tensor, targets: torch.Tensor, ma
                                 "neg_perturbation_auc")) -> dict[str, torch.Tensor]:
     """The perturbation AUCs of one batch: ``{name: [B]}``. ``steps``: deletion/insertion steps
     (``steps + 1`` points from 0 to 1; RISE removes 224 pixels per step, i.e. 224 steps at 224 px)."""
+    check_steps(steps)
     grid = tuple(i / steps for i in range(steps + 1))
     out = {}
     if "deletion_auc" in which:
@@ -201,10 +207,17 @@ def random_map(clip_id: str, size: tuple[int, int]) -> torch.Tensor:
     return torch.rand(size, generator=g)
 
 
+def has_boxes(record) -> bool:
+    """Whether a record has at least one box (the extended sets' negatives have ``boxes == []``
+    and ``box_format None``)."""
+    boxes = getattr(record, "boxes", None)
+    return boxes is not None and len(boxes) > 0
+
+
 def record_ground_truth(record) -> np.ndarray | None:
     """A clip's ground-truth region as a boolean map: its boxes (at the benchmark's 224 px) or
-    its mask (> 0); None when it has neither."""
-    if getattr(record, "boxes", None) is not None:
+    its mask (> 0); None when it has neither (e.g. a negative of the extended sets)."""
+    if has_boxes(record):
         return metrics.gt_map(record.boxes, record.box_format) > 0
     if getattr(record, "mask", None) is not None:
         return np.asarray(record.mask) > 0
@@ -217,8 +230,14 @@ class FaithfulnessScoring:
     (per batch) and :meth:`summarise`."""
 
     def __init__(self, model, steps: int = 20, batch_size: int = 256):
+        check_steps(steps, "--faithfulness-steps")
         self.scorer = ModelScorer(model)
         self.steps, self.batch_size = steps, batch_size
+
+    def is_done(self, row: dict) -> bool:
+        """Whether a clip's stored row has faithfulness figures of this run's step count (a clip
+        scored without them, or with another ``steps``, is scored again: never mixed)."""
+        return "faithfulness" in row and row.get("faithfulness_steps") == self.steps
 
     def score(self, images: torch.Tensor, targets: torch.Tensor, maps: dict, records) -> list[dict]:
         """``{method: {metric: value}}`` for each record; ``maps[m]`` ``[B, H, W]``; the random map is added."""
@@ -253,10 +272,14 @@ class FaithfulnessScoring:
         for method, acc in out.items():
             summary[method] = {k: float(np.mean(acc[k])) if acc.get(k) else None for k in METRICS}
             summary[method]["faithfulness_n"] = max((len(v) for v in acc.values()), default=0)
+        if RANDOM in summary:  # the random map has no figures of its own: its n is its clips
+            summary[RANDOM]["n"] = summary[RANDOM]["faithfulness_n"]
         return summary
 
     @staticmethod
     def format_table(summary_methods: dict) -> str:
+        """The faithfulness figures of ``summary["methods"]`` (rows with ``deletion_auc``; others
+        left out) as a text table, x100, one row per method, with which way is better."""
         names = {"deletion_auc": "del AUC", "insertion_auc": "ins AUC", "pos_perturbation_auc": "pos AUC",
                  "neg_perturbation_auc": "neg AUC", "pointing_game": "PG", "energy_pointing_game": "energy PG"}
         arrows = {k: ("^" if HIGHER_IS_BETTER[k] else "v") for k in METRICS}
@@ -269,5 +292,13 @@ class FaithfulnessScoring:
         return "\n".join(lines)
 
 
+def check_steps(steps, flag: str = "steps") -> None:
+    """A one-line ``ValueError`` unless ``steps`` (deletion/insertion steps) is an integer >= 1."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"{flag} must be an integer >= 1, got {steps!r}")
+
+
 def metrics_percent(value) -> str:
+    """A figure in [0, 1] as a percentage with two decimals (``0.1234`` -> ``"12.34"``); ``"-"``
+    for None or NaN (a figure no clip had, e.g. the pointing game without ground truth)."""
     return "-" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{100 * value:.2f}"

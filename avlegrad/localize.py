@@ -39,14 +39,14 @@ import numpy as np
 import torch
 
 from .data.media import MediaError, _to_float, check_frame_size, resample, upright
-from .models import RANDOM_WEIGHTS, encode_text, load_clip
+from .data.record import VIDEO_SUFFIXES
+from .fileio import atomic_path
+from .models import DTYPES, RANDOM_WEIGHTS, encode_text, load_clip
 from .visualize import COLORMAPS, overlay, save_image
 
 log = logging.getLogger("avlegrad")
 
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 OUTPUT_SUFFIX = "_legrad"
-DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_WINDOW = 2.0  # seconds, when the encoder does not say
 AAC_FRAME = 1024  # samples per AAC frame
 
@@ -539,9 +539,8 @@ class MapStore:
         self.explained.append(explained)
 
     def save(self, path, fps: float) -> None:
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         try:
-            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+            with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
                 with zf.open("maps.npy", "w", force_zip64=True) as f:
                     header = {"descr": np.dtype(np.float16).str, "fortran_order": False,
                               "shape": (len(self.times), *(self.shape or (0, 0)))}
@@ -553,11 +552,8 @@ class MapStore:
                 for name, arr in extras.items():
                     with zf.open(f"{name}.npy", "w") as f:
                         np.lib.format.write_array(f, arr)
-            os.replace(tmp, path)
         finally:
             self.spool.close()
-            if tmp.exists():
-                tmp.unlink()
 
     def close(self):
         self.spool.close()

@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+
 RANDOM_WEIGHTS = (None, "", "none", "random")
+# autocast precision by name (None: no autocast): the one table of eval, localize, analyze and the app
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class WeightsUnavailableError(RuntimeError):

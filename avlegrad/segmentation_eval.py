@@ -22,7 +22,6 @@ plus the maps:
 """
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from urllib.parse import quote
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .fileio import atomic_path
 from . import metrics
 from . import segmentation_metrics as sm
 from .data.segmentation import EVAL_SIZE, SEGMENTATION_SPLITS
@@ -76,8 +76,11 @@ def is_segmentation_dataset(name: str) -> bool:
 
 def metric_variants(opts) -> list[str]:
     """The metric variants of a run: ``opts.seg_metrics`` or the dataset's defaults."""
-    defaults = DEFAULT_METRICS.get(f"{opts.dataset}/{getattr(opts, 'split', None)}") or DEFAULT_METRICS[opts.dataset]
-    chosen = list(getattr(opts, "seg_metrics", None) or defaults)
+    defaults = DEFAULT_METRICS.get(f"{opts.dataset}/{getattr(opts, 'split', None)}") or DEFAULT_METRICS.get(opts.dataset)
+    chosen = list(getattr(opts, "seg_metrics", None) or defaults or ())
+    if not chosen:  # a registered mask dataset without published metrics: the user names them
+        raise ValueError(f"dataset {opts.dataset!r} has no default segmentation metrics: name them with seg_metrics "
+                         f"(among {', '.join(METRIC_VARIANTS)})")
     unknown = [m for m in chosen if m not in METRIC_VARIANTS]
     if unknown:
         raise ValueError(f"unknown segmentation metric(s) {', '.join(unknown)}; choose from "
@@ -92,10 +95,8 @@ def maps_file_name(clip_id: str) -> str:
 
 def save_clip_maps(path: Path, maps: dict[str, np.ndarray], gt: np.ndarray) -> None:
     """Write one clip's float16 maps and its bool mask atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-    np.savez_compressed(tmp, gt=np.asarray(gt, dtype=bool), **{m: v.astype(np.float16) for m, v in maps.items()})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, gt=np.asarray(gt, dtype=bool), **{m: v.astype(np.float16) for m, v in maps.items()})
 
 
 class StoredArrays:

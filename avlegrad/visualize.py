@@ -1,11 +1,12 @@
 """Heatmaps a person can look at: colour overlays on the frame, boxes, PNG files."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from .fileio import write_bytes_atomic
 
 COLORMAPS = {"jet": cv2.COLORMAP_JET, "inferno": cv2.COLORMAP_INFERNO, "viridis": cv2.COLORMAP_VIRIDIS,
              "turbo": cv2.COLORMAP_TURBO}
@@ -49,7 +50,4 @@ def save_image(path, image: np.ndarray) -> Path:
     ok, data = cv2.imencode(path.suffix or ".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
     if not ok:
         raise ValueError(f"cannot encode an image as {path.suffix!r} for {path}")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data.tobytes())
-    os.replace(tmp, path)
-    return path
+    return write_bytes_atomic(path, data.tobytes())

@@ -40,7 +40,9 @@ from .data import world
 log = logging.getLogger("avlegrad.world_clip")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-WORLD_CHECKPOINTS = REPO_ROOT / "checkpoints" / "world"  # the shipped clip.pt, clip_config.json, audio.pt
+# the shipped clip.pt, clip_config.json, audio.pt: package data (an installed avlegrad has them too);
+# checkpoints/world in a checkout is a link to this folder
+WORLD_CHECKPOINTS = Path(__file__).resolve().parent / "assets" / "world"
 CLIP_FILE, CONFIG_FILE, AUDIO_FILE = "clip.pt", "clip_config.json", "audio.pt"
 WORLD_CLIP_NAME = "world-clip"  # the label the tower goes by (clip.model in configs/world_audio.yaml)
 

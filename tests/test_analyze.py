@@ -1,6 +1,7 @@
 """python -m avlegrad.analyze on a tiny generated benchmark with a random CLIP: the table, JSON
 and plots, and that a variant's figures are those of LeGrad with its switches."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -23,7 +24,9 @@ def test_analyze_end_to_end(tmp_path, capsys):
     assert analyze.main(["--dataset", "synthetic", "--root", str(root), "--model", str(config), "--pretrained", "none",
                          "--steps", "3", "--batch-size", "3", "--out", str(out)]) == 0
     table = capsys.readouterr().out
+    assert "mean cIoU" in table and "mIoU" not in table
     summary = json.loads((out / "ablation.json").read_text())
+    assert summary["faithfulness_steps"] == 3 and summary["root"] == str(root.resolve())
     L = TINY_CLIP["vision_cfg"]["layers"]
     expected = list(analyze.variants(L)) + ["random"]
     assert list(summary["variants"]) == expected and summary["num_layers"] == L
@@ -50,6 +53,8 @@ def test_analyze_end_to_end(tmp_path, capsys):
             assert resumed[v][k] == pytest.approx(row[k], abs=1e-3), (v, k)
     assert len((out / "clips.jsonl").read_text().splitlines()) == 4  # the torn line is left, ignored
     assert analyze.main(args + ["--steps", "4"]) == 2
+    copy = shutil.copytree(root, tmp_path / "copy")  # the same clips under another root: another setting
+    assert analyze.main([a if a != str(root) else str(copy) for a in args] + ["--steps", "3"]) == 2
 
     # one variant recomputed directly: its cIoU figures and its negative perturbation AUC
     model, cfg = load_clip(str(config), "none")
@@ -72,3 +77,21 @@ def test_variants_grid():
     assert grid["heads: max"] == {"layer_index": 0, "head_aggregation": "max"}
     for kwargs in grid.values():  # every variant is a valid LeGrad
         LeGrad(__import__("conftest").make_tiny_clip(layers=4), **kwargs)
+
+
+@pytest.mark.parametrize("flag", ["--steps", "--limit", "--batch-size", "--faithfulness-batch"])
+def test_bad_numbers_are_refused_before_loading(tmp_path, caplog, flag):
+    """One line, exit 2, before the dataset or any model is opened (the root does not exist)."""
+    assert analyze.main(["--dataset", "synthetic", "--root", str(tmp_path / "none"), "--out", str(tmp_path / "o"),
+                         flag, "0"]) == 2
+    assert f"{flag} must be an integer >= 1, got 0" in caplog.text
+
+
+def test_ctrl_c_is_one_line(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(analyze, "run_analysis", interrupted)
+    assert analyze.cli(["--dataset", "synthetic", "--root", str(tmp_path), "--out", str(tmp_path / "o")]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err

@@ -20,11 +20,13 @@ ENCODERS = {  # small random-weight versions of every registered encoder (and Wa
                                               embed_dim=32),
     "wav2clip": lambda: create_audio_encoder("wav2clip", pretrained=False),
     "wav2clip-batch": lambda: create_audio_encoder("wav2clip", pretrained=False, normalize="batch"),
+    "waveform-cnn": lambda: create_audio_encoder("waveform-cnn", embed_dim=32, channels=(8, 16), kernels=(32, 8),
+                                                 strides=(4, 4), pools=(4, 1)),
 }
 
 
 def test_every_registered_encoder_is_covered():
-    assert set(list_audio_encoders()) <= {name.split("-")[0] for name in ENCODERS}
+    assert set(list_audio_encoders()) <= {name.removesuffix("-batch") for name in ENCODERS}
 
 
 def sounds(n, samples, seed=0):

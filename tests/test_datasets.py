@@ -261,3 +261,58 @@ def test_folder_dataset(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no video files"):
         create_dataset("folder", tmp_path / "empty")
+
+
+def test_folder_dataset_takes_every_video_suffix_localize_takes(tmp_path):
+    """One VIDEO_SUFFIXES: the folder dataset refused the .mov / .avi files localize accepts."""
+    from avlegrad.data.record import VIDEO_SUFFIXES
+    from avlegrad.localize import VIDEO_SUFFIXES as localize_suffixes
+
+    assert localize_suffixes is VIDEO_SUFFIXES and {".mov", ".avi"} <= set(VIDEO_SUFFIXES)
+    write_clip_video(tmp_path / "c.mov")
+    write_clip_video(tmp_path / "d.avi")
+    ds = create_dataset("folder", tmp_path)
+    assert ds.ids == ["c", "d"]
+    assert all(isinstance(ds[i], ClipRecord) and ds[i].frame.ndim == 3 for i in range(2))
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry
+# ---------------------------------------------------------------------------------------------
+
+def test_every_registered_dataset_constructs_or_says_what_it_needs(tmp_path, monkeypatch):
+    """Each registered benchmark, on an empty root: it builds (the synthetic set generates itself)
+    or raises one clear error naming the dataset or the missing file and how to get it."""
+    from avlegrad.data import dataset_spec, list_datasets
+
+    monkeypatch.setenv("AVLEGRAD_CACHE", str(tmp_path / "cache"))  # not the user's annotation cache
+    names = list_datasets()
+    assert names[:4] == ["vggsound", "flickr", "folder", "synthetic"] and len(names) == len(set(names))
+    for name in names:
+        spec = dataset_spec(name)
+        assert spec.splits and spec.hint and spec.default_root and spec.scoring in ("boxes", "masks",
+                                                                                   "sound-following")
+        if name == "synthetic":
+            continue  # generated at its root: exercised by test_synthetic.py
+        root = tmp_path / name
+        root.mkdir()
+        try:
+            dataset = create_dataset(name, root, split=spec.splits[0])
+        except (FileNotFoundError, ValueError) as e:
+            message = str(e)
+            assert "Traceback" not in message and (name in message or str(root) in message), (name, message)
+        else:
+            assert len(dataset) >= 0 and dataset.split == spec.splits[0]
+        with pytest.raises(ValueError, match=f"unknown split 'nope' for dataset '{name}'"):
+            create_dataset(name, root, split="nope")
+
+
+def test_register_dataset_checks_its_arguments():
+    from avlegrad.data import register_dataset
+
+    with pytest.raises(ValueError, match="unknown scoring 'points'"):
+        register_dataset("x-test", scoring="points")
+    with pytest.raises(ValueError, match="splits must be a non-empty list"):
+        register_dataset("x-test", splits=())
+    with pytest.raises(ValueError, match="'vggsound' is already registered"):
+        register_dataset("vggsound")(lambda root, **kw: None)

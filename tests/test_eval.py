@@ -265,3 +265,22 @@ def test_unreachable_hub_fails_fast_from_the_cache_only(monkeypatch):
     with pytest.raises(WeightsUnavailableError, match="openai"):
         load_clip("ViT-B-32", "openai")
     assert seen == [True] and hub.HF_HUB_OFFLINE == before
+
+
+@pytest.mark.parametrize("argv", [["--dataset", "vggsound"], ["--dataset", "synthetic"],
+                                  ["--dataset", "synthetic", "--target", "text"],
+                                  ["--dataset", "flickr", "--model", "ViT-B-16"]])
+def test_the_library_applies_the_command_lines_defaults(argv):
+    """evaluate(EvalOptions(dataset=...)) chooses the models eval.py --dataset ... chooses
+    (resolve_defaults, applied by both), and applying it twice changes nothing."""
+    from avlegrad.evaluation import EvalOptions, resolve_defaults
+
+    cli = eval_cli.parse_args(argv)
+    given = dict(zip(argv[::2], argv[1::2]))
+    lib = resolve_defaults(EvalOptions(dataset=given["--dataset"], target=given.get("--target"),
+                                       model=given.get("--model"), workers=cli.workers))
+    assert lib == cli and resolve_defaults(lib) == lib
+    if argv == ["--dataset", "vggsound"]:
+        assert lib.audio_encoder == "imagebind" and lib.target == "audio"
+    if "--model" in argv:
+        assert lib.audio_encoder is None and lib.target == "text"

@@ -224,3 +224,71 @@ def test_eval_faithfulness_needs_an_explainer(tmp_path):
 
     assert eval_cli.main(["--dataset", "synthetic", "--root", str(tmp_path / "s"), "--method", "center",
                           "--faithfulness", "--out", str(tmp_path / "run")]) == 2
+
+
+def test_negatives_get_the_perturbation_metrics_only():
+    """An extended set's negative (``boxes == []``, ``box_format None``) has no ground truth: it
+    used to reach ``metrics.gt_map([], None)`` ("unknown box format None")."""
+    from types import SimpleNamespace
+
+    negative = SimpleNamespace(clip_id="neg", boxes=[], box_format=None, mask=None)
+    positive = SimpleNamespace(clip_id="pos", boxes=[[0, 0, 112, 112]], box_format="pixels", mask=None)
+    assert fa.record_ground_truth(negative) is None and not fa.has_boxes(negative)
+    assert fa.record_ground_truth(positive)[:112, :112].all()
+    model = make_tiny_clip()
+    images, targets = torch.randn(2, 3, 32, 32), torch.randn(2, 32)
+    maps = {"legrad": torch.rand(2, 32, 32)}
+    rows = fa.FaithfulnessScoring(model, steps=2).score(images, targets, maps, [negative, positive])
+    for method in ("legrad", "random"):
+        assert set(rows[0][method]) == set(fa.METRICS) - {"pointing_game", "energy_pointing_game"}
+        assert set(rows[1][method]) == set(fa.METRICS)
+
+
+def test_steps_are_checked():
+    for steps in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+            fa.check_steps(steps)
+        with pytest.raises(ValueError, match="--faithfulness-steps"):
+            fa.FaithfulnessScoring(make_tiny_clip(), steps=steps)
+
+
+def test_eval_faithfulness_extended_split_and_steps(tmp_path, caplog):
+    """``--split extended --faithfulness``: negatives scored without pointing games; the step count
+    is stored per clip and in summary.json, and a rerun with another count scores the clips again
+    (never mixes them); ``--faithfulness-steps 0`` is a one-line error before any model loads."""
+    import json
+
+    import eval as eval_cli
+    from avlegrad.data.synthetic import generate_synthetic
+
+    root = generate_synthetic(tmp_path / "synthetic", num_clips=4, seed=6)
+    out = tmp_path / "run"
+    base = ["--dataset", "synthetic", "--root", str(root), "--split", "extended", "--method", "legrad",
+            "--workers", "0", "--out", str(out), "--faithfulness"]
+    assert eval_cli.main(base + ["--faithfulness-steps", "2"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    rows = [json.loads(line) for line in (out / "clips.jsonl").read_text().splitlines()]
+    assert summary["faithfulness_steps"] == 2 and all(r["faithfulness_steps"] == 2 for r in rows)
+    negatives = [r for r in rows if r["negative"]]
+    assert negatives and len(negatives) < len(rows)
+    for r in rows:
+        assert "deletion_auc" in r["faithfulness"]["legrad"]
+        assert ("pointing_game" in r["faithfulness"]["legrad"]) == (not r["negative"])
+    legrad, random = summary["methods"]["legrad"], summary["methods"]["random"]
+    assert legrad["faithfulness_n"] == random["faithfulness_n"] == random["n"] == len(rows)
+    positives = [r["faithfulness"]["legrad"]["pointing_game"] for r in rows if not r["negative"]]
+    assert legrad["pointing_game"] == pytest.approx(np.mean(positives))
+
+    assert eval_cli.main(base + ["--faithfulness-steps", "3"]) == 0  # every clip scored again, with 3 steps
+    again = [json.loads(line) for line in (out / "clips.jsonl").read_text().splitlines()]
+    assert len(again) == len(rows) and all(r["faithfulness_steps"] == 3 for r in again)
+    assert json.loads((out / "summary.json").read_text())["faithfulness_steps"] == 3
+    # with 2 steps the deletion curve has 3 points, with 3 steps 4: the AUCs differ
+    assert any(a["faithfulness"]["legrad"]["deletion_auc"] != b["faithfulness"]["legrad"]["deletion_auc"]
+               for a, b in zip(rows, again))
+
+    caplog.clear()
+    for flag in ("--faithfulness-steps", "--faithfulness-batch"):
+        assert eval_cli.main(["--dataset", "synthetic", "--root", str(tmp_path / "none"), "--faithfulness",
+                              flag, "0", "--out", str(tmp_path / "x")]) == 2
+        assert f"{flag} must be an integer >= 1, got 0" in caplog.text

@@ -625,6 +625,25 @@ def test_avsbench_readers(data):
         create_dataset("avsbench-s4", data["avs"], split="train")
 
 
+def test_mask_dataset_pickles_and_loads_in_spawned_workers(data):
+    """The dataset class is a module-level class (it was built inside a function: a segmentation
+    evaluation with workers failed under spawn, the default start method on macOS and Windows)."""
+    import pickle
+
+    from torch.utils.data import DataLoader
+
+    s4 = create_dataset("avsbench-s4", data["avs"], limit=3)
+    again = pickle.loads(pickle.dumps(s4))
+    assert type(again) is type(s4) and again.ids == s4.ids
+    loader = DataLoader(s4, batch_size=3, num_workers=1, multiprocessing_context="spawn",
+                        collate_fn=s4.collate)
+    (records, skipped), = list(loader)
+    assert not skipped and [r.clip_id for r in records] == s4.ids
+    for got, want in zip(records, (s4[i] for i in range(3))):
+        np.testing.assert_array_equal(got.mask, want.mask)
+        np.testing.assert_array_equal(got.frame, want.frame)
+
+
 def test_missing_files_are_skipped_not_fatal(data, tmp_path):
     import shutil
 

@@ -333,3 +333,71 @@ def test_batches_are_sharded_and_reproducible():
     assert len(seen) == len(set(seen)) == 18
     assert epoch_batches(0, 2, 1) == shards[0] and epoch_batches(0, 2, 2) != shards[0]
     assert epoch_batches(0, 2, 1, start=1) == shards[0][1:]
+
+
+# ---------------------------------------------------------------------------------------------
+# the training contract each registered encoder declares
+# ---------------------------------------------------------------------------------------------
+
+def tiny_run(clips, out, encoder: dict, embed_dim: int = 32):
+    """One epoch of a few steps, no validation, of the tiny config with ``encoder`` as its encoder
+    section and a tower of ``embed_dim`` dimensions."""
+    import yaml
+
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["encoder"] = encoder
+    cfg["clip"]["model_cfg"]["embed_dim"] = embed_dim
+    config = out.parent / f"{out.name}.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(yaml.safe_dump(cfg))
+    args = args_for(clips, out, "--set", "train.epochs=1", "--set", "data.val_list=null")
+    args[1] = str(config)
+    return train_script.main(args)
+
+
+@pytest.mark.parametrize("encoder, embed_dim", [
+    ({"name": "wav2clip", "pretrained": False}, 512),
+    ({"name": "imagebind", "pretrained": False, "width": 32, "depth": 1, "heads": 2, "target_length": 100}, 32),
+])
+def test_published_towers_fine_tune(clips, tmp_path, encoder, embed_dim):
+    """ImageBind's and Wav2CLIP's audio towers train (random-weight tiny configs): Wav2CLIP raised a
+    TypeError on the embed_dim / tower-config arguments train.py passes."""
+    out = tmp_path / encoder["name"]
+    summary = tiny_run(clips, out, encoder, embed_dim)
+    assert summary["finished"] and summary["step"] > 0
+    losses = [float(r["loss"]) for r in read_rows(out, "train")]
+    assert len(losses) == summary["step"] and np.isfinite(losses).all()
+    trained = create_audio_encoder(str(out / "checkpoints" / "final.pt"))
+    assert trained.registry_name == encoder["name"] and trained.embed_dim == embed_dim
+    assert trained.clip_model_cfg["embed_dim"] == embed_dim and trained.clip_pretrained is None
+    with torch.no_grad():
+        emb = trained(torch.randn(2, 16000))
+    assert emb.shape == (2, embed_dim) and torch.allclose(emb.norm(dim=-1), torch.ones(2), atol=1e-4)
+    tower, _ = create_clip_tower(**trained.clip_tower_spec)  # the checkpoint rebuilds the tower it learned
+    assert tower.visual.output_dim == embed_dim
+
+
+def test_encoder_contract_refusals(clips, tmp_path):
+    from avlegrad.audio import TrainingContract, register_audio_encoder
+    from avlegrad.audio.factory import _REGISTRY, _TRAINING
+
+    # a fixed-width encoder with a tower of another width: one line naming both widths
+    with pytest.raises(ValueError, match=r"'wav2clip' embeds into 512 dimensions \(fixed\).*embeds into 32"):
+        tiny_run(clips, tmp_path / "w", {"name": "wav2clip", "pretrained": False})
+
+    @register_audio_encoder("frozen-test", training=TrainingContract(False, "its weights are a lookup table"))
+    def frozen(**kwargs):
+        raise AssertionError("never built")
+
+    @register_audio_encoder("undeclared-test")
+    def undeclared(**kwargs):
+        raise AssertionError("never built")
+
+    try:
+        with pytest.raises(ValueError, match="'frozen-test' cannot be trained: its weights are a lookup table"):
+            tiny_run(clips, tmp_path / "f", {"name": "frozen-test"})
+        with pytest.raises(ValueError, match="'undeclared-test' cannot be trained: .*declares no training contract"):
+            tiny_run(clips, tmp_path / "u", {"name": "undeclared-test"})
+    finally:
+        for name in ("frozen-test", "undeclared-test"):
+            _REGISTRY.pop(name), _TRAINING.pop(name)

@@ -17,17 +17,47 @@ import inspect
 import os
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from ..fileio import atomic_path
 from .base import AudioEncoder
 
 CHECKPOINT_FORMAT = "avlegrad.audio_encoder"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 
 _REGISTRY: dict[str, Callable[..., AudioEncoder]] = {}
+_TRAINING: dict[str, "TrainingContract"] = {}
+
+TOWER_KWARGS = ("clip_model", "clip_pretrained", "clip_model_cfg", "clip_init_seed")
+
+
+@dataclass(frozen=True)
+class TrainingContract:
+    """What ``train.py`` may do with a registered encoder, declared with its registration.
+
+    ``trainable``: False when the encoder cannot be fine-tuned; ``reason`` (one line) then says
+    why, and ``train.py`` refuses with it. ``embed_dim``: the encoder's fixed embedding width
+    (Wav2CLIP: 512), None when the builder takes ``embed_dim=`` (train.py passes the tower's);
+    a tower of another width is refused. ``tower_kwargs``: the tower-recipe arguments the builder
+    accepts (train.py passes these of its ``clip`` section: name, weights, config, init seed).
+    """
+
+    trainable: bool = True
+    reason: str = ""
+    embed_dim: int | None = None
+    tower_kwargs: tuple = TOWER_KWARGS
+
+    def __post_init__(self):
+        if not self.trainable and not self.reason:
+            raise ValueError("a TrainingContract with trainable=False needs a reason")
+
+
+NOT_DECLARED = TrainingContract(False, "its registration declares no training contract "
+                                       "(register_audio_encoder(..., training=TrainingContract(...)))")
 
 
 class CheckpointError(ValueError):
@@ -39,8 +69,10 @@ class CheckpointError(ValueError):
         super().__init__(f"{self.path}: {reason}")
 
 
-def register_audio_encoder(name: str | Callable | None = None):
-    """Decorator registering a builder under ``name`` (default: the function's name)."""
+def register_audio_encoder(name: str | Callable | None = None, *, training: TrainingContract | None = None):
+    """Decorator registering a builder under ``name`` (default: the function's name).
+
+    ``training``: its :class:`TrainingContract` (None: train.py refuses the encoder, saying so)."""
 
     def decorate(fn):
         key = name if isinstance(name, str) else fn.__name__
@@ -48,9 +80,17 @@ def register_audio_encoder(name: str | Callable | None = None):
         if old is not None and (old.__module__, old.__qualname__) != (fn.__module__, fn.__qualname__):
             raise ValueError(f"audio encoder {key!r} is already registered by {old.__module__}.{old.__qualname__}")
         _REGISTRY[key] = fn
+        _TRAINING[key] = training if training is not None else NOT_DECLARED
         return fn
 
     return decorate(name) if callable(name) else decorate
+
+
+def training_contract(name: str) -> TrainingContract:
+    """The :class:`TrainingContract` encoder ``name`` was registered with; ValueError if unknown."""
+    if name not in _REGISTRY:
+        raise _unknown(name)
+    return _TRAINING[name]
 
 
 def list_audio_encoders() -> list[str]:
@@ -91,15 +131,8 @@ def load_checkpoint_file(path) -> dict:
 
 def save_checkpoint_file(obj: dict, path) -> None:
     """``torch.save`` atomically: write a temporary file next to ``path``, then rename it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def encoder_spec(encoder: AudioEncoder) -> dict:

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import AudioEncoder
-from .factory import CheckpointError, build_pretrained_encoder, load_weights_mmap, register_audio_encoder
+from .factory import CheckpointError, TrainingContract, build_pretrained_encoder, load_weights_mmap, register_audio_encoder
 
 IMAGEBIND_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
 IMAGEBIND_FILENAME = "imagebind_huge.pth"
@@ -291,8 +291,9 @@ class ImageBindAudioEncoder(AudioEncoder):
     def __init__(self, embed_dim: int = 1024, width: int = 768, depth: int = 12, heads: int = 12,
                  mlp_ratio: int = 4, num_mel_bins: int = NUM_MEL_BINS, target_length: int = TARGET_LENGTH,
                  kernel_size: int = 16, stride: int = 10, drop_path: float = 0.1, logit_scale: float = 20.0,
-                 clip_model: str | None = CLIP_MODEL, clip_pretrained: str | None = CLIP_PRETRAINED):
-        super().__init__(SAMPLE_RATE, embed_dim, clip_model, clip_pretrained)
+                 clip_model: str | None = CLIP_MODEL, clip_pretrained: str | None = CLIP_PRETRAINED,
+                 clip_model_cfg: dict | None = None, clip_init_seed: int = 0):
+        super().__init__(SAMPLE_RATE, embed_dim, clip_model, clip_pretrained, clip_model_cfg, clip_init_seed)
         self.num_mel_bins, self.target_length = int(num_mel_bins), int(target_length)
         self.preprocessor = _AudioPreprocessor(width, num_mel_bins, target_length, kernel_size, stride)
         self.trunk = _Trunk(width, depth, heads, mlp_ratio, drop_path)
@@ -303,6 +304,8 @@ class ImageBindAudioEncoder(AudioEncoder):
                            target_length=int(target_length), kernel_size=int(kernel_size), stride=int(stride),
                            drop_path=float(drop_path), logit_scale=float(logit_scale), clip_model=clip_model,
                            clip_pretrained=clip_pretrained)
+        if clip_model_cfg is not None:  # a tower built from its config (train.py): rebuilt from the checkpoint
+            self.config.update(clip_model_cfg=clip_model_cfg, clip_init_seed=int(clip_init_seed))
 
     @property
     def min_samples(self) -> int:
@@ -388,7 +391,7 @@ def audio_state_dict(state: dict, source="state dict") -> dict:
     return {k: v.detach().clone() for k, v in out.items()}
 
 
-@register_audio_encoder("imagebind")
+@register_audio_encoder("imagebind", training=TrainingContract())
 def imagebind(checkpoint=None, pretrained: bool = True, progress: bool = True, **kwargs) -> ImageBindAudioEncoder:
     """ImageBind (huge) audio tower, paired with ImageBind's own ViT-H-14 image tower.
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from .base import AudioEncoder
-from .factory import register_audio_encoder
+from .factory import TrainingContract, register_audio_encoder
 from .frontend import LogMel
 
 
@@ -97,7 +97,7 @@ def smallest_width(backbone: nn.Module, height: int, limit: int = 4096) -> int:
         backbone.train(was_training)
 
 
-@register_audio_encoder("timm")
+@register_audio_encoder("timm", training=TrainingContract())
 def timm_audio_encoder(**kwargs) -> TimmAudioEncoder:
     """Any timm backbone on log-mel; see :class:`TimmAudioEncoder` for the arguments."""
     return TimmAudioEncoder(**kwargs)

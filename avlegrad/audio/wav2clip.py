@@ -46,7 +46,8 @@ import torch
 from torch import nn
 
 from .base import AudioEncoder
-from .factory import CheckpointError, build_pretrained_encoder, load_checkpoint_file, register_audio_encoder
+from .factory import (CheckpointError, TrainingContract, build_pretrained_encoder, load_checkpoint_file,
+                      register_audio_encoder)
 
 WAV2CLIP_URL = "https://github.com/descriptinc/lyrebird-wav2clip/releases/download/v0.1.0-alpha/Wav2CLIP.pt"
 WAV2CLIP_FILENAME = "Wav2CLIP.pt"
@@ -158,12 +159,15 @@ class Wav2CLIPEncoder(AudioEncoder):
     """
 
     def __init__(self, normalize: str = "per_input", dropout: float = 0.1,
-                 clip_model: str | None = CLIP_MODEL, clip_pretrained: str | None = CLIP_PRETRAINED):
-        super().__init__(SAMPLE_RATE, 512, clip_model, clip_pretrained)
+                 clip_model: str | None = CLIP_MODEL, clip_pretrained: str | None = CLIP_PRETRAINED,
+                 clip_model_cfg: dict | None = None, clip_init_seed: int = 0):
+        super().__init__(SAMPLE_RATE, 512, clip_model, clip_pretrained, clip_model_cfg, clip_init_seed)
         self.audio_encoder = Wav2CLIPResNet(normalize=normalize)
         self.audio_transform = _AudioTransform(512, dropout)
         self.config = dict(normalize=normalize, dropout=float(dropout), clip_model=clip_model,
                            clip_pretrained=clip_pretrained)
+        if clip_model_cfg is not None:  # a tower built from its config (train.py): rebuilt from the checkpoint
+            self.config.update(clip_model_cfg=clip_model_cfg, clip_init_seed=int(clip_init_seed))
 
     @property
     def normalize(self) -> str:
@@ -262,7 +266,7 @@ def load_wav2clip_file(path) -> dict:
     return obj
 
 
-@register_audio_encoder("wav2clip")
+@register_audio_encoder("wav2clip", training=TrainingContract(embed_dim=512))
 def wav2clip(checkpoint=None, pretrained: bool = True, progress: bool = True, **kwargs) -> Wav2CLIPEncoder:
     """Wav2CLIP for OpenAI CLIP ViT-B/32.
 

@@ -13,17 +13,14 @@ VGG-SS format; generated with defaults when root does not exist). Segmentation b
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from torch.utils.data import Dataset
-
-from ..audio.base import SILENCE_PEAK, waveform_problem  # noqa: F401 (SILENCE_PEAK: re-exported)
+from ..audio.base import SILENCE_PEAK  # noqa: F401 (re-exported)
 from .annotations import (AnnotationReport, BoxAnnotation, check_boxes, find_annotation, read_flickr_annotations,
                           read_flickr_test_csv, read_id_list, read_vggss_json)
-from .media import MediaError
-from .record import VIDEO_SUFFIXES, ClipFiles, ClipRecord, SkippedClip, first_file, load_clip_media, locate_clip
+from .base import ClipDataset, ClipEntry, _media_problem, collate_clips  # noqa: F401 (re-exported)
+from .record import VIDEO_SUFFIXES
+from .registry import dataset_spec, register_dataset
 from .segmentation import SEGMENTATION_SPLITS
 from .sslalignment import SOUND_FOLLOWING_SPLITS
 
@@ -49,115 +46,8 @@ GET_DATA_HINTS = {
         "download the Flickr-SoundNet test set (frames/<id>.jpg and audio/<id>.wav, see "
         "github.com/ardasnck/learning_to_localize_sound_source) into <root>, and the annotations "
         "with `python data/download_annotations.py --flickr-xml`."),
-    "folder": "point root at a folder holding video files (.mp4, .mkv, .webm).",
+    "folder": f"point root at a folder holding video files ({', '.join(VIDEO_SUFFIXES)}).",
 }
-
-
-@dataclass
-class ClipEntry:
-    """What a dataset knows about a clip before reading its media."""
-
-    clip_id: str
-    boxes: list | None = None
-    box_format: str | None = None
-    label: str | None = None
-    meta: dict = field(default_factory=dict)
-    video: Path | None = None  # a known video file (folder dataset); else located under root
-    # where the frame / the sound may lie, relative to root, first existing wins (entries whose frame
-    # and sound are separate files of their own names: the SSLalignment sets, non-sounding pairs)
-    frame_candidates: tuple = ()
-    audio_candidates: tuple = ()
-
-
-def collate_clips(batch) -> tuple[list[ClipRecord], list[SkippedClip]]:
-    """DataLoader ``collate_fn``: ``(records, skipped)``; frames stay as they are (batching
-    tensors is the caller's job, after its own preprocessing)."""
-    records = [item for item in batch if isinstance(item, ClipRecord)]
-    skipped = [item for item in batch if isinstance(item, SkippedClip)]
-    return records, skipped
-
-
-class ClipDataset(Dataset):
-    """A list of clips under ``root``; ``dataset[i]`` is a ClipRecord or a SkippedClip."""
-
-    collate = staticmethod(collate_clips)
-
-    def __init__(self, name: str, root, entries: list[ClipEntry], *, split: str = "test",
-                 sample_rate: int = 16000, annotation_report: AnnotationReport | None = None,
-                 requires_boxes: bool = False, media: bool = True):
-        self.name = name
-        self.root = Path(root)
-        self.split = split
-        self.sample_rate = sample_rate
-        self.entries = list(entries)
-        self.annotation_report = annotation_report or AnnotationReport(clips=len(self.entries))
-        self.requires_boxes = requires_boxes  # a box benchmark skips clips without boxes
-        # False: records carry the annotations only (frame None, no samples), for methods that need
-        # no media (the centre prior): every annotation is scored with nothing on disk
-        self.media = media
-
-    @property
-    def ids(self) -> list[str]:
-        return [e.clip_id for e in self.entries]
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __repr__(self) -> str:
-        return f"ClipDataset({self.name!r}, split={self.split!r}, root={str(self.root)!r}, clips={len(self)})"
-
-    def __getitem__(self, index: int) -> ClipRecord | SkippedClip:
-        entry = self.entries[index]
-        try:
-            return self._load(entry)
-        except MediaError as e:
-            where = "" if e.path in e.reason else f" ({e.path})"
-            return SkippedClip(entry.clip_id, f"{e.reason}{where}")
-        except (OSError, ValueError, RuntimeError, EOFError) as e:  # any other decoding failure
-            return SkippedClip(entry.clip_id, f"cannot read clip ({type(e).__name__}: {e})")
-
-    def _load(self, entry: ClipEntry) -> ClipRecord | SkippedClip:
-        if self.requires_boxes and entry.boxes is None:
-            return SkippedClip(entry.clip_id, entry.meta.get("annotation_problem", "no box annotation"))
-        meta = {"dataset": self.name, "split": self.split, **entry.meta}
-        if not self.media:
-            return ClipRecord(entry.clip_id, None, np.zeros(0, np.float32), self.sample_rate, boxes=entry.boxes,
-                              box_format=entry.box_format, label=entry.label, meta=meta)
-        if entry.frame_candidates or entry.audio_candidates:
-            files = ClipFiles(entry.clip_id, frame=first_file(self.root, entry.frame_candidates),
-                              audio=first_file(self.root, entry.audio_candidates))
-            lacking = [f"{kind} file (e.g. {entry.meta.get(f'{kind}_hint', candidates[0])})"
-                       for kind, found, candidates in (("frame", files.frame, entry.frame_candidates),
-                                                       ("audio", files.audio, entry.audio_candidates)) if found is None]
-            if lacking:
-                return SkippedClip(entry.clip_id, f"missing: no {' and no '.join(lacking)} under {self.root}")
-            frame, waveform = load_clip_media(files, self.sample_rate)
-            problem = _media_problem(frame, waveform, allow_silent=entry.meta.get("negative", False))
-            if problem:
-                return SkippedClip(entry.clip_id, problem)
-            return ClipRecord(entry.clip_id, frame, waveform, self.sample_rate, boxes=entry.boxes,
-                              box_format=entry.box_format, label=entry.label, meta=meta)
-        files = ClipFiles(entry.clip_id, video=entry.video) if entry.video else locate_clip(self.root, entry.clip_id)
-        if files is None:
-            return SkippedClip(entry.clip_id, f"missing: no frame, audio or video file under {self.root}")
-        frame, waveform = load_clip_media(files, self.sample_rate)
-        problem = _media_problem(frame, waveform)
-        if problem:
-            return SkippedClip(entry.clip_id, problem)
-        return ClipRecord(entry.clip_id, frame, waveform, self.sample_rate, boxes=entry.boxes,
-                          box_format=entry.box_format, label=entry.label, meta=meta)
-
-
-def _media_problem(frame: np.ndarray, waveform: np.ndarray, allow_silent: bool = False) -> str | None:
-    """Why a decoded clip cannot be scored, or None. ``allow_silent``: silence is the point of the
-    sample (a non-sounding pair of the extended sets), not a defect."""
-    if frame is None or frame.ndim != 3 or frame.shape[0] == 0 or frame.shape[1] == 0:
-        return f"no frame (decoded shape {None if frame is None else frame.shape})"
-    if waveform.size == 0:
-        return "no audio samples"
-    if allow_silent:  # the extended sets' non-sounding pairs may be silent: scored as negatives, not skipped
-        return None if np.isfinite(waveform).all() else "audio holds NaN or infinite samples"
-    return waveform_problem(waveform)  # non-finite or silent (each encoder's minimum length: eval)
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,11 +63,12 @@ def create_dataset(name: str, root, *, split: str = "test", sample_rate: int = 1
     ``media=False``: the records carry the annotations only (nothing is read from root, which
     need not exist), for methods that need no frame or sound (the centre prior).
     """
-    if name not in DATASET_SPLITS:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_SPLITS)}")
-    if split not in DATASET_SPLITS[name]:
-        raise ValueError(f"unknown split {split!r} for dataset {name!r}; valid splits: "
-                         f"{', '.join(DATASET_SPLITS[name])}")
+    spec = dataset_spec(name)  # every benchmark is registered (avlegrad.data.registry)
+    if split not in spec.splits:
+        raise ValueError(f"unknown split {split!r} for dataset {name!r}; valid splits: {', '.join(spec.splits)}")
+    if name not in DATASET_SPLITS:  # a benchmark of its own module
+        return spec.builder(Path(root).expanduser(), split=split, sample_rate=sample_rate, annotations=annotations,
+                            limit=limit, media=media)
     if name in SEGMENTATION_SPLITS:
         from .segmentation import create_segmentation_dataset
 
@@ -276,3 +167,27 @@ def _folder_entries(root: Path) -> list[ClipEntry]:
                                 f"{GET_DATA_HINTS['folder']}")
     return [ClipEntry(p.relative_to(root).with_suffix("").as_posix(), meta={"video": str(p)}, video=p)
             for p in videos]
+
+
+# The built-in benchmarks, registered as data (their builders are create_dataset's branches above);
+# a new benchmark is a module of its own with @register_dataset (docs/extending.md).
+BUILTIN_ROOTS = {"vggsound": "vggss", "flickr": "flickr", "folder": "videos", "synthetic": "synthetic",
+                 "ade20k-sound": "ADE20KSoundPrompted", "ade20k-speech": "ADE20KSpeechPrompted",
+                 "avsbench-s4": "avsbench", "avsbench-ms3": "avsbench", "is3": "IS3", "vpo-ss": "vpo", "vpo-ms": "vpo",
+                 "avsbench-s4-box": "avsbench", "avsbench-ms3-box": "avsbench", "vggsound-extended": "vggss",
+                 "flickr-extended": "flickr"}
+
+
+def _register_builtins() -> None:
+    from .segmentation import GET_DATA_HINTS as SEGMENTATION_HINTS
+
+    for name, splits in DATASET_SPLITS.items():
+        scoring = ("masks" if name in SEGMENTATION_SPLITS else
+                   "sound-following" if name in SOUND_FOLLOWING_SPLITS else "boxes")
+        hint = GET_DATA_HINTS.get(name) or SEGMENTATION_HINTS.get(name) or \
+            "see docs/benchmarks-sound-following.md for where to get the media"
+        register_dataset(name, splits=splits, default_root=BUILTIN_ROOTS.get(name, name), hint=hint,
+                         scoring=scoring)(create_dataset)
+
+
+_register_builtins()

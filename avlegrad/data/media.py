@@ -6,11 +6,12 @@ used only for resampling. Every failure is raised as :class:`MediaError` naming 
 """
 from __future__ import annotations
 
-import os
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+from ..fileio import atomic_path
 
 SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
@@ -261,10 +262,7 @@ def write_video(path, frames, fps: float, audio: np.ndarray | None = None,
     """
     import av
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    try:
+    with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w", format="mp4") as out:
             vstream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
             vstream.pix_fmt = "yuv420p"
@@ -299,22 +297,11 @@ def write_video(path, frames, fps: float, audio: np.ndarray | None = None,
                         out.mux(packet)
                 for packet in astream.encode():
                     out.mux(packet)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_audio(path, audio: np.ndarray, sample_rate: int) -> None:
     """Write a wav/flac file with soundfile, atomically."""
     import soundfile as sf
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    try:
+    with atomic_path(path) as tmp:
         sf.write(str(tmp), np.asarray(audio, dtype=np.float32), sample_rate)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

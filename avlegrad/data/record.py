@@ -21,7 +21,7 @@ from .media import MediaError, load_audio, load_frame
 
 FRAME_SUFFIXES = (".jpg", ".png", ".jpeg")
 AUDIO_SUFFIXES = (".wav", ".flac")
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")  # the one list: datasets and localize
 
 
 @dataclass

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from .media import MediaError, check_frame_size, load_audio, load_image
+from .base import ClipDataset, _media_problem
 from .record import ClipRecord, SkippedClip
 
 EVAL_SIZE = 224
@@ -241,46 +242,41 @@ class MaskEntry:
     meta: dict = field(default_factory=dict)
 
 
-def _build_dataset_class():
-    from .datasets import ClipDataset, _media_problem
+class MaskDataset(ClipDataset):
+    """A ClipDataset whose records carry a ground-truth ``mask``."""
 
-    class MaskDataset(ClipDataset):
-        """A ClipDataset whose records carry a ground-truth ``mask``."""
-
-        def _load(self, entry: MaskEntry) -> ClipRecord | SkippedClip:
-            frame_path = next((p for p in entry.frame if Path(p).is_file()), None)
-            if frame_path is None:
-                return SkippedClip(entry.clip_id, f"missing: frame {entry.frame[0]}")
-            for kind, path in (("mask", entry.mask), ("audio", entry.audio)):
-                if not Path(path).is_file():
-                    return SkippedClip(entry.clip_id, f"missing: {kind} {path}")
-            frame = check_frame_size(load_image(frame_path), frame_path)  # too small: skipped, saying why
-            if entry.preprocess == "denseav":
-                frame = denseav_image(frame)
-                mask = denseav_label(load_image(entry.mask)) == entry.mask_class
-                short = audio_samples_16k(entry.audio) < DENSEAV_MIN_AUDIO_SAMPLES_16K
-                if short:
-                    return SkippedClip(entry.clip_id, "prompt audio shorter than 0.41 s: DenseAV's loader drops "
-                                                      "it (AVDatasets.py: audio mask mean < 0.04)")
-            elif entry.preprocess == "taco":
-                frame = taco_image(frame)
-                mask = taco_ade_mask(load_image(entry.mask), entry.mask_class)
-            else:
-                frame = avsbench_frame(frame)
-                mask = read_binary_mask(entry.mask)
-            start, end = entry.audio_window
-            duration = None if end is None else max(end - start, 0.0)
-            waveform, _ = load_audio(entry.audio, sample_rate=self.sample_rate, start=start, duration=duration)
-            problem = _media_problem(frame, waveform)
-            if problem:
-                return SkippedClip(entry.clip_id, problem)
-            meta = {"dataset": self.name, "split": self.split, "class_id": entry.class_id,
-                    "frame_file": str(frame_path), "mask_file": str(entry.mask), "audio_file": str(entry.audio),
-                    "audio_window": [start, end], **entry.meta}
-            return ClipRecord(entry.clip_id, frame, waveform, self.sample_rate, label=entry.label,
-                              meta=meta, mask=mask)
-
-    return MaskDataset
+    def _load(self, entry: MaskEntry) -> ClipRecord | SkippedClip:
+        frame_path = next((p for p in entry.frame if Path(p).is_file()), None)
+        if frame_path is None:
+            return SkippedClip(entry.clip_id, f"missing: frame {entry.frame[0]}")
+        for kind, path in (("mask", entry.mask), ("audio", entry.audio)):
+            if not Path(path).is_file():
+                return SkippedClip(entry.clip_id, f"missing: {kind} {path}")
+        frame = check_frame_size(load_image(frame_path), frame_path)  # too small: skipped, saying why
+        if entry.preprocess == "denseav":
+            frame = denseav_image(frame)
+            mask = denseav_label(load_image(entry.mask)) == entry.mask_class
+            short = audio_samples_16k(entry.audio) < DENSEAV_MIN_AUDIO_SAMPLES_16K
+            if short:
+                return SkippedClip(entry.clip_id, "prompt audio shorter than 0.41 s: DenseAV's loader drops "
+                                                  "it (AVDatasets.py: audio mask mean < 0.04)")
+        elif entry.preprocess == "taco":
+            frame = taco_image(frame)
+            mask = taco_ade_mask(load_image(entry.mask), entry.mask_class)
+        else:
+            frame = avsbench_frame(frame)
+            mask = read_binary_mask(entry.mask)
+        start, end = entry.audio_window
+        duration = None if end is None else max(end - start, 0.0)
+        waveform, _ = load_audio(entry.audio, sample_rate=self.sample_rate, start=start, duration=duration)
+        problem = _media_problem(frame, waveform)
+        if problem:
+            return SkippedClip(entry.clip_id, problem)
+        meta = {"dataset": self.name, "split": self.split, "class_id": entry.class_id,
+                "frame_file": str(frame_path), "mask_file": str(entry.mask), "audio_file": str(entry.audio),
+                "audio_window": [start, end], **entry.meta}
+        return ClipRecord(entry.clip_id, frame, waveform, self.sample_rate, label=entry.label,
+                          meta=meta, mask=mask)
 
 
 def create_segmentation_dataset(name: str, root, *, split: str = "test", sample_rate: int = 16000,
@@ -301,7 +297,7 @@ def create_segmentation_dataset(name: str, root, *, split: str = "test", sample_
     if limit is not None:
         entries = entries[:limit]
     report.clips = len(entries)
-    dataset = _build_dataset_class()(name, root, entries, split=split, sample_rate=sample_rate,
+    dataset = MaskDataset(name, root, entries, split=split, sample_rate=sample_rate,
                                       annotation_report=report)
     return dataset
 

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ..fileio import write_text_atomic
 from . import world
 from .media import write_video
 
@@ -75,9 +75,7 @@ def make_clip(index: int, params: dict) -> dict:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def _read_manifest(root: Path) -> dict | None:

@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..audio.factory import create_audio_encoder
+from ..audio.factory import TOWER_KWARGS, create_audio_encoder, training_contract
 from ..distributed import all_gather_rows
 
 
@@ -142,13 +142,25 @@ def build_encoder(cfg: dict, embed_dim: int, device) -> nn.Module:
     kwargs = dict(cfg["encoder"])
     name = kwargs.pop("name")
     checkpoint = kwargs.pop("checkpoint", None)
-    for key in ("clip_model", "clip_pretrained", "clip_model_cfg", "clip_init_seed"):
+    contract = training_contract(name)  # what the registry declares train.py may do with it
+    if not contract.trainable:
+        raise ValueError(f"audio encoder {name!r} cannot be trained: {contract.reason}")
+    for key in TOWER_KWARGS:
         if key in kwargs:
             raise ValueError(f"encoder.{key} is set from the clip section; remove it from encoder")
-    if kwargs.get("embed_dim", embed_dim) != embed_dim:
+    if contract.embed_dim is not None:  # a fixed width (Wav2CLIP: 512): the tower must match it
+        if contract.embed_dim != embed_dim:
+            raise ValueError(f"audio encoder {name!r} embeds into {contract.embed_dim} dimensions (fixed), but the "
+                             f"CLIP tower {cfg['clip']['model']} embeds into {embed_dim}: pick a tower of that width")
+        if kwargs.pop("embed_dim", embed_dim) != embed_dim:
+            raise ValueError(f"audio encoder {name!r} has a fixed embed_dim of {embed_dim}; remove encoder.embed_dim")
+    elif kwargs.get("embed_dim", embed_dim) != embed_dim:
         raise ValueError(f"encoder.embed_dim={kwargs['embed_dim']} but the CLIP tower {cfg['clip']['model']} "
                          f"embeds into {embed_dim} dimensions")
+    else:
+        kwargs["embed_dim"] = embed_dim
     clip = cfg["clip"]
-    kwargs.update(embed_dim=embed_dim, clip_model=clip["model"], clip_pretrained=clip["pretrained"],
-                  clip_model_cfg=clip["model_cfg"], clip_init_seed=clip["init_seed"])
+    tower = dict(clip_model=clip["model"], clip_pretrained=clip["pretrained"], clip_model_cfg=clip["model_cfg"],
+                 clip_init_seed=clip["init_seed"])
+    kwargs.update({k: v for k, v in tower.items() if k in contract.tower_kwargs})
     return create_audio_encoder(name, checkpoint=checkpoint, device=device, **kwargs).train()

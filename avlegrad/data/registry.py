@@ -1,0 +1,81 @@
+"""The registry of benchmark datasets: ``create_dataset``, ``list_datasets`` and eval.py's
+``--dataset`` help are generated from it.
+
+Adding a benchmark is one module holding a decorated builder (see docs/extending.md)::
+
+    @register_dataset("my-boxes", splits=("test",), default_root="my_boxes",
+                      hint="put frames/ and audio/ under root", scoring="boxes")
+    def my_boxes(root, *, split, sample_rate, annotations, limit, media) -> ClipDataset: ...
+
+and the import that registers it (``avlegrad/data/__init__.py``). The builder gets a split among
+``splits`` (checked before it is called) and returns a :class:`~avlegrad.data.base.ClipDataset`
+whose records carry ``boxes`` + ``box_format`` (scoring ``"boxes"``: cIoU, AP50, AUC by the
+EZ-VSL protocol) or a ``mask`` (scoring ``"masks"``). This module imports nothing of the
+package, so any module may register into it without an import cycle.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+SCORING_KINDS = ("boxes", "masks", "sound-following")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered benchmark: its builder, splits (the first is the default), the folder name it
+    is looked for under ``$AVLEGRAD_DATA`` (default ``./datasets``), a one-line hint saying where to
+    get the data, and how its clips are scored (one of :data:`SCORING_KINDS`)."""
+
+    name: str
+    builder: Callable
+    splits: tuple
+    default_root: str
+    hint: str
+    scoring: str
+
+
+_DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(name: str, *, splits=("test",), default_root: str | None = None, hint: str = "",
+                     scoring: str = "boxes"):
+    """Decorator registering a dataset builder under ``name``.
+
+    ``builder(root, *, split, sample_rate, annotations, limit, media)`` (``root``: a ``Path``,
+    user-expanded) returns a ClipDataset. ``default_root``: the folder under ``$AVLEGRAD_DATA``
+    (default: ``name``). Raises ValueError for an empty split list, an unknown scoring kind, or a
+    name registered by another builder."""
+    splits = tuple(splits)
+    if not splits or not all(isinstance(s, str) and s for s in splits):
+        raise ValueError(f"dataset {name!r}: splits must be a non-empty list of names, got {splits!r}")
+    if scoring not in SCORING_KINDS:
+        raise ValueError(f"dataset {name!r}: unknown scoring {scoring!r}; valid: {', '.join(SCORING_KINDS)}")
+
+    def decorate(fn):
+        old = _DATASETS.get(name)
+        if old is not None and (old.builder.__module__, old.builder.__qualname__) != (fn.__module__, fn.__qualname__):
+            raise ValueError(f"dataset {name!r} is already registered by "
+                             f"{old.builder.__module__}.{old.builder.__qualname__}")
+        _DATASETS[name] = DatasetSpec(name, fn, splits, default_root or name, hint, scoring)
+        return fn
+
+    return decorate
+
+
+def list_datasets() -> list[str]:
+    """Registered dataset names, in registration order (the built-in benchmarks first)."""
+    return list(_DATASETS)
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The spec of dataset ``name``; ValueError naming the valid ones if it is not registered."""
+    spec = _DATASETS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(_DATASETS)}")
+    return spec
+
+
+def dataset_help() -> str:
+    """One line per registered dataset and its splits (eval.py's ``--dataset`` / ``--split`` help)."""
+    return "; ".join(f"{s.name} ({' | '.join(s.splits)})" for s in _DATASETS.values())

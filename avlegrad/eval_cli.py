@@ -1,0 +1,104 @@
+"""Evaluate sound-source localization on a benchmark (``eval.py``, the ``avlegrad-eval`` command).
+
+    python eval.py --dataset vggsound --root /data/vggss   # ImageBind audio + OpenCLIP ViT-H-14 (downloaded once)
+    python eval.py --dataset vggsound --root /data/vggss --audio-encoder CKPT --device cuda --dtype bf16
+    python eval.py --dataset synthetic          # offline: a generated benchmark, the shipped world models
+    torchrun --nproc_per_node 4 eval.py --dataset vggsound ...   # one shard per GPU
+
+Prints N, cIoU (= AP50), mean cIoU and AUC per method, with the centre prior on the same clips,
+and writes summary.json + clips.jsonl (+ overlays) to --out; rerunning resumes.
+"""
+import argparse
+import logging
+import sys
+
+from .box_metrics import box_metrics_help
+from .data.registry import dataset_help
+from .download import DownloadError
+from .evaluation import DEFAULT_AUDIO_ENCODER, EvalOptions, evaluate, resolve_defaults
+from .models import WeightsUnavailableError
+
+
+
+def parse_args(argv=None) -> EvalOptions:
+    d = EvalOptions()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default=d.dataset, help="registered benchmarks (splits): " + dataset_help())
+    ap.add_argument("--root", help="dataset folder (default: $AVLEGRAD_DATA/<name>, else ./datasets/<name>)")
+    ap.add_argument("--split", default=d.split, help="the dataset's split (listed with --dataset); ade20k-sound "
+                    "taco: TACO's image and mask; synthetic interactive: IS3's form, extended: with negatives; "
+                    "ade20k-speech test: the spoken word, test-full-prompt: the whole prompt")
+    ap.add_argument("--annotations", help="annotation file or folder (default: under root, else the cache)")
+    ap.add_argument("--method", default=",".join(d.methods),
+                    help="comma-separated methods, e.g. legrad,center (the centre prior is always added)")
+    ap.add_argument("--model", help="open_clip model name or model-config JSON (default: the audio "
+                                    "encoder's image tower, else ViT-B-16)")
+    ap.add_argument("--pretrained", help="open_clip tag, checkpoint file, or 'none' for random weights")
+    ap.add_argument("--audio-encoder", help="registered audio encoder (imagebind, wav2clip, timm) or a train.py "
+                                            f"checkpoint (default for real data: {DEFAULT_AUDIO_ENCODER}, "
+                                            "paired with OpenCLIP ViT-H-14 laion2b_s32b_b79k)")
+    ap.add_argument("--target", choices=("audio", "text"), help="what the map explains: the clip's sound "
+                    "(needs --audio-encoder) or a text prompt with its class name (default: audio when an "
+                    "audio encoder is given, else text)")
+    ap.add_argument("--prompt", default=d.prompt, help="text prompt template for --target text")
+    ap.add_argument("--layer-index", type=int, default=d.layer_index,
+                    help="LeGrad blocks: -n the last n, 0 all, k blocks k.. (default -2)")
+    ap.add_argument("--image-size", type=int, help="input size (default: the model's)")
+    ap.add_argument("--batch-size", type=int, default=d.batch_size)
+    ap.add_argument("--workers", type=int, default=d.workers, help="DataLoader workers decoding clips")
+    ap.add_argument("--device", help="cuda | cpu (default: cuda if available)")
+    ap.add_argument("--dtype", default=d.dtype, choices=("fp32", "bf16", "fp16"), help="autocast dtype")
+    ap.add_argument("--limit", type=int, help="evaluate only the first N clips")
+    ap.add_argument("--out", default=None, help="output folder (default: outputs/<dataset>-<split>, or -2, -3, "
+                    "... when that one holds the results of other settings)")
+    ap.add_argument("--save-overlays", type=int, default=0, metavar="N", help="save N heatmap overlays")
+    ap.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
+    ap.add_argument("--seg-metrics", help="segmentation benchmarks: comma-separated metric variants among "
+                    "denseav-global, taco-per-image, taco-per-image-fixed, avsbench-official, avsbench-dataset "
+                    "(default: the dataset's published ones)")
+    ap.add_argument("--box-metrics", help="box benchmarks: comma-separated metric variants scored beside "
+                    "cIoU/AP50/AUC, among: " + box_metrics_help())
+    ap.add_argument("--avsbench-batch-frames", type=int, default=d.avsbench_batch_frames,
+                    help="frames per batch of AVSBench's official batched mIoU/F (test.sh: 4 videos = 20)")
+    ap.add_argument("--confidence", choices=("cosine", "map-max"), help="extended sets: a sample's confidence "
+                    "that a visible object sounds, the cosine of the audio and image embeddings (default) or "
+                    "the largest value of the explainer's map before normalisation")
+    ap.add_argument("--faithfulness", action="store_true", help="also score each method's maps by deletion/"
+                    "insertion AUC, positive/negative perturbation AUC and the pointing games, beside a random map")
+    ap.add_argument("--faithfulness-steps", type=int, default=d.faithfulness_steps,
+                    help="deletion/insertion steps (the perturbation tests use 10%%, ..., 90%%)")
+    ap.add_argument("--faithfulness-batch", type=int, default=d.faithfulness_batch,
+                    help="perturbed images per forward pass")
+    a = ap.parse_args(argv)
+
+    return resolve_defaults(EvalOptions(  # the library's defaults: ImageBind on real data, the offline world
+        dataset=a.dataset, root=a.root, split=a.split, annotations=a.annotations,
+        methods=[m.strip() for m in a.method.split(",") if m.strip()], model=a.model, pretrained=a.pretrained,
+        audio_encoder=a.audio_encoder, target=a.target, prompt=a.prompt, layer_index=a.layer_index,
+        image_size=a.image_size, batch_size=a.batch_size, workers=a.workers, device=a.device, dtype=a.dtype,
+        limit=a.limit, out=a.out, save_overlays=a.save_overlays,
+        overwrite=a.overwrite,
+        seg_metrics=[m.strip() for m in a.seg_metrics.split(",") if m.strip()] if a.seg_metrics else None,
+        box_metrics=[m.strip() for m in a.box_metrics.split(",") if m.strip()] if a.box_metrics else None,
+        avsbench_batch_frames=a.avsbench_batch_frames, confidence=a.confidence, faithfulness=a.faithfulness,
+        faithfulness_steps=a.faithfulness_steps, faithfulness_batch=a.faithfulness_batch))
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    logging.getLogger("avlegrad").setLevel(logging.INFO)
+    opts = parse_args(argv)
+    try:
+        evaluate(opts)
+    except (ValueError, FileNotFoundError, WeightsUnavailableError, DownloadError) as e:  # user errors: no traceback
+        logging.getLogger("avlegrad").error("%s", e)
+        return 2
+    except KeyboardInterrupt:  # the scored clips are on disk: rerunning the command resumes
+        logging.getLogger("avlegrad").error("interrupted; the clips scored so far are kept: rerun the same "
+                                            "command to resume")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
