@@ -30,7 +30,8 @@ from avlegrad.models import image_tensor, load_clip  # noqa: E402
 def weight_differences(a, b) -> dict:
     """Largest |a - b| per image-tower tensor (names as open_clip's), and over all of them."""
     sa, sb = a.visual.state_dict(), b.visual.state_dict()
-    diffs = {k: float((sa[k].float() - sb[k].float()).abs().max()) for k in sa if k in sb and sa[k].shape == sb[k].shape}
+    diffs = {k: float((sa[k].float() - sb[k].float()).abs().max())
+             for k in sa if k in sb and sa[k].shape == sb[k].shape}
     return {"max": max(diffs.values()), "per_tensor": diffs,
             "identical_tensors": sum(v == 0 for v in diffs.values()), "tensors": len(diffs)}
 

@@ -104,7 +104,8 @@ def test_towers_equal_imagebinds_forward():
         if isinstance(m, torch.nn.LayerNorm):
             assert m.eps == 1e-6
     # the folded stem is not the 3-D kernel's first frame (the fold is really a sum)
-    assert not torch.allclose(model.visual.conv1.weight, sd["modality_preprocessors.vision.rgbt_stem.proj.1.weight"][:, :, 0])
+    first_frame = sd["modality_preprocessors.vision.rgbt_stem.proj.1.weight"][:, :, 0]
+    assert not torch.allclose(model.visual.conv1.weight, first_frame)
 
 
 def test_legrad_explains_imagebinds_tower():

@@ -28,8 +28,9 @@ VARIANTS = {
                      class_token=False),
     # Perception Encoder (vit_pe_core_*): timm's AttentionRope, pre-norm, xy-indexed rope with offset,
     # attention pooling
-    "pe": dict(global_pool="map", attn_type="rope", use_pre_transformer_norm=True, rope_grid_offset=1.0, rope_grid_indexing="xy",
-               ref_feat_shape=(2, 2), attn_pool_num_heads=4, attn_pool_mlp_ratio=2.0, num_classes=0),
+    "pe": dict(global_pool="map", attn_type="rope", use_pre_transformer_norm=True, rope_grid_offset=1.0,
+               rope_grid_indexing="xy", ref_feat_shape=(2, 2), attn_pool_num_heads=4, attn_pool_mlp_ratio=2.0,
+               num_classes=0),
 }
 
 

@@ -176,5 +176,6 @@ def test_other_transformers_models_are_refused():
     from transformers import BertConfig, BertModel
 
     bert = BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
-    with pytest.raises(UnsupportedModelError, match=r"cannot explain a transformers\..*BertModel\. Supported: .*SiglipModel"):
+    with pytest.raises(UnsupportedModelError,
+                       match=r"cannot explain a transformers\..*BertModel\. Supported: .*SiglipModel"):
         LeGrad(bert)

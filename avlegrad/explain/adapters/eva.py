@@ -66,7 +66,8 @@ class EvaViT(TimmViT):
                 refuse(f"Eva block {i} is a {type(block).__name__} (post-norm or custom blocks are not supported)")
             if block.attn.gate is not None:
                 refuse(f"Eva block {i} uses gated attention")
-        if getattr(trunk, "rope_mixed", False) or (trunk.rope is not None and type(trunk.rope) is not RotaryEmbeddingCat):
+        other_rope = trunk.rope is not None and type(trunk.rope) is not RotaryEmbeddingCat
+        if getattr(trunk, "rope_mixed", False) or other_rope:
             refuse(f"this Eva uses a {type(trunk.rope).__name__} rotary embedding (depth-dependent or other "
                     f"RoPE variants than RotaryEmbeddingCat)")
         if type(trunk.patch_embed) is not PatchEmbed or type(getattr(trunk.patch_embed, "proj", None)) is not nn.Conv2d:
@@ -148,7 +149,8 @@ class EvaViT(TimmViT):
                 qkv = attn.qkv(h)
             q, k, v = qkv.reshape(B, N, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
         else:
-            heads = (attn.num_heads, getattr(attn, "num_kv_heads", attn.num_heads), getattr(attn, "num_kv_heads", attn.num_heads))
+            kv_heads = getattr(attn, "num_kv_heads", attn.num_heads)
+            heads = (attn.num_heads, kv_heads, kv_heads)
             q, k, v = (proj(h).reshape(B, N, n, -1).transpose(1, 2)
                        for proj, n in zip((attn.q_proj, attn.k_proj, attn.v_proj), heads))
         q, k = attn.q_norm(q), attn.k_norm(k)
@@ -160,8 +162,9 @@ class EvaViT(TimmViT):
         if rope is not None:
             n = attn.num_prefix_tokens
             rope = rope.to(q.device)
-            q = torch.cat([q[:, :, :n], apply_rot_embed_cat(q[:, :, n:], rope, half=attn.rotate_half)], dim=2).type_as(v)
-            k = torch.cat([k[:, :, :n], apply_rot_embed_cat(k[:, :, n:], rope, half=attn.rotate_half)], dim=2).type_as(v)
+            half = attn.rotate_half
+            q = torch.cat([q[:, :, :n], apply_rot_embed_cat(q[:, :, n:], rope, half=half)], dim=2).type_as(v)
+            k = torch.cat([k[:, :, :n], apply_rot_embed_cat(k[:, :, n:], rope, half=half)], dim=2).type_as(v)
         groups = getattr(attn, "num_kv_groups", 1)
         if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
