@@ -42,7 +42,9 @@ def slow_legrad(vit, image, target, layers):
         if vit.attention_pool is not None:  # attention-pooled: the gradient site is the pooler's attention
             q, k, v = vit.pool_qkv(vit.pool_keys(outputs[layer].detach()))  # over this block's tokens
             A = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)  # [1, heads, latents, keys]
-            s = F.normalize(vit.finish_pool(A @ v), dim=-1)[0] @ target
+            # the family's own score rule (cosine; CoCa's raw dot product, checked from the official
+            # code in tests/test_legrad_coca.py)
+            s = vit.pool_score(A @ v, target[None, None])[0, 0]
             g = torch.autograd.grad(s, A)[0]
             # mean over heads of the first latent's row, at the patch keys
             total = total + g.clamp(min=0).mean(dim=1)[0, 0, vit.num_prefix_tokens - vit.pool_key_offset:]

@@ -48,9 +48,10 @@ def reference_coca_legrad(visual, image, target, layer_index):
         k = (x @ mha.k_proj_weight.T + bk).reshape(1, -1, h, E // h).transpose(1, 2)
         v = (x @ mha.v_proj_weight.T + bv).reshape(1, -1, h, E // h).transpose(1, 2)
         A = torch.softmax(q @ k.transpose(-1, -2) / (E // h) ** 0.5, dim=-1)  # [1, heads, queries, N]
-        pooled = visual.ln_post(mha.out_proj((A @ v).transpose(1, 2).reshape(1, -1, E)))
+        # the official rule (compute_legrad_coca): no ln_post, the raw dot product with the target
+        pooled = mha.out_proj((A @ v).transpose(1, 2).reshape(1, -1, E))
         f = (pooled[:, 0] if visual.pool_type == "tok" else pooled[:, 1:].mean(dim=1)) @ visual.proj
-        s = F.normalize(f, dim=-1)[0] @ (target / target.norm())
+        s = f[0] @ (target / target.norm())
         g = torch.autograd.grad(s, A)[0].clamp(min=0)
         e = g.mean(dim=1)[0, 0, 1:].reshape(1, 1, gh, gw)  # heads' mean, first query, patch keys
         total = total + F.interpolate(e, scale_factor=visual.patch_size[0], mode="bilinear")

@@ -12,10 +12,14 @@ How LeGrad explains it, as the official code does (WalBouss/LeGrad ``legrad/wrap
 ``LeWrapper.compute_legrad_coca``): for each explained block, its tokens go through the pooler;
 the score of the first pooled token's embedding against the target is differentiated w.r.t. the
 POOLER's attention; the map is the mean over heads of ReLU(gradient) in the first query's row,
-at the patch keys (the class-token key dropped). Two details differ from the official code,
-kept as in every other family here: the score is the cosine with the target (the official
-takes the dot product with the unnormalised embedding), and the embedding applies ``ln_post``
-as the model's own forward does (the official code omits it).
+at the patch keys (the class-token key dropped). The score is the official one: the raw dot product
+of the target with the first pooled token ``@ proj``, WITHOUT ``ln_post`` (``compute_legrad_coca``
+skips it) and without normalising the embedding (a cosine's gradient would add a projection
+term and weigh layers by their embeddings' norms). The model's own embedding
+(:meth:`model_embedding`, used by the other explainers and the conformance test) keeps ``ln_post``
+as open_clip's forward applies it. One official defect is not followed: its mean over dim 0 of
+the ``[B*heads, 256, N]`` weights averages heads and the images of a batch together; here each
+image gets its own map (so a batch equals its images one at a time).
 
 Refused: the unfinished ``attentional_pool='parallel'/'cascade'`` variants (two poolers).
 """
@@ -80,6 +84,13 @@ class OpenCLIPCoCa(OpenCLIPViT):
         """The image embedding from the pooler's per-head attention output ``o``: ``ln_post``,
         the first (or mean) pooled token, ``proj``."""
         return self._project(self._pool(self.visual.ln_post(self._pooled_tokens(o))))
+
+    def pool_score(self, o: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The official CoCa score: ``target . (pooled[:, 0] @ proj)``, no ``ln_post``, no
+        normalisation of the embedding; ``[B, K]`` in fp32 (``targets`` ``[B, K, D]``)."""
+        embedding = self._project(self._pool(self._pooled_tokens(o)))
+        with torch.autocast(embedding.device.type, enabled=False):
+            return torch.einsum("bd,bkd->bk", embedding.float(), targets.float())
 
     def _pool(self, tokens: torch.Tensor) -> torch.Tensor:
         return tokens[:, 1:].mean(dim=1) if self.visual.pool_type == "avg" else tokens[:, 0]
