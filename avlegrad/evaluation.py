@@ -36,6 +36,7 @@ from .data.datasets import collate_clips
 from .data.record import SkippedClip, skip_kind
 from .distributed import all_gather_objects, cleanup, init_distributed
 from .explain import create_explainer, list_explainers
+from .scoring import Scoring, register_scoring, scoring_class
 from .models import DTYPES, RANDOM_WEIGHTS, encode_text, image_tensor, load_clip  # noqa: F401 (DTYPES: re-exported)
 from .visualize import draw_boxes, overlay, save_image
 
@@ -329,19 +330,30 @@ def evaluate(opts: EvalOptions) -> dict | None:
         cleanup(dist)
 
 
-class BoxScoring:
-    """Box benchmarks (EZ-VSL protocol): each clip's cIoU per method, the centre prior beside them."""
+@register_scoring("boxes")
+class BoxScoring(Scoring):
+    """Box benchmarks (EZ-VSL protocol): each clip's cIoU per method, the centre prior beside them,
+    and the ``box_metrics`` variants (avlegrad.box_metrics). ValueError for ``confidence`` or
+    ``seg_metrics`` (options of the other kinds)."""
 
     baselines = (BASELINE,)
 
     def __init__(self, opts: EvalOptions):
         from .box_metrics import box_metric
 
+        super().__init__(opts)
+        self.check_options(opts)
         self.center = metrics.center_prior()  # at the GT size, float64: exactly the benchmark's prior
         self.variants = [box_metric(v) for v in dict.fromkeys(getattr(opts, "box_metrics", None) or ())]
 
-    def start(self, out: Path, opts: EvalOptions, is_main: bool) -> None:
-        pass
+    def check_options(self, opts: EvalOptions) -> None:
+        """ValueError for an option of another scoring kind."""
+        if getattr(opts, "confidence", None):
+            raise ValueError(f"--confidence applies to the extended sets (vggsound-extended, flickr-extended, "
+                             f"synthetic --split extended); {opts.dataset} has no negatives to score")
+        if getattr(opts, "seg_metrics", None):
+            raise ValueError(f"--seg-metrics applies to the segmentation datasets; {opts.dataset} is scored with "
+                             f"boxes (cIoU, AP50, AUC)")
 
     def is_done(self, row: dict, out: Path) -> bool:
         return "ciou" in row and all(v.name in row for v in self.variants)
@@ -415,27 +427,21 @@ def percent(value) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
 
 
-def scoring_for(opts: EvalOptions):
-    """How a dataset's clips are scored: boxes (cIoU), masks (maps stored, dataset-level metrics), or
-    the sound-following benchmarks' rules (avlegrad.sslalignment_eval)."""
+def scoring_for(opts: EvalOptions) -> Scoring:
+    """How a dataset's clips are scored: the Scoring of the kind its registration names for the
+    split (avlegrad.scoring: ``boxes``, ``masks``, ``sound-following``, ...); an unregistered name
+    is scored with boxes. ValueError (from the scoring) for an option that does not apply to it."""
     from .data.registry import _DATASETS
-    from .data.sslalignment import sound_following_kind
-    from .segmentation_eval import MaskScoring, is_segmentation_dataset
 
     spec = _DATASETS.get(opts.dataset)
-    masks = is_segmentation_dataset(opts.dataset) or (spec is not None and spec.scoring == "masks")
-    following = sound_following_kind(opts.dataset, opts.split)
-    if getattr(opts, "box_metrics", None) and (masks or following):
+    return scoring_class(spec.scoring_kind(opts.split) if spec else "boxes")(opts)
+
+
+def refuse_box_metrics(opts: EvalOptions) -> None:
+    """ValueError when ``opts`` asks for box metric variants: for the scorings with rules of their own."""
+    if getattr(opts, "box_metrics", None):
         raise ValueError(f"box metrics ({', '.join(opts.box_metrics)}) apply to the box benchmarks; "
                          f"{opts.dataset} ({opts.split}) is scored by its own rules")
-    if following:
-        from .sslalignment_eval import SoundFollowingScoring
-
-        return SoundFollowingScoring(opts)
-    if opts.confidence:
-        raise ValueError(f"--confidence applies to the extended sets (vggsound-extended, flickr-extended, "
-                         f"synthetic --split extended); {opts.dataset} has no negatives to score")
-    return MaskScoring(opts) if masks else BoxScoring(opts)
 
 
 def _evaluate(opts: EvalOptions, dist) -> dict | None:
@@ -444,9 +450,6 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
     unknown = [m for m in opts.methods if m not in allowed]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(allowed)}")
-    if opts.seg_metrics and isinstance(scoring, BoxScoring):
-        raise ValueError(f"--seg-metrics applies to the segmentation datasets; {opts.dataset} is scored with "
-                         f"boxes (cIoU, AP50, AUC)")
     if opts.faithfulness and not methods_needing_model(opts.methods, scoring):
         raise ValueError("--faithfulness scores the maps of an explainer: give --method legrad (or another)")
     if opts.dtype not in DTYPES:
@@ -531,7 +534,7 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
                     batch_targets = targets(records, device)
                     for m, explainer in explainers.items():
                         maps[m] = explainer(images, batch_targets).float().cpu()
-                    if scored and hasattr(scoring, "observe_batch"):  # e.g. the extended sets' confidences
+                    if scored:  # e.g. the extended sets' confidences
                         scoring.observe_batch(model, images, batch_targets, maps, explainers)
                     extra = faith.score(images, batch_targets, maps, records) if faith and scored else None
             yield records, skipped, maps, extra
@@ -626,7 +629,8 @@ def _as_dict(report) -> dict | None:
 
 def format_table(summary: dict, scoring=None) -> str:
     """The results as a table, x100 as papers print them, with the trivial baselines beside them."""
-    scoring = scoring or scoring_for(EvalOptions(dataset=summary["settings"]["dataset"]))
+    scoring = scoring or scoring_for(EvalOptions(dataset=summary["settings"]["dataset"],
+                                                 split=summary["settings"].get("split", EvalOptions.split)))
     s = summary["settings"]
     head = (f"{s['dataset']} ({s['split']}): {summary['evaluated']} clips scored of {summary['clips']}, "
             f"{summary['skipped']['count']} skipped"

@@ -34,7 +34,8 @@ from .fileio import atomic_path
 from . import metrics
 from . import segmentation_metrics as sm
 from .data.segmentation import EVAL_SIZE, SEGMENTATION_SPLITS
-from .evaluation import percent
+from .evaluation import percent, refuse_box_metrics
+from .scoring import Scoring, register_scoring
 
 
 SEGMENTATION_DATASETS = tuple(SEGMENTATION_SPLITS)
@@ -166,12 +167,19 @@ def score_method(maps, gts, class_ids, variants: list[str], batch_frames: int) -
 
 
 # ----------------------------------------------------------------------------- the scoring
-class MaskScoring:
-    """How ``avlegrad.evaluation`` scores a segmentation benchmark (see the module docstring)."""
+@register_scoring("masks")
+class MaskScoring(Scoring):
+    """How ``avlegrad.evaluation`` scores a segmentation benchmark (see the module docstring).
+    ValueError for ``box_metrics`` or ``confidence`` (options of the other kinds)."""
 
     baselines = BASELINES
 
     def __init__(self, opts):
+        super().__init__(opts)
+        refuse_box_metrics(opts)
+        if getattr(opts, "confidence", None):
+            raise ValueError(f"--confidence applies to the extended sets (vggsound-extended, flickr-extended, "
+                             f"synthetic --split extended); {opts.dataset} has no negatives to score")
         self.variants = metric_variants(opts)
         self.batch_frames = int(getattr(opts, "avsbench_batch_frames", sm.OFFICIAL_BATCH_FRAMES))
         if self.batch_frames < 1:
