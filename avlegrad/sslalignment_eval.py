@@ -48,7 +48,7 @@ class SoundFollowingScoring(BoxScoring):
     def check_options(self, opts) -> None:
         refuse_box_metrics(opts)
         if getattr(opts, "seg_metrics", None):
-            raise ValueError(f"--seg-metrics applies to the segmentation datasets; {opts.dataset} is scored with "
+            raise ValueError(f"`seg_metrics` applies to the segmentation datasets; {opts.dataset} is scored with "
                              f"boxes (cIoU, AP50, AUC)")
 
     def __init__(self, opts):
@@ -56,8 +56,8 @@ class SoundFollowingScoring(BoxScoring):
         self.kind = sound_following_kind(opts.dataset, opts.split)
         self.grouped = is_grouped(opts.dataset, opts.split)
         if opts.confidence and self.kind != "extended":
-            raise ValueError(f"--confidence applies to the extended sets (vggsound-extended, flickr-extended, "
-                             f"synthetic --split extended); {opts.dataset} has no negatives to score")
+            raise ValueError(f"`confidence` applies to the extended sets (vggsound-extended, flickr-extended, "
+                             f"synthetic `split=extended`); {opts.dataset} has no negatives to score")
         self.confidence = opts.confidence or "cosine"
         if self.confidence not in CONFIDENCES:
             raise ValueError(f"unknown confidence {self.confidence!r}; choose from {', '.join(CONFIDENCES)}")

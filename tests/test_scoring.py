@@ -130,13 +130,13 @@ def test_register_scoring_checks_its_arguments():
 
 
 @pytest.mark.parametrize("dataset, option, message", [
-    ("vggsound", {"confidence": "cosine"}, "confidence applies to the extended sets"),
-    ("vggsound", {"seg_metrics": ["avsbench-official"]}, "seg-metrics applies to the segmentation datasets"),
+    ("vggsound", {"confidence": "cosine"}, "`confidence` applies to the extended sets"),
+    ("vggsound", {"seg_metrics": ["avsbench-official"]}, "`seg_metrics` applies to the segmentation datasets"),
     ("avsbench-s4", {"box_metrics": ["acl-fixed"]}, "box metrics .* apply to the box benchmarks"),
-    ("avsbench-s4", {"confidence": "cosine"}, "confidence applies to the extended sets"),
+    ("avsbench-s4", {"confidence": "cosine"}, "`confidence` applies to the extended sets"),
     ("is3", {"box_metrics": ["acl-fixed"]}, "box metrics .* apply to the box benchmarks"),
-    ("is3", {"seg_metrics": ["avsbench-official"]}, "seg-metrics applies to the segmentation datasets"),
-    ("is3", {"confidence": "cosine"}, "confidence applies to the extended sets"),
+    ("is3", {"seg_metrics": ["avsbench-official"]}, "`seg_metrics` applies to the segmentation datasets"),
+    ("is3", {"confidence": "cosine"}, "`confidence` applies to the extended sets"),
 ])
 def test_each_kind_refuses_the_options_of_the_others(dataset, option, message):
     with pytest.raises(ValueError, match=message):
