@@ -375,7 +375,8 @@ def audio_state_dict(state: dict, source="state dict") -> dict:
     return {k: v.detach().clone() for k, v in out.items()}
 
 
-@register_audio_encoder("imagebind", training=TrainingContract())
+@register_audio_encoder("imagebind", training=TrainingContract(),
+                        test_config={"pretrained": False, "width": 64, "depth": 1, "heads": 4, "embed_dim": 32})
 def imagebind(checkpoint=None, pretrained: bool = True, progress: bool = True, **kwargs) -> ImageBindAudioEncoder:
     """ImageBind (huge) audio tower for OpenCLIP ViT-H-14 ``laion2b_s32b_b79k``.
 
