@@ -60,6 +60,8 @@ def load_clip(model_name: str, pretrained: str | None = None, device="cpu", mode
     """
     import open_clip
 
+    if model_cfg is None and _is_imagebind(model_name, pretrained):
+        return _load_imagebind_clip(pretrained, device)
     if pretrained in RANDOM_WEIGHTS:
         logging.getLogger("avlegrad").warning(
             "%s has RANDOM weights (pretrained=%r): maps and scores are not meaningful", model_name, pretrained)
@@ -160,6 +162,41 @@ def load_pair(audio_encoder=None, model: str | None = None, pretrained: str | No
         encoder.check_pair(name, None if pretrained in RANDOM_WEIGHTS else pretrained)
     clip, cfg = load_clip(name, pretrained, device=device)
     return ModelPair(clip, cfg, name, pretrained, encoder)
+
+
+def _is_imagebind(model_name: str, pretrained) -> bool:
+    """``ViT-H-14`` with the tag ``imagebind`` or an ImageBind checkpoint file (its vision keys)."""
+    from .audio.imagebind_clip import IMAGEBIND_TAG, is_imagebind_state
+
+    if str(model_name).replace("/", "-") != "ViT-H-14" or pretrained in RANDOM_WEIGHTS:
+        return False
+    if str(pretrained).lower() == IMAGEBIND_TAG:
+        return True
+    path = Path(str(pretrained)).expanduser()
+    if not path.is_file() or path.suffix not in (".pth", ".pt"):
+        return False
+    from .audio.factory import CheckpointError, load_weights_mmap
+
+    try:
+        return is_imagebind_state(load_weights_mmap(path))
+    except CheckpointError:
+        return False
+
+
+def _load_imagebind_clip(pretrained, device):
+    """ImageBind's own image and text towers as an open_clip CLIP (see ``audio/imagebind_clip.py``)."""
+    from open_clip.model import set_model_preprocess_cfg
+    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+
+    from .audio.imagebind_clip import IMAGEBIND_TAG, load_imagebind_clip
+
+    model = load_imagebind_clip(None if str(pretrained).lower() == IMAGEBIND_TAG else pretrained)
+    model.requires_grad_(False)
+    model.eval().to(device)
+    # CLIP's defaults (bicubic, OpenAI mean/std) are ImageBind's (data.load_and_transform_vision_data)
+    cfg = merge_preprocess_dict(PreprocessCfg(), {"size": tuple(model.visual.image_size)})
+    set_model_preprocess_cfg(model, cfg)
+    return model, cfg
 
 
 def _build_from_cfg(model_cfg: dict):

@@ -39,6 +39,16 @@ def slow_legrad(vit, image, target, layers):
         outputs.append(x)
     total = 0
     for layer in layers:
+        if vit.attention_pool is not None:  # attention-pooled: the gradient site is the pooler's attention
+            q, k, v = vit.pool_qkv(vit.pool_keys(outputs[layer].detach()))  # over this block's tokens
+            A = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)  # [1, heads, latents, keys]
+            # the family's own score rule (cosine; CoCa's raw dot product, checked from the official
+            # code in tests/test_legrad_coca.py)
+            s = vit.pool_score(A @ v, target[None, None])[0, 0]
+            g = torch.autograd.grad(s, A)[0]
+            # mean over heads of the first latent's row, at the patch keys
+            total = total + g.clamp(min=0).mean(dim=1)[0, 0, vit.num_prefix_tokens - vit.pool_key_offset:]
+            continue
         if isinstance(target, int):
             s = vit.layer_logits(outputs[layer])[0, target]
         else:
@@ -268,3 +278,12 @@ def test_a_spectrogram_vit_with_overlapping_patches_is_explained_by_the_same_leg
     assert (maps[1, 1] - (up - up.min()) / (up.max() - up.min())).abs().max().item() < 1e-5
     with pytest.raises(ValueError, match=r"images must be a tensor \[B, 1, H, W\]"):
         explainer(torch.randn(1, 3, 16, 64), torch.tensor([0]))
+
+
+def test_the_readme_supported_list_is_the_registry():
+    """README's supported-models list is generated from the registry: one line per adapter, its
+    ``supported`` text (regenerate it when an adapter is added)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("<!-- supported-models")
+    block = readme[readme.index("\n", start) + 1:readme.index("<!-- /supported-models -->")]
+    assert block.strip().splitlines() == [f"- `{e.name}`: {e.cls.supported}" for e in registered_adapters()]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+from pathlib import Path
 import sys
 import types
 from fractions import Fraction
@@ -279,10 +280,13 @@ def imagebind_encoder(imagebind_huge_like_file):
 # ------------------------------------------------------------------------------------------------
 # ImageBind
 # ------------------------------------------------------------------------------------------------
-def test_imagebind_full_file_loads_audio_part_only(imagebind_encoder, imagebind_official_state):
+def test_imagebind_full_file_loads_audio_part_only(imagebind_encoder, imagebind_official_state,
+                                                   imagebind_huge_like_file):
     enc = imagebind_encoder
+    # the image tower is ImageBind's own, in the same file (it holds vision keys; imagebind_clip.py)
     assert (enc.sample_rate, enc.embed_dim, enc.clip_model, enc.clip_pretrained) == \
-        (16000, 1024, "ViT-H-14", "laion2b_s32b_b79k")
+        (16000, 1024, "ViT-H-14", str(Path(imagebind_huge_like_file).resolve()))
+    assert create_audio_encoder("imagebind", pretrained=False).clip_pretrained == "imagebind"
     ours = enc.state_dict()
     assert len(ours) == len(imagebind_official_state) == 177
     official_to_ours = {"modality_preprocessors.audio.": "preprocessor.", "modality_trunks.audio.": "trunk.",
@@ -291,9 +295,12 @@ def test_imagebind_full_file_loads_audio_part_only(imagebind_encoder, imagebind_
         prefix = next(p for p in official_to_ours if key.startswith(p))
         mine = ours[official_to_ours[prefix] + key[len(prefix):]]
         assert mine.shape == value.shape and torch.equal(mine, value), key
-    enc.check_pair("ViT-H-14", "laion2b_s32b_b79k")
+    enc.check_pair("ViT-H-14", "imagebind")
+    enc.check_pair("ViT-H-14", "laion2b_s32b_b79k")  # the tower ImageBind was initialised from: an option
     with pytest.raises(ValueError, match="ViT-H-14"):
         enc.check_pair("ViT-B-16", "openai")
+    with pytest.raises(ValueError, match="ViT-H-14"):
+        enc.check_pair("ViT-H-14", "laion2b_s39b_b160k")
 
 
 def test_imagebind_strict_loading(imagebind_official_state):

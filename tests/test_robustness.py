@@ -589,11 +589,13 @@ TINY_TIMM = dict(depth=2, embed_dim=64, num_heads=2, img_size=32, patch_size=8)
 # failed deep inside torch before (AttributeError / RuntimeError / wrong prefix count): now refused
 EXPLAINED_TIMM = ["vit_tiny_patch16_224", "deit3_small_patch16_224", "flexivit_small", "vit_base_patch16_siglip_224",
                   "vit_base_patch16_siglip_gap_224", "vit_medium_patch16_reg4_gap_256", "vit_base_patch16_clip_224",
-                  "vit_so150m_patch16_reg4_map_256", "vit_base_patch16_224_miil", "vit_little_patch16_reg1_gap_256"]
+                  "vit_so150m_patch16_reg4_map_256", "vit_base_patch16_224_miil", "vit_little_patch16_reg1_gap_256",
+                  # timm Eva (RoPE) models: the Eva adapter (explain/eva.py)
+                  "eva02_tiny_patch14_224", "vit_base_patch16_rope_reg1_gap_256", "vit_pe_core_tiny_patch16_384"]
 REFUSED_TIMM = {"deit_tiny_distilled_patch16_224": "distillation token", "vit_base_patch16_xp_224": "parallel branches",
                 "vit_small_patch16_18x2_224": "parallel branches", "vit_base_r50_s16_224": "HybridEmbed",
                 "vit_base_patch16_rpn_224": "ResPostBlock", "vit_dwee_patch16_reg1_gap_256": "DiffAttention",
-                "vit_base_patch16_rope_reg1_gap_256": "Eva", "eva02_tiny_patch14_224": "Eva",
+                "vit_base_patch16_rope_mixed_224": "RotaryEmbeddingMixed",
                 "beit_base_patch16_224": "Beit", "vit_relpos_small_patch16_224": "VisionTransformerRelPos"}
 
 

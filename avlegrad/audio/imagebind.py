@@ -1,8 +1,11 @@
 """ImageBind's audio tower (``imagebind_huge``), loading the official ``imagebind_huge.pth``.
 
-ImageBind's image tower is OpenCLIP ViT-H-14 (``laion2b_s32b_b79k``), frozen; its audio tower was
-trained into that image space. So :class:`ImageBindAudioEncoder` embeds sound where LeGrad can
-explain an open_clip ``ViT-H-14`` / ``laion2b_s32b_b79k`` image tower.
+ImageBind's image tower is said to be OpenCLIP ViT-H-14 (``laion2b_s32b_b79k``), frozen; its audio
+tower was trained into that image space. Its pairing names the tower in ImageBind's own file:
+``("ViT-H-14", "imagebind")``, read from ``imagebind_huge.pth`` into open_clip's ViT-H-14 by
+:mod:`avlegrad.audio.imagebind_clip` (the tower the LeGrad paper explained); the laion2b tower is
+accepted as an option (``--pretrained laion2b_s32b_b79k``), and
+``benchmarks/imagebind_vs_laion2b.py`` reports how far the two differ.
 
 What is reproduced (read from facebookresearch/ImageBind ``imagebind/models/imagebind_model.py``,
 ``multimodal_preprocessors.py``, ``transformer.py``, ``helpers.py`` and ``imagebind/data.py``):
@@ -43,6 +46,7 @@ This module also holds the weight-file helpers that ``wav2clip.py`` shares
 from __future__ import annotations
 
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -60,7 +64,8 @@ IMAGEBIND_FILENAME = "imagebind_huge.pth"
 IMAGEBIND_SHA256: str | None = None
 
 CLIP_MODEL = "ViT-H-14"
-CLIP_PRETRAINED = "laion2b_s32b_b79k"
+CLIP_PRETRAINED = "imagebind"  # the image tower in imagebind_huge.pth (imagebind_clip.py)
+ALTERNATIVE_PRETRAINED = ("laion2b_s32b_b79k",)  # the open_clip tower it was initialised from
 
 SAMPLE_RATE = 16000
 NUM_MEL_BINS = 128
@@ -331,6 +336,17 @@ class ImageBindAudioEncoder(AudioEncoder):
             waveforms = AF.resample(waveforms.float(), orig_freq=int(sample_rate), new_freq=self.sample_rate)
         return super().forward(waveforms)
 
+    def check_pair(self, model_name: str | None, pretrained: str | None) -> None:
+        """As :meth:`AudioEncoder.check_pair`; ImageBind's own tower (the tag ``imagebind`` or an
+        ImageBind file) and open_clip's ``laion2b_s32b_b79k`` ViT-H-14 are both accepted."""
+        from ..models import _is_imagebind
+
+        if self.clip_model == CLIP_MODEL and str(model_name).replace("/", "-") == CLIP_MODEL and (
+                str(pretrained).lower() in ALTERNATIVE_PRETRAINED + (CLIP_PRETRAINED,)
+                or _is_imagebind(model_name, pretrained)):
+            return
+        super().check_pair(model_name, pretrained)
+
     # --- weights ----------------------------------------------------------------------------
     def load_official_state_dict(self, state: dict, source="state dict") -> None:
         """Load ImageBind weights: the whole ``imagebind_huge.pth`` dict (other modalities are ignored),
@@ -378,14 +394,25 @@ def audio_state_dict(state: dict, source="state dict") -> dict:
 @register_audio_encoder("imagebind", training=TrainingContract(),
                         test_config={"pretrained": False, "width": 64, "depth": 1, "heads": 4, "embed_dim": 32})
 def imagebind(checkpoint=None, pretrained: bool = True, progress: bool = True, **kwargs) -> ImageBindAudioEncoder:
-    """ImageBind (huge) audio tower for OpenCLIP ViT-H-14 ``laion2b_s32b_b79k``.
+    """ImageBind (huge) audio tower, paired with ImageBind's own ViT-H-14 image tower.
+
+    Its image tower is ``("ViT-H-14", "imagebind")``: the cached ``imagebind_huge.pth``, or the
+    ``checkpoint`` file itself when that holds ImageBind's vision weights (the official file).
 
     ``checkpoint``: a file holding ImageBind weights (the official ``imagebind_huge.pth``, or any
     state dict with its audio keys or ours). None: ``cache_root()/weights/imagebind_huge.pth``,
     downloaded from :data:`IMAGEBIND_URL` when absent (4.5 GB). ``pretrained=False`` (and no
     checkpoint) builds a random-init tower. ``kwargs`` go to :class:`ImageBindAudioEncoder`.
     """
-    return build_pretrained_encoder(ImageBindAudioEncoder, "imagebind", what="ImageBind", url=IMAGEBIND_URL, filename=IMAGEBIND_FILENAME,
-                                    sha256=IMAGEBIND_SHA256, load_file=load_weights_mmap, checkpoint=checkpoint,
-                                    pretrained=pretrained, progress=progress, **kwargs)
+    encoder = build_pretrained_encoder(ImageBindAudioEncoder, "imagebind", what="ImageBind", url=IMAGEBIND_URL,
+                                       filename=IMAGEBIND_FILENAME, sha256=IMAGEBIND_SHA256,
+                                       load_file=load_weights_mmap, checkpoint=checkpoint, pretrained=pretrained,
+                                       progress=progress, **kwargs)
+    if checkpoint is not None and encoder.clip_pretrained == CLIP_PRETRAINED:
+        from ..models import _is_imagebind
+
+        if _is_imagebind(CLIP_MODEL, str(checkpoint)):  # the image tower is in the file given
+            encoder.clip_pretrained = str(Path(checkpoint).expanduser().resolve())
+            encoder.config["clip_pretrained"] = encoder.clip_pretrained
+    return encoder
 

@@ -233,7 +233,7 @@ class LeGrad(Explainer):
                     o = vit.attend(q, k, v)
                 o.requires_grad_(True)
                 if pooled:
-                    scores.append(cosines(vit.finish_pool(o), targets))
+                    scores.append(vit.pool_score(o, targets))
                 else:
                     # the next block sees no graph, so d s_m / d A_l = 0 for m != l
                     if self.score_tokens == "all":

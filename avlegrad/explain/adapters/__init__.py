@@ -9,3 +9,6 @@ from .base import (  # noqa: F401
 from .open_clip import OpenCLIPViT  # noqa: F401
 from .timm import TimmViT  # noqa: F401
 from .torchvision import TorchvisionViT  # noqa: F401
+from .eva import EvaViT  # noqa: F401,E402
+from .coca import OpenCLIPCoCa  # noqa: F401,E402
+from .hf import HFCLIPViT, HFSiglipViT  # noqa: F401,E402

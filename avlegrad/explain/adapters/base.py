@@ -311,6 +311,13 @@ class ModelAdapter:
         """The pooled embedding ``[B, D]`` from the pooler's per-head attention output ``o``."""
         raise NotImplementedError
 
+    def pool_score(self, o: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """LeGrad's per-layer score of an attention-pooled tower, ``[B, K]`` fp32, from the
+        pooler's per-head output ``o`` and unit targets ``[B, K, D]``: the cosine of
+        :meth:`finish_pool` with the targets (the official SigLIP rule). A family whose official
+        rule differs (CoCa: a raw dot product) overrides this."""
+        return cosines(self.finish_pool(o), targets)
+
     def pool_keys(self, tokens: torch.Tensor) -> torch.Tensor:
         """The tokens the pooler attends over: ``tokens[:, pool_key_offset:]``."""
         return tokens[:, self.pool_key_offset:] if self.pool_key_offset else tokens

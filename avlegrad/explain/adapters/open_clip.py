@@ -21,15 +21,16 @@ class OpenCLIPViT(ModelAdapter):
     ``open_clip/transformer.py``: ``VisionTransformer.forward``, ``ResidualAttentionBlock``)."""
 
     supported = ("OpenCLIP VisionTransformer towers (ViT-B-32 ... ViT-bigG-14, QuickGELU, LayerScale, "
-                 "qk-norm/NormFormer options; the CLIP model or its .visual; not CoCa attention-pooled towers)")
+                 "qk-norm/NormFormer options; the CLIP model or its .visual)")
     num_prefix_tokens = 1
     score_token_choices = SCORE_TOKENS
+    pools_with_attention = False  # CoCa's attentional pooler: OpenCLIPCoCa (coca.py)
 
     def __init__(self, model: nn.Module):
         from open_clip.transformer import CustomResidualAttentionBlock, ResidualAttentionBlock
 
         visual = getattr(model, "visual", model)
-        if getattr(visual, "attn_pool", None) is not None:
+        if getattr(visual, "attn_pool", None) is not None and not self.pools_with_attention:
             refuse("this open_clip tower pools with attention (CoCa-style attn_pool)")
         if visual.pool_type not in ("tok", "avg"):
             refuse(f"this tower has pool_type={visual.pool_type!r} (no single image embedding)")

@@ -33,7 +33,7 @@ class TimmViT(ModelAdapter):
     supported = ("timm VisionTransformer models with standard Block/Attention layers (classifiers, e.g. "
                  "vit_base_patch16_224, register-token models such as vit_base_patch16_reg4_gap_256, "
                  "attention-pooled 'map' models) and open_clip timm towers built on them (SigLIP: "
-                 "ViT-B-16-SigLIP, ...); not EVA/RoPE, BEiT, relative-position, parallel-block (vit_*_xp, "
+                 "ViT-B-16-SigLIP, ...); not BEiT, relative-position, parallel-block (vit_*_xp, "
                  "*_18x2), hybrid CNN-stem (vit_*_r50_*) or distilled DeiT ViTs")
 
     def __init__(self, model: nn.Module):
