@@ -132,9 +132,8 @@ def load_models(audio_encoder: str = WORLD, tower: str = AUTO_TOWER, device="cpu
     with a one-line reason (weights that cannot be found name where to put them; a tower that is
     not the encoder's is refused).
     """
-    from .audio import create_audio_encoder
     from .download import DownloadError
-    from .models import RANDOM_WEIGHTS, WeightsUnavailableError, load_clip
+    from .models import WeightsUnavailableError, load_pair
     from .world_clip import WORLD_CHECKPOINTS, WORLD_CLIP_NAME, load_world_models
 
     device = torch.device(device)
@@ -149,21 +148,11 @@ def load_models(audio_encoder: str = WORLD, tower: str = AUTO_TOWER, device="cpu
             return Models(clip, cfg, WORLD_CLIP_NAME, encoder.eval(), "the offline world's CLIP + audio encoder")
         if audio_encoder.lower() == NO_AUDIO:
             name, pretrained = _split_tower(DEFAULT_TOWER if tower == AUTO_TOWER else tower)
-            clip, cfg = load_clip(name, pretrained, device=device)
+            clip, cfg, name, _, _ = load_pair(None, name, pretrained, device=device)
             return Models(clip, cfg, name, None, f"the {name} image tower (no audio encoder)")
-        encoder = create_audio_encoder(audio_encoder, device=device).eval()
-        if tower == AUTO_TOWER:
-            spec = encoder.clip_tower_spec
-            if spec["model"] is None:
-                raise UserError(f"audio encoder {audio_encoder!r} does not name its image tower; give one as "
-                                f"open_clip NAME:PRETRAINED")
-            clip, cfg = load_clip(spec["model"], spec["pretrained"], device=device, model_cfg=spec["model_cfg"],
-                                  init_seed=spec["init_seed"])
-            name = spec["model"]
-        else:
-            name, pretrained = _split_tower(tower)
-            encoder.check_pair(name, None if pretrained in RANDOM_WEIGHTS else pretrained)
-            clip, cfg = load_clip(name, pretrained, device=device)
+        # auto: the encoder's own tower; else NAME[:PRETRAINED], refused when it is not the encoder's
+        name, pretrained = _split_tower(tower) if tower != AUTO_TOWER else (None, None)
+        clip, cfg, name, _, encoder = load_pair(audio_encoder, name, pretrained, device=device)
         return Models(clip, cfg, name, encoder, f"{audio_encoder} with the {name} image tower")
     except UserError:
         raise

@@ -9,7 +9,9 @@ Prints N, cIoU (= AP50), mean cIoU and AUC per method, with the centre prior on 
 and writes summary.json + clips.jsonl (+ overlays) to --out; rerunning resumes.
 """
 import argparse
+import dataclasses
 import logging
+import re
 import sys
 
 from .box_metrics import box_metrics_help
@@ -18,6 +20,27 @@ from .download import DownloadError
 from .evaluation import DEFAULT_AUDIO_ENCODER, EvalOptions, evaluate, resolve_defaults
 from .models import WeightsUnavailableError
 
+FLAGS = {"methods": "--method"}  # the EvalOptions fields whose flag is not "--" + the field's name
+
+
+def flag_of(field: str) -> str:
+    """The command-line flag of EvalOptions field ``field`` (``audio_encoder`` -> ``--audio-encoder``)."""
+    return FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
+def cli_wording(message: str) -> str:
+    """A library error in the command line's words: the library names options as EvalOptions
+    fields in backquotes (```audio_encoder```, ```target=text```), the command line as flags
+    (``--audio-encoder``, ``--target text``). Other text is left as it is."""
+    fields = {f.name for f in dataclasses.fields(EvalOptions)}
+
+    def flag(match: re.Match) -> str:
+        name, value = match.group(1), match.group(2)
+        if name not in fields:
+            return match.group(0)
+        return flag_of(name) + (f" {value}" if value is not None else "")
+
+    return re.sub(r"`([a-z_]+)(?:=([^`]*))?`", flag, message)
 
 
 def parse_args(argv=None) -> EvalOptions:
@@ -103,7 +126,7 @@ def main(argv=None) -> int:
         else:
             evaluate(opts)
     except (ValueError, FileNotFoundError, WeightsUnavailableError, DownloadError) as e:  # user errors: no traceback
-        logging.getLogger("avlegrad").error("%s", e)
+        logging.getLogger("avlegrad").error("%s", cli_wording(str(e)))
         return 2
     except KeyboardInterrupt:  # the scored clips are on disk: rerunning the command resumes
         logging.getLogger("avlegrad").error("interrupted; the clips scored so far are kept: rerun the same "

@@ -36,7 +36,8 @@ from .data.datasets import collate_clips
 from .data.record import SkippedClip, skip_kind
 from .distributed import all_gather_objects, cleanup, init_distributed
 from .explain import create_explainer, list_explainers
-from .models import DTYPES, RANDOM_WEIGHTS, encode_text, image_tensor, load_clip  # noqa: F401 (DTYPES: re-exported)
+from .scoring import Scoring, register_scoring, scoring_class
+from .models import DTYPES, encode_text, image_tensor, load_pair  # noqa: F401 (DTYPES: re-exported)
 from .visualize import draw_boxes, overlay, save_image
 
 log = logging.getLogger("avlegrad")
@@ -141,8 +142,8 @@ class TextTargets:
         missing = sorted({r.label for r in records if r.label not in self.cache})
         if None in missing:
             clip = next(r.clip_id for r in records if r.label is None)
-            raise ValueError(f"clip {clip} has no class label, so --target text has no prompt for it; "
-                             f"use --target audio with an --audio-encoder")
+            raise ValueError(f"clip {clip} has no class label, so `target=text` has no prompt for it; "
+                             f"use `target=audio` with an `audio_encoder`")
         if missing:
             embeddings = encode_text(self.model, self.model_name, [self.prompt.format(label) for label in missing])
             self.cache.update(zip(missing, embeddings))
@@ -224,14 +225,14 @@ def _prepare_run_folder(opts: EvalOptions, settings: dict) -> Path:
     out = Path(opts.out) if opts.out else _default_out(opts, settings)
     run_file = out / "run.json"
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder: name a folder for the results")
+        raise ValueError(f"`out` {out} is a file, not a folder: name a folder for the results")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise ValueError(f"--out {out}: cannot write results there ({e.strerror or e})") from None
+        raise ValueError(f"`out` {out}: cannot write results there ({e.strerror or e})") from None
     if opts.overwrite:
         for path in _result_files(out) + [out / "summary.json", run_file]:
             path.unlink(missing_ok=True)
@@ -240,7 +241,7 @@ def _prepare_run_folder(opts: EvalOptions, settings: dict) -> Path:
     if changed:
         detail = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
         raise ValueError(f"{out} holds results of a run with other settings ({detail}); "
-                         f"use another --out, or --overwrite to start afresh")
+                         f"use another `out`, or `overwrite` to start afresh")
     _write_atomic(run_file, json.dumps(settings, indent=2))  # (a run that scored nothing is replaced)
     if not opts.out:
         log.info("results go to %s", out)
@@ -258,30 +259,14 @@ def _settings(opts: EvalOptions, model_name: str, pretrained, image_size: int) -
 
 def _load_models(opts: EvalOptions, device):
     """(model, preprocess cfg, model name, weights, target source)."""
-    encoder = None
     if opts.target == "audio":
         if not opts.audio_encoder:
-            raise ValueError("--target audio needs an --audio-encoder (a registered name or a checkpoint "
-                             "written by train.py), or use --target text with the class names")
-        from .audio import create_audio_encoder
-
-        encoder = create_audio_encoder(opts.audio_encoder, device=device).eval()
+            raise ValueError("`target=audio` needs an `audio_encoder` (a registered name or a checkpoint "
+                             "written by train.py), or use `target=text` with the class names")
     elif opts.target != "text":
         raise ValueError(f"unknown target {opts.target!r}; choose audio or text")
-
-    if encoder is not None and opts.model is None and opts.pretrained is None:
-        if getattr(encoder, "missing_tower_file", None):
-            raise ValueError(encoder.missing_tower_file)
-        spec = encoder.clip_tower_spec  # the tower the encoder was trained against
-        name, pretrained = spec["model"], spec["pretrained"]
-        model, cfg = load_clip(name, pretrained, device=device, model_cfg=spec["model_cfg"],
-                               init_seed=spec["init_seed"])
-    else:
-        name = opts.model or "ViT-B-16"
-        pretrained = opts.pretrained if opts.pretrained is not None else "openai"
-        model, cfg = load_clip(name, pretrained, device=device)
-        if encoder is not None:
-            encoder.check_pair(name, None if pretrained in RANDOM_WEIGHTS else pretrained)
+    model, cfg, name, pretrained, encoder = load_pair(opts.audio_encoder if opts.target == "audio" else None,
+                                                      opts.model, opts.pretrained, device=device)
     targets = AudioTargets(encoder) if encoder is not None else TextTargets(model, name, opts.prompt)
     return model, cfg, name, pretrained, targets
 
@@ -329,19 +314,30 @@ def evaluate(opts: EvalOptions) -> dict | None:
         cleanup(dist)
 
 
-class BoxScoring:
-    """Box benchmarks (EZ-VSL protocol): each clip's cIoU per method, the centre prior beside them."""
+@register_scoring("boxes")
+class BoxScoring(Scoring):
+    """Box benchmarks (EZ-VSL protocol): each clip's cIoU per method, the centre prior beside them,
+    and the ``box_metrics`` variants (avlegrad.box_metrics). ValueError for ``confidence`` or
+    ``seg_metrics`` (options of the other kinds)."""
 
     baselines = (BASELINE,)
 
     def __init__(self, opts: EvalOptions):
         from .box_metrics import box_metric
 
+        super().__init__(opts)
+        self.check_options(opts)
         self.center = metrics.center_prior()  # at the GT size, float64: exactly the benchmark's prior
         self.variants = [box_metric(v) for v in dict.fromkeys(getattr(opts, "box_metrics", None) or ())]
 
-    def start(self, out: Path, opts: EvalOptions, is_main: bool) -> None:
-        pass
+    def check_options(self, opts: EvalOptions) -> None:
+        """ValueError for an option of another scoring kind."""
+        if getattr(opts, "confidence", None):
+            raise ValueError(f"`confidence` applies to the extended sets (vggsound-extended, flickr-extended, "
+                             f"synthetic `split=extended`); {opts.dataset} has no negatives to score")
+        if getattr(opts, "seg_metrics", None):
+            raise ValueError(f"`seg_metrics` applies to the segmentation datasets; {opts.dataset} is scored with "
+                             f"boxes (cIoU, AP50, AUC)")
 
     def is_done(self, row: dict, out: Path) -> bool:
         return "ciou" in row and all(v.name in row for v in self.variants)
@@ -415,27 +411,21 @@ def percent(value) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
 
 
-def scoring_for(opts: EvalOptions):
-    """How a dataset's clips are scored: boxes (cIoU), masks (maps stored, dataset-level metrics), or
-    the sound-following benchmarks' rules (avlegrad.sslalignment_eval)."""
+def scoring_for(opts: EvalOptions) -> Scoring:
+    """How a dataset's clips are scored: the Scoring of the kind its registration names for the
+    split (avlegrad.scoring: ``boxes``, ``masks``, ``sound-following``, ...); an unregistered name
+    is scored with boxes. ValueError (from the scoring) for an option that does not apply to it."""
     from .data.registry import _DATASETS
-    from .data.sslalignment import sound_following_kind
-    from .segmentation_eval import MaskScoring, is_segmentation_dataset
 
     spec = _DATASETS.get(opts.dataset)
-    masks = is_segmentation_dataset(opts.dataset) or (spec is not None and spec.scoring == "masks")
-    following = sound_following_kind(opts.dataset, opts.split)
-    if getattr(opts, "box_metrics", None) and (masks or following):
+    return scoring_class(spec.scoring_kind(opts.split) if spec else "boxes")(opts)
+
+
+def refuse_box_metrics(opts: EvalOptions) -> None:
+    """ValueError when ``opts`` asks for box metric variants: for the scorings with rules of their own."""
+    if getattr(opts, "box_metrics", None):
         raise ValueError(f"box metrics ({', '.join(opts.box_metrics)}) apply to the box benchmarks; "
                          f"{opts.dataset} ({opts.split}) is scored by its own rules")
-    if following:
-        from .sslalignment_eval import SoundFollowingScoring
-
-        return SoundFollowingScoring(opts)
-    if opts.confidence:
-        raise ValueError(f"--confidence applies to the extended sets (vggsound-extended, flickr-extended, "
-                         f"synthetic --split extended); {opts.dataset} has no negatives to score")
-    return MaskScoring(opts) if masks else BoxScoring(opts)
 
 
 def _evaluate(opts: EvalOptions, dist) -> dict | None:
@@ -444,11 +434,8 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
     unknown = [m for m in opts.methods if m not in allowed]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(allowed)}")
-    if opts.seg_metrics and isinstance(scoring, BoxScoring):
-        raise ValueError(f"--seg-metrics applies to the segmentation datasets; {opts.dataset} is scored with "
-                         f"boxes (cIoU, AP50, AUC)")
     if opts.faithfulness and not methods_needing_model(opts.methods, scoring):
-        raise ValueError("--faithfulness scores the maps of an explainer: give --method legrad (or another)")
+        raise ValueError("`faithfulness` scores the maps of an explainer: give `methods=legrad` (or another)")
     if opts.dtype not in DTYPES:
         raise ValueError(f"unknown dtype {opts.dtype!r}; choose from {', '.join(DTYPES)}")
     for name, value, least in (("limit", opts.limit, 1), ("save_overlays", opts.save_overlays, 0),
@@ -457,8 +444,7 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
                                ("faithfulness_steps", opts.faithfulness_steps, 1),
                                ("faithfulness_batch", opts.faithfulness_batch, 1)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
-            flag = "--" + name.replace("_", "-")
-            raise ValueError(f"{flag} must be an integer >= {least}, got {value!r}")
+            raise ValueError(f"`{name}` must be an integer >= {least}, got {value!r}")
     device = dist.device
     methods = [m for m in dict.fromkeys(opts.methods) if m not in scoring.baselines]
 
@@ -531,7 +517,7 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
                     batch_targets = targets(records, device)
                     for m, explainer in explainers.items():
                         maps[m] = explainer(images, batch_targets).float().cpu()
-                    if scored and hasattr(scoring, "observe_batch"):  # e.g. the extended sets' confidences
+                    if scored:  # e.g. the extended sets' confidences
                         scoring.observe_batch(model, images, batch_targets, maps, explainers)
                     extra = faith.score(images, batch_targets, maps, records) if faith and scored else None
             yield records, skipped, maps, extra
@@ -626,7 +612,8 @@ def _as_dict(report) -> dict | None:
 
 def format_table(summary: dict, scoring=None) -> str:
     """The results as a table, x100 as papers print them, with the trivial baselines beside them."""
-    scoring = scoring or scoring_for(EvalOptions(dataset=summary["settings"]["dataset"]))
+    scoring = scoring or scoring_for(EvalOptions(dataset=summary["settings"]["dataset"],
+                                                 split=summary["settings"].get("split", EvalOptions.split)))
     s = summary["settings"]
     head = (f"{s['dataset']} ({s['split']}): {summary['evaluated']} clips scored of {summary['clips']}, "
             f"{summary['skipped']['count']} skipped"

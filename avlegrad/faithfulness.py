@@ -230,7 +230,7 @@ class FaithfulnessScoring:
     (per batch) and :meth:`summarise`."""
 
     def __init__(self, model, steps: int = 20, batch_size: int = 256):
-        check_steps(steps, "--faithfulness-steps")
+        check_steps(steps, "`faithfulness_steps`")
         self.scorer = ModelScorer(model)
         self.steps, self.batch_size = steps, batch_size
 

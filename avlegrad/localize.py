@@ -41,7 +41,7 @@ import torch
 from .data.media import MediaError, _to_float, check_frame_size, resample, upright
 from .data.record import VIDEO_SUFFIXES
 from .fileio import atomic_path
-from .models import DTYPES, RANDOM_WEIGHTS, encode_text, load_clip
+from .models import DTYPES, encode_text, load_pair
 from .visualize import COLORMAPS, overlay, save_image
 
 log = logging.getLogger("avlegrad")
@@ -693,24 +693,7 @@ class Localizer:
             raise ValueError("give --audio-encoder NAME_OR_CHECKPOINT (localize the sound) or --target-text "
                              "PROMPT (localize a text prompt in every frame), not both nor neither")
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        encoder = None
-        if audio_encoder is not None:
-            from .audio import create_audio_encoder
-
-            encoder = create_audio_encoder(audio_encoder, device=device).eval()
-        if encoder is not None and model is None and pretrained is None:
-            spec = encoder.clip_tower_spec  # the tower the encoder was trained against
-            if spec["model"] is None:
-                raise ValueError(f"audio encoder {audio_encoder!r} does not name its CLIP tower; "
-                                 "give --model and --pretrained")
-            clip, cfg = load_clip(spec["model"], spec["pretrained"], device=device, model_cfg=spec["model_cfg"],
-                                  init_seed=spec["init_seed"])
-        else:
-            model = model or "ViT-B-16"
-            pretrained = pretrained if pretrained is not None else "openai"
-            if encoder is not None:
-                encoder.check_pair(model, None if pretrained in RANDOM_WEIGHTS else pretrained)
-            clip, cfg = load_clip(model, pretrained, device=device)
+        clip, cfg, model, _, encoder = load_pair(audio_encoder, model, pretrained, device=device)
         text = None
         if target_text is not None:
             text = text_embedding(clip, model, target_text)

@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -108,6 +109,59 @@ def load_clip(model_name: str, pretrained: str | None = None, device="cpu", mode
     cfg = merge_preprocess_dict(PreprocessCfg(), open_clip.get_model_preprocess_cfg(model))
     set_model_preprocess_cfg(model, cfg)
     return model, cfg
+
+
+DEFAULT_TOWER = ("ViT-B-16", "openai")  # the image tower when neither an audio encoder nor a model names one
+
+
+class ModelPair(NamedTuple):
+    """What :func:`load_pair` loads: the CLIP model and its preprocessing config, the tower's name
+    and weights as loaded, and the audio encoder (None without one)."""
+
+    clip: torch.nn.Module
+    cfg: dict
+    name: str
+    pretrained: str | None
+    encoder: torch.nn.Module | None
+
+
+def load_pair(audio_encoder=None, model: str | None = None, pretrained: str | None = None,
+              device="cpu") -> ModelPair:
+    """An audio encoder and the CLIP image tower it is used with, by the one policy every entry
+    point (``evaluate``, ``Localizer.from_names``, the web app) follows:
+
+    - ``audio_encoder`` (a registered name or a ``train.py`` checkpoint, or an encoder already
+      built; None: a tower alone) is created in eval mode on ``device``;
+    - with an encoder and neither ``model`` nor ``pretrained``: the tower the encoder was trained
+      against (its ``clip_tower_spec``: open_clip name or model config, weights, seed);
+    - otherwise open_clip's ``model`` (default ``ViT-B-16``) with ``pretrained`` (default
+      ``openai``; ``none``/``random``: random weights), and an encoder refuses a tower that is not
+      its own (``check_pair``) before anything is loaded.
+
+    Raises ValueError (one line) for an encoder whose tower file is missing or that names no tower,
+    and for a refused pair; the loaders' own errors (missing weights, bad checkpoint) pass through.
+    """
+    encoder = audio_encoder
+    if isinstance(audio_encoder, (str, os.PathLike)):
+        from .audio import create_audio_encoder
+
+        encoder = create_audio_encoder(str(audio_encoder), device=device).eval()
+    if encoder is not None and model is None and pretrained is None:
+        if getattr(encoder, "missing_tower_file", None):
+            raise ValueError(encoder.missing_tower_file)
+        spec = encoder.clip_tower_spec  # the tower the encoder was trained against
+        if spec["model"] is None:
+            raise ValueError(f"audio encoder {str(audio_encoder)!r} does not name its CLIP tower; give model and "
+                             "pretrained")
+        clip, cfg = load_clip(spec["model"], spec["pretrained"], device=device, model_cfg=spec["model_cfg"],
+                              init_seed=spec["init_seed"])
+        return ModelPair(clip, cfg, spec["model"], spec["pretrained"], encoder)
+    name = model or DEFAULT_TOWER[0]
+    pretrained = pretrained if pretrained is not None else DEFAULT_TOWER[1]
+    if encoder is not None:
+        encoder.check_pair(name, None if pretrained in RANDOM_WEIGHTS else pretrained)
+    clip, cfg = load_clip(name, pretrained, device=device)
+    return ModelPair(clip, cfg, name, pretrained, encoder)
 
 
 def _is_imagebind(model_name: str, pretrained) -> bool:

@@ -34,7 +34,8 @@ from .fileio import atomic_path
 from . import metrics
 from . import segmentation_metrics as sm
 from .data.segmentation import EVAL_SIZE, SEGMENTATION_SPLITS
-from .evaluation import percent
+from .evaluation import percent, refuse_box_metrics
+from .scoring import Scoring, register_scoring
 
 
 SEGMENTATION_DATASETS = tuple(SEGMENTATION_SPLITS)
@@ -79,7 +80,7 @@ def metric_variants(opts) -> list[str]:
     defaults = DEFAULT_METRICS.get(f"{opts.dataset}/{getattr(opts, 'split', None)}") or DEFAULT_METRICS.get(opts.dataset)
     chosen = list(getattr(opts, "seg_metrics", None) or defaults or ())
     if not chosen:  # a registered mask dataset without published metrics: the user names them
-        raise ValueError(f"dataset {opts.dataset!r} has no default segmentation metrics: name them with seg_metrics "
+        raise ValueError(f"dataset {opts.dataset!r} has no default segmentation metrics: name them with `seg_metrics` "
                          f"(among {', '.join(METRIC_VARIANTS)})")
     unknown = [m for m in chosen if m not in METRIC_VARIANTS]
     if unknown:
@@ -166,16 +167,23 @@ def score_method(maps, gts, class_ids, variants: list[str], batch_frames: int) -
 
 
 # ----------------------------------------------------------------------------- the scoring
-class MaskScoring:
-    """How ``avlegrad.evaluation`` scores a segmentation benchmark (see the module docstring)."""
+@register_scoring("masks")
+class MaskScoring(Scoring):
+    """How ``avlegrad.evaluation`` scores a segmentation benchmark (see the module docstring).
+    ValueError for ``box_metrics`` or ``confidence`` (options of the other kinds)."""
 
     baselines = BASELINES
 
     def __init__(self, opts):
+        super().__init__(opts)
+        refuse_box_metrics(opts)
+        if getattr(opts, "confidence", None):
+            raise ValueError(f"`confidence` applies to the extended sets (vggsound-extended, flickr-extended, "
+                             f"synthetic `split=extended`); {opts.dataset} has no negatives to score")
         self.variants = metric_variants(opts)
         self.batch_frames = int(getattr(opts, "avsbench_batch_frames", sm.OFFICIAL_BATCH_FRAMES))
         if self.batch_frames < 1:
-            raise ValueError(f"--avsbench-batch-frames must be >= 1, got {self.batch_frames}")
+            raise ValueError(f"`avsbench_batch_frames` must be >= 1, got {self.batch_frames}")
 
     def start(self, out: Path, opts, is_main: bool) -> None:
         if is_main and opts.overwrite and (out / MAPS_DIR).is_dir():

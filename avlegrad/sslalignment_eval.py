@@ -32,23 +32,32 @@ import torch.nn.functional as F
 from . import metrics
 from . import metrics_sslalignment as ssl
 from .data.sslalignment import is_grouped, sound_following_kind
-from .evaluation import BASELINE, BoxScoring, percent
+from .evaluation import BASELINE, BoxScoring, percent, refuse_box_metrics
+from .scoring import register_scoring
 
 CONFIDENCES = ("cosine", "map-max")
 ZERO_AREA_RULE = ("entries whose ground truth is empty (zero-area boxes) score cIoU 0: counted in N and as "
                   "failures, as the reference's 0/sum(pred) (or NaN, which fails every >= test) does")
 
 
+@register_scoring("sound-following")
 class SoundFollowingScoring(BoxScoring):
-    """Per-entry scores of the sound-following benchmarks (see the module docstring)."""
+    """Per-entry scores of the sound-following benchmarks (see the module docstring). ValueError for
+    ``box_metrics`` or ``seg_metrics``, and for ``confidence`` on a set without negatives."""
+
+    def check_options(self, opts) -> None:
+        refuse_box_metrics(opts)
+        if getattr(opts, "seg_metrics", None):
+            raise ValueError(f"`seg_metrics` applies to the segmentation datasets; {opts.dataset} is scored with "
+                             f"boxes (cIoU, AP50, AUC)")
 
     def __init__(self, opts):
         super().__init__(opts)
         self.kind = sound_following_kind(opts.dataset, opts.split)
         self.grouped = is_grouped(opts.dataset, opts.split)
         if opts.confidence and self.kind != "extended":
-            raise ValueError(f"--confidence applies to the extended sets (vggsound-extended, flickr-extended, "
-                             f"synthetic --split extended); {opts.dataset} has no negatives to score")
+            raise ValueError(f"`confidence` applies to the extended sets (vggsound-extended, flickr-extended, "
+                             f"synthetic `split=extended`); {opts.dataset} has no negatives to score")
         self.confidence = opts.confidence or "cosine"
         if self.confidence not in CONFIDENCES:
             raise ValueError(f"unknown confidence {self.confidence!r}; choose from {', '.join(CONFIDENCES)}")

@@ -198,21 +198,15 @@ def test_random_clip_tower_is_reproducible_and_leaves_rng_alone():
 
 # small random-weight configurations of the built-in encoders; an encoder not listed is built with
 # its defaults (keep them small, or add a line here)
-TINY_ENCODER_KWARGS = {
-    "imagebind": dict(pretrained=False, width=32, depth=1, heads=2, embed_dim=24, target_length=100),
-    "wav2clip": dict(pretrained=False),
-    "timm": dict(backbone="test_convnext", embed_dim=24, frontend={"n_mels": 32}),
-}
-
-
 def test_every_registered_encoder_embeds_a_tiny_waveform():
     """Each registered encoder: a unit vector per clip in its declared space (embed_dim, CLIP tower),
     and a training contract that says what train.py may do."""
     from avlegrad.audio import list_audio_encoders, training_contract
+    from avlegrad.audio.factory import test_config
 
     torch.manual_seed(0)
     for name in list_audio_encoders():
-        encoder = create_audio_encoder(name, **TINY_ENCODER_KWARGS.get(name, {}))
+        encoder = create_audio_encoder(name, **test_config(name))  # declared with its registration
         assert not encoder.training and encoder.registry_name == name
         waves = 0.1 * torch.randn(2, max(encoder.sample_rate, encoder.min_samples))
         with torch.no_grad():

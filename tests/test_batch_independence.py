@@ -10,23 +10,26 @@ import torch
 
 from avlegrad import localize
 from avlegrad.audio import create_audio_encoder, list_audio_encoders
+from avlegrad.audio.base import AudioEncoder
+from avlegrad.audio.factory import test_config
 from avlegrad.evaluation import AudioTargets
 from conftest import make_tiny_clip
 
-ENCODERS = {  # small random-weight versions of every registered encoder (and Wav2CLIP's two modes)
-    "timm": lambda: create_audio_encoder("timm", backbone="test_convnext", embed_dim=32,
-                                         frontend={"n_fft": 512, "n_mels": 32}),
-    "imagebind": lambda: create_audio_encoder("imagebind", pretrained=False, width=64, depth=1, heads=4,
-                                              embed_dim=32),
-    "wav2clip": lambda: create_audio_encoder("wav2clip", pretrained=False),
-    "wav2clip-batch": lambda: create_audio_encoder("wav2clip", pretrained=False, normalize="batch"),
-    "waveform-cnn": lambda: create_audio_encoder("waveform-cnn", embed_dim=32, channels=(8, 16), kernels=(32, 8),
-                                                 strides=(4, 4), pools=(4, 1)),
-}
+# every registered encoder, as the small random-weight version its registration declares
+# (register_audio_encoder(..., test_config=)), and Wav2CLIP's batch standardisation beside its default
+ENCODERS = {name: {} for name in list_audio_encoders()}
+ENCODERS["wav2clip-batch"] = {"normalize": "batch"}
 
 
-def test_every_registered_encoder_is_covered():
-    assert set(list_audio_encoders()) <= {name.removesuffix("-batch") for name in ENCODERS}
+def build(key: str):
+    name = key.removesuffix("-batch")
+    return create_audio_encoder(name, **{**test_config(name), **ENCODERS[key]})
+
+
+def test_every_registered_encoder_declares_a_test_config():
+    for name in list_audio_encoders():
+        encoder = create_audio_encoder(name, **test_config(name))
+        assert isinstance(encoder, AudioEncoder) and encoder.embed_dim > 0, name
 
 
 def sounds(n, samples, seed=0):
@@ -40,7 +43,7 @@ def sounds(n, samples, seed=0):
 @pytest.fixture(params=sorted(ENCODERS))
 def encoder(request):
     torch.manual_seed(0)
-    return ENCODERS[request.param]().eval()
+    return build(request.param).eval()
 
 
 def test_eval_targets_do_not_depend_on_the_batch(encoder):

@@ -248,7 +248,7 @@ def test_steps_are_checked():
     for steps in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="steps must be an integer >= 1"):
             fa.check_steps(steps)
-        with pytest.raises(ValueError, match="--faithfulness-steps"):
+        with pytest.raises(ValueError, match="`faithfulness_steps`"):
             fa.FaithfulnessScoring(make_tiny_clip(), steps=steps)
 
 

@@ -31,6 +31,7 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 
 _REGISTRY: dict[str, Callable[..., AudioEncoder]] = {}
 _TRAINING: dict[str, "TrainingContract"] = {}
+_TEST_CONFIGS: dict[str, dict | None] = {}  # small random-weight versions, for the tests
 
 TOWER_KWARGS = ("clip_model", "clip_pretrained", "clip_model_cfg", "clip_init_seed")
 
@@ -69,10 +70,14 @@ class CheckpointError(ValueError):
         super().__init__(f"{self.path}: {reason}")
 
 
-def register_audio_encoder(name: str | Callable | None = None, *, training: TrainingContract | None = None):
+def register_audio_encoder(name: str | Callable | None = None, *, training: TrainingContract | None = None,
+                           test_config: dict | None = None):
     """Decorator registering a builder under ``name`` (default: the function's name).
 
-    ``training``: its :class:`TrainingContract` (None: train.py refuses the encoder, saying so)."""
+    ``training``: its :class:`TrainingContract` (None: train.py refuses the encoder, saying so).
+    ``test_config``: the builder's keyword arguments for a small random-weight version (no
+    download, a second on a CPU), with which the tests run every registered encoder
+    (:func:`test_config`)."""
 
     def decorate(fn):
         key = name if isinstance(name, str) else fn.__name__
@@ -81,6 +86,7 @@ def register_audio_encoder(name: str | Callable | None = None, *, training: Trai
             raise ValueError(f"audio encoder {key!r} is already registered by {old.__module__}.{old.__qualname__}")
         _REGISTRY[key] = fn
         _TRAINING[key] = training if training is not None else NOT_DECLARED
+        _TEST_CONFIGS[key] = dict(test_config) if test_config is not None else None
         return fn
 
     return decorate(name) if callable(name) else decorate
@@ -91,6 +97,21 @@ def training_contract(name: str) -> TrainingContract:
     if name not in _REGISTRY:
         raise _unknown(name)
     return _TRAINING[name]
+
+
+def test_config(name: str) -> dict:
+    """The keyword arguments of a small random-weight version of encoder ``name``, declared with its
+    registration (``create_audio_encoder(name, **test_config(name))``). ValueError if the encoder
+    is unknown or declares none."""
+    if name not in _REGISTRY:
+        raise _unknown(name)
+    if _TEST_CONFIGS[name] is None:
+        raise ValueError(f"audio encoder {name!r} declares no test_config (register_audio_encoder(..., "
+                         "test_config={...}): a small random-weight version for the tests)")
+    return dict(_TEST_CONFIGS[name])
+
+
+test_config.__test__ = False  # a library function, not a test pytest should collect
 
 
 def list_audio_encoders() -> list[str]:

@@ -391,7 +391,8 @@ def audio_state_dict(state: dict, source="state dict") -> dict:
     return {k: v.detach().clone() for k, v in out.items()}
 
 
-@register_audio_encoder("imagebind", training=TrainingContract())
+@register_audio_encoder("imagebind", training=TrainingContract(),
+                        test_config={"pretrained": False, "width": 64, "depth": 1, "heads": 4, "embed_dim": 32})
 def imagebind(checkpoint=None, pretrained: bool = True, progress: bool = True, **kwargs) -> ImageBindAudioEncoder:
     """ImageBind (huge) audio tower, paired with ImageBind's own ViT-H-14 image tower.
 

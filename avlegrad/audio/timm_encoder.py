@@ -97,7 +97,9 @@ def smallest_width(backbone: nn.Module, height: int, limit: int = 4096) -> int:
         backbone.train(was_training)
 
 
-@register_audio_encoder("timm", training=TrainingContract())
+@register_audio_encoder("timm", training=TrainingContract(),
+                        test_config={"backbone": "test_convnext", "embed_dim": 32,
+                                     "frontend": {"n_fft": 512, "n_mels": 32}})
 def timm_audio_encoder(**kwargs) -> TimmAudioEncoder:
     """Any timm backbone on log-mel; see :class:`TimmAudioEncoder` for the arguments."""
     return TimmAudioEncoder(**kwargs)

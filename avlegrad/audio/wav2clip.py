@@ -266,7 +266,7 @@ def load_wav2clip_file(path) -> dict:
     return obj
 
 
-@register_audio_encoder("wav2clip", training=TrainingContract(embed_dim=512))
+@register_audio_encoder("wav2clip", training=TrainingContract(embed_dim=512), test_config={"pretrained": False})
 def wav2clip(checkpoint=None, pretrained: bool = True, progress: bool = True, **kwargs) -> Wav2CLIPEncoder:
     """Wav2CLIP for OpenAI CLIP ViT-B/32.
 

@@ -47,7 +47,9 @@ class WaveformCNN(AudioEncoder):
         return self.head(self.features(waveforms.unsqueeze(1)).mean(dim=-1))
 
 
-@register_audio_encoder("waveform-cnn", training=TrainingContract())
+@register_audio_encoder("waveform-cnn", training=TrainingContract(),
+                        test_config={"embed_dim": 32, "channels": (8, 16), "kernels": (32, 8), "strides": (4, 4),
+                                     "pools": (4, 1)})
 def waveform_cnn(**kwargs) -> WaveformCNN:
     """A raw-waveform CNN; see :class:`WaveformCNN` for the arguments."""
     return WaveformCNN(**kwargs)

@@ -22,7 +22,7 @@ from .base import ClipDataset, ClipEntry, _media_problem, collate_clips  # noqa:
 from .record import VIDEO_SUFFIXES
 from .registry import dataset_spec, register_dataset
 from .segmentation import SEGMENTATION_SPLITS
-from .sslalignment import SOUND_FOLLOWING_SPLITS
+from .sslalignment import SOUND_FOLLOWING_SPLITS, sound_following_kind
 
 DATASET_SPLITS = {
     "vggsound": ("test", "heard", "unheard"),
@@ -184,6 +184,9 @@ def _register_builtins() -> None:
     for name, splits in DATASET_SPLITS.items():
         scoring = ("masks" if name in SEGMENTATION_SPLITS else
                    "sound-following" if name in SOUND_FOLLOWING_SPLITS else "boxes")
+        if name == "synthetic":  # the world's sound-following versions (avlegrad.data.sslalignment)
+            scoring = {split: "sound-following" if sound_following_kind(name, split) else "boxes"
+                       for split in splits}
         hint = GET_DATA_HINTS.get(name) or SEGMENTATION_HINTS.get(name) or \
             "see docs/benchmarks-sound-following.md for where to get the media"
         register_dataset(name, splits=splits, default_root=BUILTIN_ROOTS.get(name, name), hint=hint,

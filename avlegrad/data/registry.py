@@ -10,29 +10,38 @@ Adding a benchmark is one module holding a decorated builder (see docs/extending
 and the import that registers it (``avlegrad/data/__init__.py``). The builder gets a split among
 ``splits`` (checked before it is called) and returns a :class:`~avlegrad.data.base.ClipDataset`
 whose records carry ``boxes`` + ``box_format`` (scoring ``"boxes"``: cIoU, AP50, AUC by the
-EZ-VSL protocol) or a ``mask`` (scoring ``"masks"``). This module imports nothing of the
-package, so any module may register into it without an import cycle.
+EZ-VSL protocol) or a ``mask`` (scoring ``"masks"``); ``scoring`` names a kind registered in
+:mod:`avlegrad.scoring` (or maps each split to one). This module imports nothing of the package
+but :mod:`avlegrad.scoring` (which imports nothing), so any module may register into it without
+an import cycle.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
-SCORING_KINDS = ("boxes", "masks", "sound-following")
+from ..scoring import is_scoring_kind, list_scorings
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
     """A registered benchmark: its builder, splits (the first is the default), the folder name it
     is looked for under ``$AVLEGRAD_DATA`` (default ``./datasets``), a one-line hint saying where to
-    get the data, and how its clips are scored (one of :data:`SCORING_KINDS`)."""
+    get the data, and how its clips are scored: a kind of :func:`avlegrad.scoring.list_scorings`,
+    or a dict ``{split: kind}`` (see :meth:`scoring_kind`)."""
 
     name: str
     builder: Callable
     splits: tuple
     default_root: str
     hint: str
-    scoring: str
+    scoring: str | dict
+
+    def scoring_kind(self, split: str | None = None) -> str:
+        """The scoring kind of ``split`` (default: the first split)."""
+        if isinstance(self.scoring, str):
+            return self.scoring
+        return self.scoring[split if split in self.scoring else self.splits[0]]
 
 
 _DATASETS: dict[str, DatasetSpec] = {}
@@ -44,13 +53,18 @@ def register_dataset(name: str, *, splits=("test",), default_root: str | None = 
 
     ``builder(root, *, split, sample_rate, annotations, limit, media)`` (``root``: a ``Path``,
     user-expanded) returns a ClipDataset. ``default_root``: the folder under ``$AVLEGRAD_DATA``
-    (default: ``name``). Raises ValueError for an empty split list, an unknown scoring kind, or a
-    name registered by another builder."""
+    (default: ``name``). ``scoring``: a registered scoring kind (:mod:`avlegrad.scoring`), or a
+    dict giving each split its kind. Raises ValueError for an empty split list, an unknown scoring
+    kind, or a name registered by another builder."""
     splits = tuple(splits)
     if not splits or not all(isinstance(s, str) and s for s in splits):
         raise ValueError(f"dataset {name!r}: splits must be a non-empty list of names, got {splits!r}")
-    if scoring not in SCORING_KINDS:
-        raise ValueError(f"dataset {name!r}: unknown scoring {scoring!r}; valid: {', '.join(SCORING_KINDS)}")
+    kinds = dict(scoring) if isinstance(scoring, dict) else {s: scoring for s in splits}
+    if isinstance(scoring, dict) and set(kinds) != set(splits):
+        raise ValueError(f"dataset {name!r}: scoring must give a kind for each split {splits!r}, got {scoring!r}")
+    for kind in kinds.values():
+        if not is_scoring_kind(kind):
+            raise ValueError(f"dataset {name!r}: unknown scoring {kind!r}; valid: {', '.join(list_scorings())}")
 
     def decorate(fn):
         old = _DATASETS.get(name)
