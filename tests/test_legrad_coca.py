@@ -27,6 +27,8 @@ def tiny_coca(seed=0, pool_type="tok"):
     )
     with torch.no_grad():
         for name, p in model.named_parameters():
+            if not torch.isfinite(p).all() or p.abs().max() > 1e3:  # left as torch.empty by open_clip
+                p.normal_(0, 0.02)  # (text_decoder.text_projection): garbage, sometimes NaN
             if name.endswith(".weight") and p.ndim == 1:
                 p.copy_(1 + 0.3 * torch.randn_like(p))
             elif p.ndim == 1 or name.endswith("bias"):

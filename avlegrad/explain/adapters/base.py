@@ -352,6 +352,8 @@ def randomised_example(build, seed: int = 0) -> nn.Module:
                 elif p.ndim == 1:
                     p.copy_(0.2 * torch.randn_like(p))
                 else:
+                    if not torch.isfinite(p).all() or p.abs().max() > 1e3:  # left as torch.empty by its
+                        p.normal_(0, 0.02)  # builder (CoCa's text_decoder.text_projection): garbage, maybe NaN
                     p.add_(0.05 * torch.randn_like(p))
     return model.eval()
 
