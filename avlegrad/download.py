@@ -14,6 +14,8 @@ from pathlib import Path
 
 from .fileio import write_text_atomic
 
+RANDOM_WEIGHTS = (None, "", "none", "random")  # a `pretrained` value that means no weights to load
+
 CHUNK = 1 << 20
 TIMEOUT_S = 60
 

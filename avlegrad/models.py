@@ -12,8 +12,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from .download import RANDOM_WEIGHTS  # noqa: F401 (re-exported: a `pretrained` meaning random weights)
 
-RANDOM_WEIGHTS = (None, "", "none", "random")
 # autocast precision by name (None: no autocast): the one table of eval, localize, analyze and the app
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -60,7 +60,9 @@ def load_clip(model_name: str, pretrained: str | None = None, device="cpu", mode
     """
     import open_clip
 
-    if model_cfg is None and _is_imagebind(model_name, pretrained):
+    from .audio.imagebind_clip import is_imagebind_tower
+
+    if model_cfg is None and is_imagebind_tower(model_name, pretrained):
         return _load_imagebind_clip(pretrained, device)
     if pretrained in RANDOM_WEIGHTS:
         logging.getLogger("avlegrad").warning(
@@ -164,25 +166,6 @@ def load_pair(audio_encoder=None, model: str | None = None, pretrained: str | No
     return ModelPair(clip, cfg, name, pretrained, encoder)
 
 
-def _is_imagebind(model_name: str, pretrained) -> bool:
-    """``ViT-H-14`` with the tag ``imagebind`` or an ImageBind checkpoint file (its vision keys)."""
-    from .audio.imagebind_clip import IMAGEBIND_TAG, is_imagebind_state
-
-    if str(model_name).replace("/", "-") != "ViT-H-14" or pretrained in RANDOM_WEIGHTS:
-        return False
-    if str(pretrained).lower() == IMAGEBIND_TAG:
-        return True
-    path = Path(str(pretrained)).expanduser()
-    if not path.is_file() or path.suffix not in (".pth", ".pt"):
-        return False
-    from .audio.factory import CheckpointError, load_weights_mmap
-
-    try:
-        return is_imagebind_state(load_weights_mmap(path))
-    except CheckpointError:
-        return False
-
-
 def _load_imagebind_clip(pretrained, device):
     """ImageBind's own image and text towers as an open_clip CLIP (see ``audio/imagebind_clip.py``)."""
     from open_clip.model import set_model_preprocess_cfg
@@ -252,3 +235,13 @@ def image_tensor(frame, preprocess_cfg: dict, size: int | None = None) -> torch.
     mean = torch.tensor(preprocess_cfg["mean"]).view(3, 1, 1)
     std = torch.tensor(preprocess_cfg["std"]).view(3, 1, 1)
     return (x - mean) / std
+
+
+def create_clip_tower(model: str, pretrained: str | None = None, model_cfg: dict | None = None,
+                      init_seed: int = 0, device=None) -> tuple[torch.nn.Module, object]:
+    """A frozen open_clip model in eval mode and its eval image transform (PIL image -> tensor):
+    :func:`load_clip` plus open_clip's transform, for training."""
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    tower, cfg = load_clip(model, pretrained, device=device or "cpu", model_cfg=model_cfg, init_seed=init_seed)
+    return tower, image_transform_v2(PreprocessCfg(**cfg), is_train=False)

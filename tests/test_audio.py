@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from avlegrad.audio import (AudioEncoder, CheckpointError, LogMel, create_audio_encoder, create_clip_tower,
+from avlegrad.audio import (AudioEncoder, CheckpointError, LogMel, create_audio_encoder,
                             list_audio_encoders, register_audio_encoder)
 from avlegrad.audio import factory
+from avlegrad.models import create_clip_tower
 from avlegrad.audio.factory import encoder_checkpoint, save_checkpoint_file
 from avlegrad.data.media import load_audio, write_audio, write_video
 

@@ -15,7 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from avlegrad.audio import create_audio_encoder, create_clip_tower
+from avlegrad.audio import create_audio_encoder
+from avlegrad.models import create_clip_tower
 from avlegrad.data.media import write_audio, write_video
 from avlegrad.distributed import DistInfo
 from avlegrad.train import (EpochBatchSampler, apply_override, compute_targets, load_clip_frames,

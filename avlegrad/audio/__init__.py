@@ -1,6 +1,6 @@
 """Audio encoders: mono waveforms -> L2-normalised embeddings in a named CLIP image space."""
 from .base import AudioEncoder, crop_or_pad
-from .clip_space import check_clip_pair, create_clip_tower
+from .clip_space import check_clip_pair
 from .factory import (CheckpointError, TrainingContract, create_audio_encoder, list_audio_encoders,
                       load_checkpoint_file, register_audio_encoder, training_contract)
 from .frontend import LogMel

@@ -79,7 +79,7 @@ class AudioEncoder(nn.Module):
 
     @property
     def clip_tower_spec(self) -> dict:
-        """Keyword arguments of ``create_clip_tower`` that rebuild the matching image tower."""
+        """Keyword arguments of ``avlegrad.models.create_clip_tower`` that rebuild the matching image tower."""
         return {"model": self.clip_model, "pretrained": self.clip_pretrained,
                 "model_cfg": self.clip_model_cfg, "init_seed": self.clip_init_seed}
 

@@ -55,18 +55,6 @@ def check_clip_pair(encoder_space: tuple[str | None, str | None], model_name: st
             f"was trained against: use model {want[0]!r} with pretrained {want[1]!r}, or another audio encoder")
 
 
-def create_clip_tower(model: str, pretrained: str | None = None, model_cfg: dict | None = None,
-                      init_seed: int = 0, device=None) -> tuple[nn.Module, object]:
-    """A frozen open_clip model in eval mode and its eval image transform (PIL image -> tensor):
-    :func:`avlegrad.models.load_clip` plus open_clip's transform, for training."""
-    from open_clip.transform import PreprocessCfg, image_transform_v2
-
-    from ..models import load_clip
-
-    tower, cfg = load_clip(model, pretrained, device=device or "cpu", model_cfg=model_cfg, init_seed=init_seed)
-    return tower, image_transform_v2(PreprocessCfg(**cfg), is_train=False)
-
-
 def clip_embed_dim(tower: nn.Module) -> int:
     """Width of the tower's image embedding."""
     visual = tower.visual

@@ -53,15 +53,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .imagebind_clip import IMAGEBIND_FILENAME, IMAGEBIND_SHA256, IMAGEBIND_URL, is_imagebind_tower  # noqa: F401
 from .base import AudioEncoder
 from .factory import CheckpointError, TrainingContract, build_pretrained_encoder, load_weights_mmap, register_audio_encoder
-
-IMAGEBIND_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
-IMAGEBIND_FILENAME = "imagebind_huge.pth"
-# Not published by the authors and not computable here (no download possible). When None, the
-# download is not checked; the digest of what was downloaded is written next to it
-# (``imagebind_huge.pth.sha256``) so it can be recorded here once known.
-IMAGEBIND_SHA256: str | None = None
 
 CLIP_MODEL = "ViT-H-14"
 CLIP_PRETRAINED = "imagebind"  # the image tower in imagebind_huge.pth (imagebind_clip.py)
@@ -339,11 +333,10 @@ class ImageBindAudioEncoder(AudioEncoder):
     def check_pair(self, model_name: str | None, pretrained: str | None) -> None:
         """As :meth:`AudioEncoder.check_pair`; ImageBind's own tower (the tag ``imagebind`` or an
         ImageBind file) and open_clip's ``laion2b_s32b_b79k`` ViT-H-14 are both accepted."""
-        from ..models import _is_imagebind
 
         if self.clip_model == CLIP_MODEL and str(model_name).replace("/", "-") == CLIP_MODEL and (
                 str(pretrained).lower() in ALTERNATIVE_PRETRAINED + (CLIP_PRETRAINED,)
-                or _is_imagebind(model_name, pretrained)):
+                or is_imagebind_tower(model_name, pretrained)):
             return
         super().check_pair(model_name, pretrained)
 
@@ -409,9 +402,8 @@ def imagebind(checkpoint=None, pretrained: bool = True, progress: bool = True, *
                                        load_file=load_weights_mmap, checkpoint=checkpoint, pretrained=pretrained,
                                        progress=progress, **kwargs)
     if checkpoint is not None and encoder.clip_pretrained == CLIP_PRETRAINED:
-        from ..models import _is_imagebind
 
-        if _is_imagebind(CLIP_MODEL, str(checkpoint)):  # the image tower is in the file given
+        if is_imagebind_tower(CLIP_MODEL, str(checkpoint)):  # the image tower is in the file given
             encoder.clip_pretrained = str(Path(checkpoint).expanduser().resolve())
             encoder.config["clip_pretrained"] = encoder.clip_pretrained
     return encoder

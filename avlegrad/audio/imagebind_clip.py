@@ -42,6 +42,13 @@ import torch
 
 from .factory import CheckpointError
 
+# the one ImageBind file holds the audio encoder (imagebind.py) and this image tower
+IMAGEBIND_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
+IMAGEBIND_FILENAME = "imagebind_huge.pth"
+# Not published by the authors and not computable here (no download possible). When None, the
+# download is not checked; the digest of what was downloaded is written next to it
+# (``imagebind_huge.pth.sha256``) so it can be recorded here once known.
+IMAGEBIND_SHA256: str | None = None
 IMAGEBIND_TAG = "imagebind"
 VISION, TEXT = "vision", "text"
 EPS = 1e-6
@@ -159,10 +166,28 @@ def load_imagebind_clip(checkpoint=None, progress: bool = True):
     uses, downloaded when absent: 4.5 GB, CC-BY-NC 4.0)."""
     from ..download import pretrained_weights_file
     from .factory import load_weights_mmap
-    from .imagebind import IMAGEBIND_FILENAME, IMAGEBIND_SHA256, IMAGEBIND_URL
 
     if checkpoint is None:
         checkpoint = pretrained_weights_file("ImageBind", IMAGEBIND_URL, IMAGEBIND_FILENAME,
                                              sha256=IMAGEBIND_SHA256, progress=progress)
     checkpoint = Path(checkpoint).expanduser()
     return imagebind_clip(load_weights_mmap(checkpoint), source=checkpoint)
+
+
+def is_imagebind_tower(model_name: str, pretrained) -> bool:
+    """``ViT-H-14`` with the tag ``imagebind`` or an ImageBind checkpoint file (its vision keys)."""
+    from ..download import RANDOM_WEIGHTS
+
+    if str(model_name).replace("/", "-") != "ViT-H-14" or pretrained in RANDOM_WEIGHTS:
+        return False
+    if str(pretrained).lower() == IMAGEBIND_TAG:
+        return True
+    path = Path(str(pretrained)).expanduser()
+    if not path.is_file() or path.suffix not in (".pth", ".pt"):
+        return False
+    from .factory import load_weights_mmap
+
+    try:
+        return is_imagebind_state(load_weights_mmap(path))
+    except CheckpointError:
+        return False

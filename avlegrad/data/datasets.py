@@ -78,8 +78,9 @@ def create_dataset(name: str, root, *, split: str = "test", sample_rate: int = 1
     if name in SOUND_FOLLOWING_SPLITS or (name == "synthetic" and split != "test"):
         from .sslalignment import create_sound_following_dataset
 
-        dataset = create_sound_following_dataset(name, root, split=split, sample_rate=sample_rate,
-                                                 annotations=annotations, limit=limit, media=media)
+        dataset = create_sound_following_dataset(
+            name, root, split=split, sample_rate=sample_rate, annotations=annotations, limit=limit, media=media,
+            positive_entries={"vggsound": _vggss_entries, "flickr": _flickr_entries}, hints=GET_DATA_HINTS)
         return dataset
     if name == "synthetic":
         from .synthetic import ensure_synthetic

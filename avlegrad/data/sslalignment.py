@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .annotations import AnnotationReport, find_annotation
+from .base import ClipDataset, ClipEntry
 from .record import AUDIO_SUFFIXES, FRAME_SUFFIXES, audio_candidates, frame_candidates
 
 # dataset -> (metadata file, number of trailing path components in an entry's id)
@@ -149,8 +150,6 @@ def _hint(path: str) -> str:
 
 
 def _box_entries(dataset: str, root: Path, annotations) -> list:
-    from .datasets import ClipEntry
-
     name, parts = SSLALIGNMENT_SETS.get(dataset, (WORLD_INTERACTIVE_FILE, 1))
     folder = ANNOTATION_FOLDER if dataset in SSLALIGNMENT_SETS else "synthetic"
     path = find_annotation(name, folder, annotations=annotations, root=root)
@@ -172,14 +171,14 @@ def _box_entries(dataset: str, root: Path, annotations) -> list:
     return entries
 
 
-def _extended_entries(dataset: str, root: Path, annotations) -> list:
-    from .datasets import ClipEntry, _flickr_entries, _vggss_entries
-
+def _extended_entries(dataset: str, root: Path, annotations, positive_entries: dict) -> list:
+    """The positive test set (``positive_entries[name](root, "test", annotations)``, the readers of
+    ``datasets.py``, passed in so this module stays below it) plus the non-sounding pairs."""
     if dataset == "synthetic":
         positive_set, folder, pairs_file = "vggsound", "synthetic", WORLD_EXTENDED_FILE
     else:
         positive_set, folder, pairs_file = EXTENDED_SETS[dataset]
-    positives = (_flickr_entries if positive_set == "flickr" else _vggss_entries)(root, "test", annotations)
+    positives = positive_entries[positive_set](root, "test", annotations)
     # an explicit --annotations (a folder holding vggss/ and sslalignment/, or the pairs file's folder)
     # is searched for the pairs file too
     pairs_path = find_annotation(pairs_file, folder if folder == "synthetic" else ANNOTATION_FOLDER,
@@ -210,11 +209,13 @@ def _report(entries) -> AnnotationReport:
 
 
 def create_sound_following_dataset(name: str, root, *, split: str = "test", sample_rate: int = 16000,
-                                   annotations=None, limit: int | None = None, media: bool = True):
+                                   annotations=None, limit: int | None = None, media: bool = True,
+                                   positive_entries: dict | None = None, hints: dict | None = None):
     """Build one of these benchmarks (see the module docstring) as a
     :class:`~avlegrad.data.datasets.ClipDataset`. ``media=False``: records without frame or sound
-    (the centre prior), and ``root`` need not exist."""
-    from .datasets import GET_DATA_HINTS, ClipDataset
+    (the centre prior), and ``root`` need not exist. ``positive_entries`` (``{"vggsound": reader,
+    "flickr": reader}``, the extended sets' positives) and ``hints`` (where to get each set's media)
+    come from ``datasets.create_dataset``."""
 
     root = Path(root).expanduser()
     kind = sound_following_kind(name, split)
@@ -224,12 +225,12 @@ def create_sound_following_dataset(name: str, root, *, split: str = "test", samp
         ensure_sound_following(root, split)
         annotations = annotations if annotations is not None else root
     elif media and not root.is_dir():
-        hint = GET_DATA_HINTS.get(name, "see docs/benchmarks-sound-following.md for where to get the media")
+        hint = (hints or {}).get(name, "see docs/benchmarks-sound-following.md for where to get the media")
         raise FileNotFoundError(f"{name} dataset root {root} does not exist: {hint}")
     if kind == "boxes":
         entries = _box_entries(name, root, annotations)
     else:
-        entries = _extended_entries(name, root, annotations)
+        entries = _extended_entries(name, root, annotations, positive_entries or {})
     if limit is not None:
         entries = entries[:limit]
     dataset = ClipDataset(name, root, entries, split=split, sample_rate=sample_rate,

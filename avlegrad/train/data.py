@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..audio.base import crop_or_pad, waveform_problem
-from ..audio.clip_space import clip_embed_dim, create_clip_tower, tower_fingerprint
+from ..audio.clip_space import clip_embed_dim, tower_fingerprint
+from ..models import create_clip_tower
 from ..audio.factory import CheckpointError, load_checkpoint_file, save_checkpoint_file
 from ..data.annotations import AnnotationNotFoundError, find_annotation, read_id_list, read_vggss_json
 from ..data.media import MediaError, load_audio, load_frame, video_info
