@@ -38,6 +38,7 @@ from .distributed import all_gather_objects, cleanup, init_distributed
 from .explain import create_explainer, list_explainers
 from .scoring import Scoring, register_scoring, scoring_class
 from .models import DTYPES, encode_text, image_tensor, load_pair  # noqa: F401 (DTYPES: re-exported)
+from .profiling import STAGES
 from .visualize import draw_boxes, overlay, save_image
 
 log = logging.getLogger("avlegrad")
@@ -499,7 +500,7 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
         ``indices``; ``scored=False`` (overlays only) skips the scoring's extra passes."""
         loader = DataLoader(Subset(dataset, indices), batch_size=opts.batch_size, num_workers=opts.workers,
                             collate_fn=collate, pin_memory=device.type == "cuda")
-        for records, skipped, images in loader:
+        for records, skipped, images in STAGES.iterate("eval: wait for data", loader):
             if methods:  # each clip checked on its own before the batch is embedded: one bad clip
                 keep = []  # (too short for this encoder, ...) is skipped, its batch-mates are scored
                 for i, record in enumerate(records):
@@ -514,9 +515,13 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
             if records and methods:
                 images = images.to(device, non_blocking=True)
                 with autocast:
-                    batch_targets = targets(records, device)
-                    for m, explainer in explainers.items():
-                        maps[m] = explainer(images, batch_targets).float().cpu()
+                    with STAGES.stage("eval: audio"):
+                        batch_targets = targets(records, device)
+                    with STAGES.stage("eval: explain"):
+                        for m, explainer in explainers.items():
+                            maps[m] = explainer(images, batch_targets)
+                        # copied out once every method's work is queued: one wait for the device per batch
+                        maps = {m: v.float().cpu() for m, v in maps.items()}
                     if scored:  # e.g. the extended sets' confidences
                         scoring.observe_batch(model, images, batch_targets, maps, explainers)
                     extra = faith.score(images, batch_targets, maps, records) if faith and scored else None
@@ -534,7 +539,7 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
     rank_file = out / f"clips.rank{dist.rank}.jsonl"
     _end_torn_line(rank_file)
     with rank_file.open("a") as sink, tqdm(total=len(shard), desc=f"{opts.dataset} [{dist.rank}]",
-                                            disable=not dist.is_main, unit="clip") as bar:
+                                            disable=not dist.is_main, unit="clip") as bar, STAGES.stage("eval: run"):
         for records, skipped, maps, extra in explained_batches(shard):
             rows = [{"clip_id": s.clip_id, "skipped": s.reason, "skip_kind": s.kind} for s in skipped]
             for i, record in enumerate(records):

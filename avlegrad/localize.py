@@ -38,10 +38,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.media import MediaError, _to_float, check_frame_size, resample, upright
+from .data.media import MediaError, _to_float, check_frame_size, frame_rgb, reformat_kwargs, resample, upright
 from .data.record import VIDEO_SUFFIXES
 from .fileio import atomic_path
 from .models import DTYPES, encode_text, load_pair
+from .profiling import STAGES
 from .visualize import COLORMAPS, overlay, save_image
 
 log = logging.getLogger("avlegrad")
@@ -373,8 +374,9 @@ class FrameReader:
 
         index = -1
         try:
-            for index, frame in enumerate(self.container.decode(self.stream)):
-                rgb = frame.to_ndarray(format="rgb24")
+            for index, frame in enumerate(STAGES.iterate("reader: decode", self.container.decode(self.stream))):
+                with STAGES.stage("reader: to RGB"):
+                    rgb = frame_rgb(frame)
                 if index == 0:
                     check_frame_size(rgb, self.path)  # a 1x1 video has nothing to localize: fail it, saying why
                 if index == 0:
@@ -383,7 +385,8 @@ class FrameReader:
                 t = float(frame.time) if frame.time is not None else index / float(self.fps)
                 item = Frame(index, t, rgb)
                 if self.prepare is not None and index % self.prepare_every == 0:
-                    item.image = self.prepare(rgb)
+                    with STAGES.stage("reader: resize"):
+                        item.image = self.prepare(rgb)
                 if not self._put(item):
                     return
             self._put(_END)
@@ -467,7 +470,8 @@ class VideoWriter:
 
         if any(self.padded):
             rgb = np.pad(rgb, ((0, self.padded[1]), (0, self.padded[0]), (0, 0)), mode="edge")
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        # converted here rather than inside encode(), to convert in this thread (media.reformat_kwargs)
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p", **reformat_kwargs())
         frame.pts, frame.time_base = self.frames, 1 / self.fps
         self.out.mux(self.video.encode(frame))
         self.frames += 1
@@ -728,14 +732,16 @@ class Localizer:
         """``[B, D]``: each frame's audio window through the encoder (each as if alone), or the text embedding."""
         if self.encoder is None:
             return self.text_embedding.to(self.device).expand(len(frames), -1)
-        with torch.no_grad():
+        with torch.no_grad(), STAGES.stage("audio"):
             return self.encoder.embed_each(audio.batch([f.time for f in frames]).to(self.encoder.device))
 
     def explain(self, frames: list[Frame], audio: AudioWindows | None) -> None:
         """Set ``frame.map`` for a batch: frames through the image tower, their windows through the encoder."""
         images = self.to_model([f.image if f.image is not None else self.prepare(f.rgb) for f in frames])
         with self._autocast():
-            maps = self.explainer(images, self.targets(frames, audio)).cpu().numpy()
+            targets = self.targets(frames, audio)
+            with STAGES.stage("explain"):
+                maps = self.explainer(images, targets).cpu().numpy()
         for f, m in zip(frames, maps):
             f.map, f.image = m, None
 
@@ -798,19 +804,21 @@ class Localizer:
                 prev = key
                 del pending[:j + 1]
 
-        for frame in reader:
+        for frame in STAGES.iterate("wait for frames", reader):
             pending.append(frame)
             if frame.index % self.stride == 0:
                 batch.append(frame)
             if len(batch) == self.batch_size:
                 self.explain(batch, audio)
                 batch = []
-                hand_on()
+                with STAGES.stage("wait for writer"):
+                    hand_on()
         if pending and pending[-1].index % self.stride != 0:
             batch.append(pending[-1])  # the last frame is always explained: nothing to extrapolate
         if batch:
             self.explain(batch, audio)
-            hand_on()
+            with STAGES.stage("wait for writer"):
+                hand_on()
 
 
 class _Output:
@@ -853,9 +861,11 @@ class _Output:
     def _write(self, frame: Frame, heat: np.ndarray, explained: bool) -> None:
         if self.writer is None:
             self._open(frame)
-        image = overlay(frame.rgb, heat, self.loc.alpha, self.loc.colormap)
+        with STAGES.stage("writer: overlay"):
+            image = overlay(frame.rgb, heat, self.loc.alpha, self.loc.colormap)
         frame.rgb = None  # written: the frame's memory can go
-        self.writer.write(image)
+        with STAGES.stage("writer: encode"):
+            self.writer.write(image)
         if self.maps is not None:
             self.maps.add(heat, frame.time, explained)
         self.times.append(frame.time)

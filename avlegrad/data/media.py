@@ -175,6 +175,32 @@ def _image_to_rgb8(path, im) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
+# swscale in the calling thread: PyAV >= 17 converts with a pool of threads by default (threads=0),
+# started for each frame, which made 640x360 yuv420p -> rgb24 4x slower on our 2-core machine
+# (490 vs 2,000 frames/s, identical pixels; benchmarks/pipeline_speed.py). Older PyAV has no
+# `threads` argument and converts in the calling thread anyway.
+_REFORMAT_KWARGS: dict | None = None
+
+
+def reformat_kwargs() -> dict:
+    """``{"threads": 1}`` where PyAV's ``VideoFrame.reformat`` takes it (PyAV >= 17), else ``{}``."""
+    global _REFORMAT_KWARGS
+    if _REFORMAT_KWARGS is None:
+        import av
+
+        try:
+            av.VideoFrame(16, 16, "yuv420p").reformat(format="rgb24", threads=1)
+            _REFORMAT_KWARGS = {"threads": 1}
+        except TypeError:
+            _REFORMAT_KWARGS = {}
+    return _REFORMAT_KWARGS
+
+
+def frame_rgb(frame) -> np.ndarray:
+    """A decoded PyAV video frame as ``[H, W, 3]`` uint8 RGB (``to_ndarray(format="rgb24")``, one thread)."""
+    return frame.to_ndarray(format="rgb24", **reformat_kwargs())
+
+
 def upright(rgb: np.ndarray, rotation) -> np.ndarray:
     """A decoded frame turned by its display rotation (PyAV's ``frame.rotation``: counter-clockwise
     degrees, multiples of 90; flips in the display matrix are ignored), as players show it."""
@@ -245,7 +271,7 @@ def load_frame(path, time: float | None = None) -> np.ndarray:
                     break
             if last is None:
                 raise MediaError(path, "video stream holds no frames")
-            return check_frame_size(upright(last.to_ndarray(format="rgb24"), getattr(last, "rotation", 0)), path)
+            return check_frame_size(upright(frame_rgb(last), getattr(last, "rotation", 0)), path)
     except MediaError:
         raise
     except (av.error.FFmpegError, OSError, ValueError) as e:
