@@ -253,3 +253,20 @@ def test_a_video_frame_is_turned_upright_as_localize_shows_it(tmp_path, rotation
     np.testing.assert_array_equal(got, reference)
     with localize.FrameReader(path) as reader:
         np.testing.assert_array_equal([f.rgb for f in reader][2], got)
+
+
+# ----------------------------------------------------------------------------- one-thread conversions
+@pytest.mark.parametrize("w,h", [(64, 48), (33, 27), (640, 360)])
+def test_one_thread_conversions_give_pyav_defaults_pixels(w, h):
+    """localize converts yuv420p <-> rgb24 with ``threads=1`` (PyAV >= 17 starts a thread pool per
+    frame by default, several times slower): the pixels must be those of PyAV's default call."""
+    from avlegrad.data.media import frame_rgb, reformat_kwargs
+
+    rgb = smooth_rgb(h, w, shift=7)
+    rgb[::5, ::3] = 255 - rgb[::5, ::3]  # sharp detail, so chroma subsampling and rounding matter
+    yuv = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    ours = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p", **reformat_kwargs())
+    for a, b in zip(yuv.planes, ours.planes):  # rows are padded to an alignment: compare the pixels
+        rows = [np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width] for p in (a, b)]
+        np.testing.assert_array_equal(*rows)
+    np.testing.assert_array_equal(frame_rgb(yuv), yuv.to_ndarray(format="rgb24"))

@@ -341,6 +341,20 @@ def test_imagebind_preprocessing_matches_reference(num_samples):
     assert torch.equal(x, tone(num_samples / SR, offset=0.2, seed=num_samples))  # input untouched
 
 
+@pytest.mark.parametrize("num_samples", [1000, 48000, 160000])
+def test_imagebind_batched_preprocessing_is_each_rows_reference(num_samples):
+    # the fbank of all clips of a batch is computed together (in chunks of FBANK_CHUNK_CPU clips):
+    # each row must still be its own official preprocessing, whatever its batch-mates
+    x = torch.stack([tone(num_samples / SR, freq=300.0 + 90 * k, offset=0.1 * k, seed=k) for k in range(5)])
+    before = x.clone()
+    ours = ib.imagebind_audio_clips(x)
+    assert ours.shape == (5, 3, 1, 128, 204) and 5 * 3 > ib.FBANK_CHUNK_CPU
+    for k in range(5):
+        torch.testing.assert_close(ours[k], reference_imagebind_clips(x[k]), rtol=0, atol=1e-5)
+        torch.testing.assert_close(ours[k], ib.imagebind_audio_clips(x[k]), rtol=0, atol=1e-6)
+    assert torch.equal(x, before)  # input untouched
+
+
 def test_imagebind_clip_bounds_follow_pinned_sampler():
     for n in [400, 31999, 32000, 32001, 32007, 32028, 47999, 48000, 50001, 160000, 160017, 441000]:
         sampler = PinnedConstantClipsPerVideoSampler(2, 3)
