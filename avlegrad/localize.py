@@ -9,10 +9,12 @@ the frame at time ``t`` is the audio embedding of the window ``[t - w/2, t + w/2
 past the ends of the track), or one text embedding for all frames.
 
 Memory stays bounded whatever the video's length: frames are decoded in a background thread into
-a small queue, explained in batches, and handed to a second thread that overlays and encodes them
-as soon as their maps are known. At most ``batch_size * stride`` frames wait for the model, plus
-two queues of 8. The audio track is streamed as well (:class:`AudioWindows` for the targets, the
-writer for the muxed sound): no part of the pipeline holds the whole track
+a bounded queue, explained in batches, and handed to a second thread that overlays and encodes
+them as soon as their maps are known. At most ``batch_size * stride`` frames wait for the model,
+plus two queues of as many (at least 8, at most :data:`QUEUE_BYTES` of pixels each), so the next
+batch is decoded and the last one written while the model works. The audio track is streamed as
+well (:class:`AudioWindows` for the targets, the writer for the muxed sound): no part of the
+pipeline holds the whole track
 (``benchmarks/localize_memory.py``). Killed runs' hidden temporary outputs are removed by the
 next run into the same folder (:func:`remove_stale_temp_files`); a truncated file is written up
 to the damage, reported in one line (``VideoResult.damage``).
@@ -309,6 +311,10 @@ class Frame:
 
 
 _END = object()
+# pixels that may wait in each of localize's two queues (decoded frames, frames to write): a whole
+# batch when frames are small (so decoding and writing run while the model works on a batch),
+# fewer for large frames (640x360: 364 frames; 3840x2160: 10)
+QUEUE_BYTES = 256 << 20
 
 
 class FrameReader:
@@ -317,8 +323,9 @@ class FrameReader:
     Iterating yields :class:`Frame` objects in display order, rotated upright when the stream
     carries a display rotation (``frame.rotation``; flips in the display matrix are ignored).
     ``prepare(rgb)`` runs in the thread for every ``prepare_every``-th frame, so the
-    resize for the model overlaps the model work too. Use as a context manager: leaving it stops
-    the thread and closes the file.
+    resize for the model overlaps the model work too. Up to ``queue_size`` decoded frames wait in
+    the queue, but never more than :data:`QUEUE_BYTES` of pixels (at least 8 frames). Use as a context
+    manager: leaving it stops the thread and closes the file.
     """
 
     def __init__(self, path, prepare=None, prepare_every: int = 1, queue_size: int = 8):
@@ -348,9 +355,11 @@ class FrameReader:
         self.expected_frames = s.frames or (int(round(duration * self.fps)) if duration else None)
         sar = s.codec_context.sample_aspect_ratio
         self.sample_aspect_ratio = Fraction(sar) if sar and sar > 0 else None
+        frame_bytes = max(1, (s.codec_context.width or 1) * (s.codec_context.height or 1) * 3)
+        self.queue_size = max(1, min(int(queue_size), max(8, QUEUE_BYTES // frame_bytes)))
         self.rotation = 0  # counter-clockwise degrees applied, read from the first frame
         self.error = None  # why decoding stopped early, if it did
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue = queue.Queue(maxsize=self.queue_size)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"decode {self.path.name}", daemon=True)
 
@@ -771,7 +780,9 @@ class Localizer:
                              "explains a text prompt instead)")
         audio = AudioWindows(track, self.encoder.sample_rate, self.window) if self.encoder is not None else None
 
-        with FrameReader(path, prepare=self.prepare, prepare_every=self.stride) as reader, \
+        # the next batch is decoded, and the last one written, while the model works on this one
+        with FrameReader(path, prepare=self.prepare, prepare_every=self.stride,
+                         queue_size=max(8, self.batch_size * self.stride)) as reader, \
                 tqdm(total=reader.expected_frames, unit="frame", desc=path.name, leave=False,
                      disable=not self.progress) as bar:
             output = _Output(self, reader, track, out_dir, f"{stem}{OUTPUT_SUFFIX}", bar)
@@ -836,7 +847,7 @@ class _Output:
         self.sheet = ContactSheet() if loc.contact_sheet else None
         self.notes: list[str] = []
         self.times: list[float] = []
-        self._queue: queue.Queue = queue.Queue(maxsize=8)
+        self._queue: queue.Queue = queue.Queue(maxsize=reader.queue_size)  # a batch: the model never waits on us
         self._error: BaseException | None = None
         self._cancel = False
         self._thread = threading.Thread(target=self._work, name=f"encode {name}", daemon=True)

@@ -305,6 +305,16 @@ def measure_localize(args, clip, cfg, encoder, device, folder: Path) -> dict:
         loc.explain(batch, audio)
 
     result["model_only_frames_per_s"] = rate(explain, len(batch), device, args.min_seconds)
+    if args.simulate_model_fps:  # an accelerator that frees the CPU while it works: a sleep
+        zeros = np.zeros((loc.image_size, loc.image_size), np.float32)
+
+        def sleeping_explain(frames, audio):
+            time.sleep(len(frames) / args.simulate_model_fps)
+            for f in frames:
+                f.map, f.image = zeros, None
+
+        loc.explain = sleeping_explain
+        result["model_only_frames_per_s"] = float(args.simulate_model_fps)
     loc.localize(short, out_dir)  # warm-up
     with profiling.timing(sync=device.type == "cuda") as stages:
         r = loc.localize(video, out_dir)
@@ -355,8 +365,21 @@ def _interleaved_conversions(video: Path) -> dict:
             for k, v in seconds.items()}
 
 
+@contextmanager
+def _queues_of_8():
+    """Before: localize's decoded-frame and frames-to-write queues held 8 frames (now a batch)."""
+    from avlegrad import localize
+
+    saved = localize.QUEUE_BYTES
+    localize.QUEUE_BYTES = 0  # the queues' floor: 8 frames
+    try:
+        yield
+    finally:
+        localize.QUEUE_BYTES = saved
+
+
 # a change of the pipeline and how to undo it for the "before" run
-COMPARISONS = {"reformat-threads": _pyav_default_reformat}
+COMPARISONS = {"reformat-threads": _pyav_default_reformat, "queues": _queues_of_8}
 
 
 def compare(args, name: str, clip, cfg, encoder, device, folder: Path, rounds: int = 2) -> dict:
@@ -434,6 +457,9 @@ def main(argv=None):
     ap.add_argument("--min-seconds", type=float, default=2.0, help="least time per model-only rate")
     ap.add_argument("--compare", choices=sorted(COMPARISONS),
                     help="instead of the table: localize's rates before and after this change, same run")
+    ap.add_argument("--simulate-model-fps", type=float,
+                    help="localize's model replaced by a sleep of a batch / this rate (the CPU is free meanwhile, "
+                         "as with a GPU): what the CPU side allows, measured on a CPU")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: models, eval, localize")
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "avlegrad_pipeline_speed"),
                     help="folder for the generated clips and checkpoints")
@@ -458,7 +484,8 @@ def main(argv=None):
     folder.mkdir(parents=True, exist_ok=True)
     label = "small" if args.small else args.model
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    setup = (f"{'tiny ViT (4 x 128) + tiny ImageBind audio (2 x 64)' if args.small else args.model + ' + ImageBind audio'}"
+    pair = "tiny ViT (4 x 128) + tiny ImageBind audio (2 x 64)" if args.small else f"{args.model} + ImageBind audio"
+    setup = (f"{pair}"
              f", random weights, 224 px, {args.dtype}, batch {args.batch}, on {gpu or 'CPU'}; {cpu_name()}, "
              f"{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
              f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
@@ -472,7 +499,8 @@ def main(argv=None):
                  "| rate (frames/s) | before | after | after / before |", "|---|---|---|---|"]
         lines += [f"| {k} | {v['before']:,.1f} | {v['after']:,.1f} | {v['ratio']:.2f} |" for k, v in figures.items()]
         print("\n".join(lines))
-        path = Path(args.json) if args.json else ROOT / "benchmarks" / "results" / f"compare_{args.compare}_{device.type}.json"
+        path = (Path(args.json) if args.json
+                else ROOT / "benchmarks" / "results" / f"compare_{args.compare}_{device.type}.json")
         write_text_atomic(path, json.dumps({"setup": setup, "compare": args.compare, "figures": figures,
                                             "table": "\n".join(lines)}, indent=2))
         return

@@ -1,5 +1,7 @@
-"""The stage timers of avlegrad.profiling (issue 20): off by default, they time named stages (from
-several threads), and eval and localize mark their stages without changing what they compute."""
+"""Issue 20, the pipeline's speed: the stage timers of avlegrad.profiling (off by default, they time
+named stages from several threads; eval and localize mark their stages without changing what they
+compute), and localize's queues, which hold a batch (so decoding and writing overlap the model)
+within a memory bound."""
 import threading
 import time
 
@@ -115,3 +117,47 @@ def test_localize_marks_its_stages_and_writes_the_same_maps(tmp_path):
     plain = np.load(tmp_path / "plain" / "clip_legrad_maps.npz")["maps"]
     timed = np.load(tmp_path / "timed" / "clip_legrad_maps.npz")["maps"]
     np.testing.assert_array_equal(plain, timed)
+
+
+def test_localize_queues_hold_a_batch_within_a_memory_bound(tmp_path, monkeypatch):
+    from avlegrad import localize
+    from avlegrad.data.media import write_video
+
+    path = tmp_path / "v.mp4"
+    write_video(path, [np.full((48, 64, 3), 8 * i, np.uint8) for i in range(30)], 10)
+    with localize.FrameReader(path, queue_size=100) as reader:
+        assert reader.queue_size == 100 and len(list(reader)) == 30
+    with localize.FrameReader(path, queue_size=3) as reader:
+        assert reader.queue_size == 3
+    monkeypatch.setattr(localize, "QUEUE_BYTES", 20 * 48 * 64 * 3)  # room for 20 such frames
+    with localize.FrameReader(path, queue_size=100) as reader:
+        assert reader.queue_size == 20
+    monkeypatch.setattr(localize, "QUEUE_BYTES", 0)  # never fewer than 8 (the queues' old size)
+    with localize.FrameReader(path, queue_size=100) as reader:
+        assert reader.queue_size == 8 and len(list(reader)) == 30
+
+
+def test_localize_holds_at_most_a_batch_in_each_queue(tmp_path, monkeypatch):
+    import gc
+
+    import torch
+
+    from avlegrad import localize
+    from avlegrad.data.media import write_video
+    from conftest import make_tiny_clip
+
+    path = tmp_path / "long.mp4"
+    write_video(path, [np.full((48, 64, 3), 3 * i, np.uint8) for i in range(80)], 25)
+    loc = localize.Localizer(make_tiny_clip(), {"size": 32}, None, torch.ones(32), batch_size=10, progress=False)
+    alive = []
+    explain = loc.explain
+
+    def counting_explain(frames, audio):
+        alive.append(sum(type(o) is localize.Frame and o.rgb is not None for o in gc.get_objects()))
+        explain(frames, audio)
+
+    monkeypatch.setattr(loc, "explain", counting_explain)
+    result = loc.localize(path, tmp_path / "out")
+    assert result.frames == 80
+    # a batch waiting for the model, a batch decoded ahead, a batch being written (and one in hand)
+    assert 0 < max(alive) <= 3 * 10 + 3 < 80
