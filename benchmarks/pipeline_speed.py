@@ -235,7 +235,7 @@ def measure_decode(root: Path, sample_rate: int, clips: int) -> dict:
 
 
 def measure_eval(args, root: Path, ckpt: Path, device, out: Path) -> dict:
-    from avlegrad.evaluation import EvalOptions, evaluate
+    from avlegrad.eval import EvalOptions, evaluate
 
     base = dict(dataset="csv-boxes", root=str(root), audio_encoder=str(ckpt), batch_size=args.batch,
                 workers=args.workers, device=str(device), dtype=args.dtype, out=str(out), overwrite=True)
@@ -471,7 +471,7 @@ def main(argv=None):
     args.localize_batch = args.localize_batch or args.batch
     args.clips = args.clips or (512 if on_gpu else 32)
     if args.workers is None:
-        from avlegrad.evaluation import EvalOptions
+        from avlegrad.eval import EvalOptions
 
         args.workers = EvalOptions.workers
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}

@@ -70,7 +70,7 @@ def test_eval_marks_its_stages_and_computes_the_same(tmp_path):
     import json
 
     from avlegrad.data.synthetic import generate_synthetic
-    from avlegrad.evaluation import EvalOptions, evaluate
+    from avlegrad.eval import EvalOptions, evaluate
 
     root = generate_synthetic(tmp_path / "synthetic", num_clips=4, seed=5)
     config = tmp_path / "tiny-clip.json"
