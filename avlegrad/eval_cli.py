@@ -68,7 +68,9 @@ def parse_args(argv=None) -> EvalOptions:
                     help="LeGrad blocks: -n the last n, 0 all, k blocks k.. (default -2)")
     ap.add_argument("--image-size", type=int, help="input size (default: the model's)")
     ap.add_argument("--batch-size", type=int, default=d.batch_size)
-    ap.add_argument("--workers", type=int, default=d.workers, help="DataLoader workers decoding clips")
+    ap.add_argument("--workers", type=int, default=d.workers,
+                    help="DataLoader workers decoding clips (default: with a GPU the cores but one, up to 16; "
+                         "else up to 4)")
     ap.add_argument("--device", help="cuda | cpu (default: cuda if available)")
     ap.add_argument("--dtype", default=d.dtype, choices=("fp32", "bf16", "fp16"), help="autocast dtype")
     ap.add_argument("--limit", type=int, help="evaluate only the first N clips")

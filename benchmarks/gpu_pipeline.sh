@@ -2,7 +2,7 @@
 # Issue 20's figures on one CUDA GPU, about 8 minutes: ImageBind audio + ViT-H-14 (random weights)
 # alone and through eval and localize end to end (benchmarks/pipeline_speed.py), then the same
 # with tiny models (where the CPU side is all that is left), and localize's one-thread frame
-# conversion before/after. Results (tables, JSON, nvidia-smi, CPU) go to $OUT (default
+# conversion and batch-sized queues before/after. Results (tables, JSON, nvidia-smi, CPU) go to $OUT (default
 # benchmarks/results/gpu-pipeline).
 #
 # Where open_clip or PyAV is missing (a bare CUDA image), the wheels are installed from .whl/ as
@@ -36,7 +36,11 @@ echo "# $((SECONDS - start)) s so far" | tee -a "$OUT/gpu.txt"
 timeout 90 $PY benchmarks/pipeline_speed.py --device cuda --dtype bf16 --small --batch 64 --clips 512 \
   --workers "${WORKERS:-16}" --cache "$CACHE" --json "$OUT/pipeline_cuda_small.json" \
   2>&1 | grep -v -e "it/s\]" -e "clip/s\]" | tee "$OUT/pipeline_cuda_small.txt" || echo "small run failed or timed out"
+# before/after, same run: one-thread frame conversion (tiny models), queues of a batch (the real pair)
 timeout 60 $PY benchmarks/pipeline_speed.py --device cuda --dtype bf16 --small --batch 64 --compare reformat-threads \
   --cache "$CACHE" --json "$OUT/compare_reformat_threads_cuda.json" 2>&1 | tail -12 \
   | tee "$OUT/compare_reformat_threads_cuda.txt" || echo "comparison failed or timed out"
+timeout 120 $PY benchmarks/pipeline_speed.py --device cuda --dtype bf16 --model ViT-H-14 --batch 64 --compare queues \
+  --min-seconds 1 --cache "$CACHE" --json "$OUT/compare_queues_cuda.json" 2>&1 | tail -10 \
+  | tee "$OUT/compare_queues_cuda.txt" || echo "comparison failed or timed out"
 echo "# $((SECONDS - start)) s in all" | tee -a "$OUT/gpu.txt"

@@ -473,7 +473,7 @@ def main(argv=None):
     if args.workers is None:
         from avlegrad.eval import EvalOptions
 
-        args.workers = EvalOptions.workers
+        args.workers = EvalOptions().workers
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
 
     import logging

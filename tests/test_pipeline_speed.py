@@ -161,3 +161,17 @@ def test_localize_holds_at_most_a_batch_in_each_queue(tmp_path, monkeypatch):
     assert result.frames == 80
     # a batch waiting for the model, a batch decoded ahead, a batch being written (and one in hand)
     assert 0 < max(alive) <= 3 * 10 + 3 < 80
+
+
+@pytest.mark.parametrize("cuda,cores,expected", [(True, 16, 15), (True, 64, 16), (True, 1, 1), (False, 16, 4),
+                                                 (False, 2, 2)])
+def test_eval_decodes_with_more_workers_on_a_gpu(monkeypatch, cuda, cores, expected):
+    import torch
+
+    from avlegrad.eval import EvalOptions
+    from avlegrad.eval import run
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(run.os, "cpu_count", lambda: cores)
+    assert run.default_workers() == EvalOptions().workers == expected
+    assert EvalOptions(workers=0).workers == 0  # a given number is kept

@@ -52,6 +52,15 @@ RESULT_KEYS = ("dataset", "root", "split", "annotations", "methods", "model", "p
                "target", "prompt", "layer_index", "image_size", "dtype", "confidence")
 
 
+def default_workers() -> int:
+    """DataLoader workers decoding clips by default: with a GPU, all cores but one (at most 16), as
+    decoding a 10 s clip (its middle frame and whole sound) costs a core tens of milliseconds, several
+    times the GPU's time for it (``benchmarks/pipeline_speed.py``); on the CPU, up to 4 (the model
+    needs the cores; more workers than cores only makes torch warn)."""
+    cores = os.cpu_count() or 1
+    return min(16, max(1, cores - 1)) if torch.cuda.is_available() else min(4, cores)
+
+
 @dataclass
 class EvalOptions:
     dataset: str = "vggsound"
@@ -69,7 +78,7 @@ class EvalOptions:
     layer_index: int = -2
     image_size: int | None = None  # None: the model's own input size
     batch_size: int = 32
-    workers: int = min(4, os.cpu_count() or 1)  # more than the cores only makes torch warn
+    workers: int = field(default_factory=lambda: default_workers())  # DataLoader workers decoding clips
     device: str | None = None
     dtype: str = "fp32"
     limit: int | None = None
