@@ -313,7 +313,7 @@ class Frame:
 _END = object()
 # pixels that may wait in each of localize's two queues (decoded frames, frames to write): a whole
 # batch when frames are small (so decoding and writing run while the model works on a batch),
-# fewer for large frames (640x360: 364 frames; 3840x2160: 10)
+# fewer for large frames (640x360: 388 frames; 3840x2160: 10)
 QUEUE_BYTES = 256 << 20
 
 

@@ -176,9 +176,9 @@ def _image_to_rgb8(path, im) -> np.ndarray:
 
 
 # swscale in the calling thread: PyAV >= 17 converts with a pool of threads by default (threads=0),
-# started for each frame, which made 640x360 yuv420p -> rgb24 4x slower on our 2-core machine
-# (490 vs 2,000 frames/s, identical pixels; benchmarks/pipeline_speed.py). Older PyAV has no
-# `threads` argument and converts in the calling thread anyway.
+# started for each frame, which made 640x360 yuv420p -> rgb24 5.7x and rgb24 -> yuv420p 1.8x slower
+# on our 2-core machine (identical pixels; benchmarks/pipeline_speed.py --compare reformat-threads).
+# Older PyAV has no `threads` argument and converts in the calling thread anyway.
 _REFORMAT_KWARGS: dict | None = None
 
 
