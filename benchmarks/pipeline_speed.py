@@ -252,6 +252,10 @@ def measure_eval(args, root: Path, ckpt: Path, device, out: Path) -> dict:
             "eval_share": {k: v / run for k, v in parts.items()}}
 
 
+def localize_clip(args, folder: Path) -> Path:
+    return folder / f"localize_640x360_25fps_{args.video_seconds:g}s_gop{args.gop:g}.mp4"
+
+
 def measure_writer(video: Path, out_dir: Path, loc) -> float:
     """Frames/s of the writer's work alone: overlay a map on each frame, encode H.264 + AAC (one thread)."""
     from avlegrad import localize
@@ -274,7 +278,7 @@ def measure_writer(video: Path, out_dir: Path, loc) -> float:
 def measure_localize(args, clip, cfg, encoder, device, folder: Path) -> dict:
     from avlegrad import localize
 
-    video = folder / "localize_640x360_25fps_10s.mp4"
+    video = localize_clip(args, folder)
     if not video.is_file():
         write_clip(video, seed=99, seconds=args.video_seconds, sample_rate=48000, gop_seconds=args.gop)
     short = folder / "localize_warmup.mp4"
@@ -392,7 +396,7 @@ def compare(args, name: str, clip, cfg, encoder, device, folder: Path, rounds: i
     keys = ("decode_frames_per_s", "decode_resize_frames_per_s", "overlay_encode_frames_per_s", "frames_per_s")
     out = {}
     if name == "reformat-threads":  # the conversions alone, before and after alternating frame by frame
-        out.update(_interleaved_conversions(folder / "localize_640x360_25fps_10s.mp4"))
+        out.update(_interleaved_conversions(localize_clip(args, folder)))
     for k in keys:
         before = float(np.median([r[k] for r in runs["before"]]))
         after = float(np.median([r[k] for r in runs["after"]]))
@@ -509,7 +513,7 @@ def main(argv=None):
         print(report(res), flush=True)
     if "eval" not in skip:
         t0 = time.perf_counter()
-        root = make_dataset(folder / "clips", args.clips, args.distinct, args.gop)
+        root = make_dataset(folder / f"clips_gop{args.gop:g}", args.clips, args.distinct, args.gop)
         print(f"# {args.clips} clips ready in {time.perf_counter() - t0:.1f} s", flush=True)
         res["eval"] = {"workers": args.workers, **measure_decode(root, encoder.sample_rate, min(args.clips, 16)),
                        **measure_eval(args, root, ckpt, device, folder / f"eval_out_{label}")}
