@@ -227,11 +227,20 @@ def measure_decode(root: Path, sample_rate: int, clips: int) -> dict:
     from avlegrad.data import create_dataset
 
     dataset = create_dataset("csv-boxes", root, sample_rate=sample_rate, limit=clips)
+    from avlegrad.data.media import load_audio, load_frame
+
     dataset[0]  # warm-up (imports, first open)
     start = time.perf_counter()
     for i in range(len(dataset)):
         dataset[i]
-    return {"decode_clips_per_s_one_process": len(dataset) / (time.perf_counter() - start)}
+    out = {"decode_clips_per_s_one_process": len(dataset) / (time.perf_counter() - start)}
+    videos = sorted((root / "videos").glob("*.mp4"))[:len(dataset)]
+    for name, read in (("middle_frame", load_frame), ("sound", lambda v: load_audio(v, sample_rate))):
+        start = time.perf_counter()
+        for v in videos:
+            read(v)
+        out[f"decode_{name}_ms"] = 1000 * (time.perf_counter() - start) / len(videos)
+    return out
 
 
 def measure_eval(args, root: Path, ckpt: Path, device, out: Path) -> dict:
@@ -281,9 +290,10 @@ def measure_localize(args, clip, cfg, encoder, device, folder: Path) -> dict:
     video = localize_clip(args, folder)
     if not video.is_file():
         write_clip(video, seed=99, seconds=args.video_seconds, sample_rate=48000, gop_seconds=args.gop)
-    short = folder / "localize_warmup.mp4"
+    warmup = min(1.0, args.video_seconds)
+    short = folder / f"localize_warmup_{warmup:g}s.mp4"
     if not short.is_file():
-        write_clip(short, seed=98, seconds=1.0, sample_rate=48000, gop_seconds=args.gop)
+        write_clip(short, seed=98, seconds=warmup, sample_rate=48000, gop_seconds=args.gop)
     loc = localize.Localizer(clip, cfg, encoder, batch_size=args.localize_batch, dtype=args.dtype, progress=False)
     out_dir = folder / "localize_out"
 
@@ -405,38 +415,44 @@ def compare(args, name: str, clip, cfg, encoder, device, folder: Path, rounds: i
 
 
 # ----------------------------------------------------------------------------- report
+def _r(x: float) -> str:
+    """A rate: one decimal, or 3 significant digits below 10 (a big model on a CPU)."""
+    return f"{x:,.1f}" if x >= 10 else f"{x:.3g}"
+
+
 def report(res: dict) -> str:
     m, e, lo = res.get("models", {}), res.get("eval", {}), res.get("localize", {})
     lines = [f"# {res['setup']}"]
     if m:
         lines += [
             "| what | rate | ratio |", "|---|---|---|",
-            f"| image forward | {m['forward_images_per_s']:,.1f} images/s | |",
-            f"| LeGrad, default layers (-2) | {m['legrad_default_maps_per_s']:,.1f} maps/s | "
+            f"| image forward | {_r(m['forward_images_per_s'])} images/s | |",
+            f"| LeGrad, default layers (-2) | {_r(m['legrad_default_maps_per_s'])} maps/s | "
             f"{m['legrad_default_vs_forward']:.0%} of the forward |",
-            f"| LeGrad, all layers (0) | {m['legrad_all_layers_maps_per_s']:,.1f} maps/s | "
+            f"| LeGrad, all layers (0) | {_r(m['legrad_all_layers_maps_per_s'])} maps/s | "
             f"{m['legrad_all_layers_vs_forward']:.0%} of the forward |",
-            f"| ImageBind audio (10 s, 3 x 2 s clips) | {m['audio_clips_per_s']:,.1f} sounds/s | "
-            f"fbank {m['audio_fbank_share']:.0%} of it ({m['audio_fbank_clips_per_s']:,.1f} sounds/s alone) |",
-            f"| pair, models only (audio + LeGrad) | {m['pair_model_only_clips_per_s']:,.1f} clips/s | |"]
+            f"| ImageBind audio (10 s, 3 x 2 s clips) | {_r(m['audio_clips_per_s'])} sounds/s | "
+            f"fbank {m['audio_fbank_share']:.0%} of it ({_r(m['audio_fbank_clips_per_s'])} sounds/s alone) |",
+            f"| pair, models only (audio + LeGrad) | {_r(m['pair_model_only_clips_per_s'])} clips/s | |"]
     if e:
         share = ", ".join(f"{k} {v:.0%}" for k, v in e["eval_share"].items())
         ratio = f"{e['eval_clips_per_s'] / m['pair_model_only_clips_per_s']:.0%} of the models only" if m else ""
-        lines.append(f"| eval end to end ({e['eval_clips']} clips) | {e['eval_clips_per_s']:,.1f} clips/s | {ratio}; "
+        lines.append(f"| eval end to end ({e['eval_clips']} clips) | {_r(e['eval_clips_per_s'])} clips/s | {ratio}; "
                      f"{share} |")
         if "decode_clips_per_s_one_process" in e:
-            lines.append(f"| eval decoding, one process | {e['decode_clips_per_s_one_process']:,.1f} clips/s | "
-                         f"{e['workers']} workers |")
+            lines.append(f"| eval decoding, one process | {_r(e['decode_clips_per_s_one_process'])} clips/s | "
+                         f"{e['workers']} workers; per clip: middle frame {e['decode_middle_frame_ms']:.1f} ms, "
+                         f"sound at 16 kHz {e['decode_sound_ms']:.1f} ms |")
     if lo:
         main = {k: v for k, v in lo["stage_seconds"].items() if not k.startswith(("reader", "writer"))}
         threads = {k: v for k, v in lo["stage_seconds"].items() if k.startswith(("reader", "writer"))}
         fmt = lambda d: ", ".join(f"{k} {v / lo['seconds']:.0%}" for k, v in d.items())  # noqa: E731
         lines += [
-            f"| localize decoding alone (reader thread) | {lo['decode_frames_per_s']:,.1f} frames/s | "
-            f"with the resize for the model {lo['decode_resize_frames_per_s']:,.1f} |",
-            f"| localize overlay + encoding alone (one thread) | {lo['overlay_encode_frames_per_s']:,.1f} frames/s | |",
-            f"| localize, models only | {lo['model_only_frames_per_s']:,.1f} frames/s | |",
-            f"| localize end to end ({lo['frames']} frames, 640x360) | {lo['frames_per_s']:,.1f} frames/s | "
+            f"| localize decoding alone (reader thread) | {_r(lo['decode_frames_per_s'])} frames/s | "
+            f"with the resize for the model {_r(lo['decode_resize_frames_per_s'])} |",
+            f"| localize overlay + encoding alone (one thread) | {_r(lo['overlay_encode_frames_per_s'])} frames/s | |",
+            f"| localize, models only | {_r(lo['model_only_frames_per_s'])} frames/s | |",
+            f"| localize end to end ({lo['frames']} frames, 640x360) | {_r(lo['frames_per_s'])} frames/s | "
             f"{lo['vs_model_only']:.0%} of the models only |",
             f"| ... main thread, share of the wall time | | {fmt(main)} |",
             f"| ... other threads, busy share of the wall time | | {fmt(threads)} |"]
