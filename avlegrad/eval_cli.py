@@ -15,6 +15,7 @@ import re
 import sys
 
 from .box_metrics import box_metrics_help
+from .mask_metrics import mask_metrics_help
 from .data.registry import dataset_help
 from .download import DownloadError
 from .eval.run import DEFAULT_AUDIO_ENCODER, EvalOptions, evaluate, resolve_defaults
@@ -76,9 +77,8 @@ def parse_args(argv=None) -> EvalOptions:
                     "... when that one holds the results of other settings)")
     ap.add_argument("--save-overlays", type=int, default=0, metavar="N", help="save N heatmap overlays")
     ap.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
-    ap.add_argument("--seg-metrics", help="segmentation benchmarks: comma-separated metric variants among "
-                    "denseav-global, taco-per-image, taco-per-image-fixed, avsbench-official, avsbench-dataset "
-                    "(default: the dataset's published ones)")
+    ap.add_argument("--seg-metrics", help="segmentation benchmarks: comma-separated metric variants (default: "
+                    "the dataset's published ones), among: " + mask_metrics_help())
     ap.add_argument("--box-metrics", help="box benchmarks: comma-separated metric variants scored beside "
                     "cIoU/AP50/AUC, among: " + box_metrics_help())
     ap.add_argument("--avsbench-batch-frames", type=int, default=d.avsbench_batch_frames,

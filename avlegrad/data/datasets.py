@@ -180,7 +180,7 @@ BUILTIN_ROOTS = {"vggsound": "vggss", "flickr": "flickr", "folder": "videos", "s
 
 
 def _register_builtins() -> None:
-    from .segmentation import GET_DATA_HINTS as SEGMENTATION_HINTS
+    from .segmentation import DEFAULT_METRICS, GET_DATA_HINTS as SEGMENTATION_HINTS
 
     for name, splits in DATASET_SPLITS.items():
         scoring = ("masks" if name in SEGMENTATION_SPLITS else
@@ -191,7 +191,7 @@ def _register_builtins() -> None:
         hint = GET_DATA_HINTS.get(name) or SEGMENTATION_HINTS.get(name) or \
             "see docs/benchmarks-sound-following.md for where to get the media"
         register_dataset(name, splits=splits, default_root=BUILTIN_ROOTS.get(name, name), hint=hint,
-                         scoring=scoring)(create_dataset)
+                         scoring=scoring, metrics=DEFAULT_METRICS.get(name, ()))(create_dataset)
 
 
 _register_builtins()
