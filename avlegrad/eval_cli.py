@@ -11,10 +11,10 @@ and writes summary.json + clips.jsonl (+ overlays) to --out; rerunning resumes.
 import argparse
 import dataclasses
 import logging
-import re
 import sys
 
 from .box_metrics import box_metrics_help
+from .cli import flag_wording
 from .mask_metrics import mask_metrics_help
 from .data.registry import dataset_help
 from .download import DownloadError
@@ -33,15 +33,7 @@ def cli_wording(message: str) -> str:
     """A library error in the command line's words: the library names options as EvalOptions
     fields in backquotes (```audio_encoder```, ```target=text```), the command line as flags
     (``--audio-encoder``, ``--target text``). Other text is left as it is."""
-    fields = {f.name for f in dataclasses.fields(EvalOptions)}
-
-    def flag(match: re.Match) -> str:
-        name, value = match.group(1), match.group(2)
-        if name not in fields:
-            return match.group(0)
-        return flag_of(name) + (f" {value}" if value is not None else "")
-
-    return re.sub(r"`([a-z_]+)(?:=([^`]*))?`", flag, message)
+    return flag_wording(message, {f.name: flag_of(f.name) for f in dataclasses.fields(EvalOptions)})
 
 
 def parse_args(argv=None) -> EvalOptions:

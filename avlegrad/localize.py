@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cli import flag_wording, parser_flags
 from .data.media import MediaError, _to_float, check_frame_size, resample, upright
 from .data.record import VIDEO_SUFFIXES
 from .fileio import atomic_path
@@ -690,8 +691,8 @@ class Localizer:
         a tower that is not the audio encoder's is refused.
         """
         if (audio_encoder is None) == (target_text is None):
-            raise ValueError("give --audio-encoder NAME_OR_CHECKPOINT (localize the sound) or --target-text "
-                             "PROMPT (localize a text prompt in every frame), not both nor neither")
+            raise ValueError("give `audio_encoder` (a name or checkpoint: localize the sound) or `target_text` "
+                             "(a prompt: localize it in every frame), not both nor neither")
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         clip, cfg, model, _, encoder = load_pair(audio_encoder, model, pretrained, device=device)
         text = None
@@ -761,7 +762,7 @@ class Localizer:
         started = time.perf_counter()
         track = read_audio_track(path) if path.is_file() else None
         if track is None and self.encoder is not None and path.is_file():
-            raise MediaError(path, "has no audio track, so there is no sound to localize (--target-text "
+            raise MediaError(path, "has no audio track, so there is no sound to localize (`target_text` "
                              "explains a text prompt instead)")
         audio = AudioWindows(track, self.encoder.sample_rate, self.window) if self.encoder is not None else None
 
@@ -983,7 +984,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run the command; returns 0 when every input was written, 1 when any failed, 2 on a setup error."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    flags = parser_flags(parser)  # library errors name arguments: said here as flags
     if not logging.getLogger().handlers:
         # the root at WARNING: open_clip logs every step of building a model at INFO there
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -995,7 +998,7 @@ def main(argv=None) -> int:
             batch_size=args.batch_size, alpha=args.alpha, colormap=args.colormap, dtype=args.dtype,
             save_maps=args.save_maps, contact_sheet=args.contact_sheet, progress=not args.quiet)
     except (ValueError, OSError, RuntimeError) as e:
-        log.error("localize: error: %s", e)
+        log.error("localize: error: %s", flag_wording(str(e), flags))
         return 2
 
     videos, problems = find_videos(args.inputs)
@@ -1011,11 +1014,11 @@ def main(argv=None) -> int:
         except KeyboardInterrupt:
             raise
         except MediaError as e:
-            log.error("FAILED %s: %s", video, e.reason)
+            log.error("FAILED %s: %s", video, flag_wording(e.reason, flags))
             failed += 1
             continue
         except Exception as e:  # one bad input must not stop the others
-            log.error("FAILED %s: %s: %s", video, type(e).__name__, e)
+            log.error("FAILED %s: %s: %s", video, type(e).__name__, flag_wording(str(e), flags))
             log.debug("traceback", exc_info=True)
             failed += 1
             continue

@@ -101,7 +101,7 @@ def load_clip(model_name: str, pretrained: str | None = None, device="cpu", mode
                 raise WeightsUnavailableError(
                     f"cannot get the weights {pretrained!r} of {model_name} ({e}). Download them once on a "
                     f"machine with internet (open_clip caches them under ~/.cache/huggingface), or pass the "
-                    f"path of a local checkpoint file as --pretrained") from None
+                    f"path of a local checkpoint file as `pretrained`") from None
     model.requires_grad_(False)
     model.eval().to(device)
     # as open_clip's factory does, keep the full preprocessing config on the model (custom ones too)

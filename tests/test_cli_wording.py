@@ -1,6 +1,9 @@
-"""Library errors name EvalOptions fields, never command-line flags; eval.py says them as flags."""
+"""Library errors name options and arguments, never command-line flags; each command line says
+them as its flags (eval.py, localize, analyze)."""
+import ast
 import dataclasses
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -36,3 +39,89 @@ def test_every_flag_named_by_the_wording_is_a_flag_of_eval_py(capsys):
         assert cli_wording(f"`{field.name}` x") == f"{flag_of(field.name)} x"
         assert flag_of(field.name) in flags, field.name
     assert cli_wording("`target=text` and `nope` and `split=extended`") == "--target text and `nope` and --split extended"
+
+
+# ------------------------------------------------------------------------------------------------
+# every library module: no error text holds a flag
+# ------------------------------------------------------------------------------------------------
+PACKAGE = Path(__file__).resolve().parents[1] / "avlegrad"
+FLAG = re.compile(r"(?<![\w-])--[a-z]")
+# the command lines themselves (their errors are said to their users) and their parsers
+COMMAND_MODULES = {"eval_cli.py", "cli.py", "app.py", "train/cli.py"}
+COMMAND_FUNCTIONS = {"main", "cli", "parse_args", "build_parser"}
+# train.py's trainer and config still word errors as train.py's flags (--resume, --overwrite, --set)
+KNOWN = {"train/trainer.py", "train/config.py"}
+
+
+def flag_texts_in_raises(path: Path):
+    """``(line, text)`` of each string constant holding a flag inside a ``raise`` (f-string parts
+    included), outside the command functions."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+
+    def visit(node, in_command: bool):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            in_command = in_command or node.name in COMMAND_FUNCTIONS
+        if isinstance(node, ast.Raise) and node.exc is not None and not in_command:
+            for sub in ast.walk(node.exc):
+                if isinstance(sub, ast.Constant) and isinstance(sub.value, str) and FLAG.search(sub.value):
+                    found.append((node.lineno, sub.value))
+        for child in ast.iter_child_nodes(node):
+            visit(child, in_command)
+
+    visit(tree, False)
+    return found
+
+
+def test_no_library_error_names_a_command_line_flag():
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel in COMMAND_MODULES or rel in KNOWN:
+            continue
+        offenders += [f"{rel}:{line}: {text!r}" for line, text in flag_texts_in_raises(path)]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_scan_finds_a_flag_in_an_error(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text('def f(x):\n    raise ValueError(f"give --audio-encoder {x}")\n'
+                   'def main():\n    raise SystemExit("--help")\n')
+    assert flag_texts_in_raises(bad) == [(2, "give --audio-encoder ")]
+
+
+def test_localize_names_arguments_and_its_command_says_flags(tmp_path, caplog):
+    from avlegrad import localize
+
+    with pytest.raises(ValueError) as e:
+        localize.Localizer.from_names()
+    message = str(e.value)
+    assert "`audio_encoder`" in message and "`target_text`" in message and "--" not in message
+    assert localize.main([str(tmp_path / "x.mp4"), "-o", str(tmp_path / "out")]) == 2
+    assert "give --audio-encoder (a name or checkpoint: localize the sound) or --target-text" in caplog.text
+
+
+def test_analyze_names_arguments_and_its_command_says_flags(tmp_path, caplog):
+    from avlegrad import analyze
+
+    for kwargs, name in (({"steps": 0}, "steps"), ({"faith_batch": 0}, "faith_batch"), ({"heads_clip": -1}, "heads_clip")):
+        with pytest.raises(ValueError) as e:
+            analyze.run_analysis(EvalOptions(dataset="synthetic", root=str(tmp_path / "none")), tmp_path / "o", **kwargs)
+        assert f"`{name}` must be an integer" in str(e.value) and "--" not in str(e.value)
+    assert analyze.main(["--dataset", "synthetic", "--root", str(tmp_path / "none"), "--out", str(tmp_path / "o"),
+                         "--heads-clip", "-1"]) == 2
+    assert "--heads-clip must be an integer >= 0, got -1" in caplog.text
+
+
+def test_the_flags_of_a_parser_are_its_long_options():
+    import argparse
+
+    from avlegrad.cli import flag_wording, parser_flags
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-o", "--out")
+    parser.add_argument("--target-text")
+    parser.add_argument("inputs", nargs="*")
+    assert parser_flags(parser) == {"help": "--help", "out": "--out", "target_text": "--target-text"}
+    assert flag_wording("`target_text=a dog` or `out` but not `inputs`", parser_flags(parser)) == \
+        "--target-text a dog or --out but not `inputs`"

@@ -262,7 +262,7 @@ def _resolve_tower_file(encoder: AudioEncoder, checkpoint) -> None:
         encoder.missing_tower_file = (
             f"audio encoder {checkpoint} pairs with the image tower weights {pretrained!r}, kept beside it, but "
             f"{beside} does not exist: copy {pretrained} next to the checkpoint (it was written with it), or "
-            f"name the tower with --model/--pretrained")
+            f"name the tower with `model` and `pretrained`")
 
 
 def load_weights_mmap(path) -> dict:
