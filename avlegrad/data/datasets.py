@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..audio.base import SILENCE_PEAK  # noqa: F401 (re-exported)
 from .annotations import (AnnotationReport, BoxAnnotation, check_boxes, find_annotation, read_flickr_annotations,
                           read_flickr_test_csv, read_id_list, read_vggss_json)
 from .base import ClipDataset, ClipEntry, _media_problem, collate_clips  # noqa: F401 (re-exported)
