@@ -104,9 +104,11 @@ def test_localize_names_arguments_and_its_command_says_flags(tmp_path, caplog):
 def test_analyze_names_arguments_and_its_command_says_flags(tmp_path, caplog):
     from avlegrad import analyze
 
-    for kwargs, name in (({"steps": 0}, "steps"), ({"faith_batch": 0}, "faith_batch"), ({"heads_clip": -1}, "heads_clip")):
+    opts = EvalOptions(dataset="synthetic", root=str(tmp_path / "none"))
+    for kwargs, name in (({"steps": 0}, "steps"), ({"faith_batch": 0}, "faith_batch"),
+                         ({"heads_clip": -1}, "heads_clip")):
         with pytest.raises(ValueError) as e:
-            analyze.run_analysis(EvalOptions(dataset="synthetic", root=str(tmp_path / "none")), tmp_path / "o", **kwargs)
+            analyze.run_analysis(opts, tmp_path / "o", **kwargs)
         assert f"`{name}` must be an integer" in str(e.value) and "--" not in str(e.value)
     assert analyze.main(["--dataset", "synthetic", "--root", str(tmp_path / "none"), "--out", str(tmp_path / "o"),
                          "--heads-clip", "-1"]) == 2

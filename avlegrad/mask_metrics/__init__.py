@@ -42,7 +42,7 @@ class MaskMetricInputs:
     gts: Sequence
     class_ids: Sequence[Hashable]
     batch_frames: int = 20
-    _shared: dict = field(default_factory=dict, repr=False)
+    _shared: dict = field(default_factory=dict, init=False, repr=False)
 
     def shared(self, key: str, build: Callable):
         """``build()``, computed once per method and shared by the variants that ask for the same
