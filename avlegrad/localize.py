@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .audio_strip import SpectrogramStrip, WindowMap, audio_side_explainer, display_frontend
 from .data.media import MediaError, _to_float, check_frame_size, resample, upright
 from .data.record import VIDEO_SUFFIXES
 from .fileio import atomic_path
@@ -256,6 +257,10 @@ class AudioWindows:
         self._buf, self._buf_start = buf[cut:], start + cut
         return self._buf[:b - self._buf_start] if self._buf_start == a else self._buf[:0]
 
+    def first_sample(self, t: float) -> int:
+        """The window's first sample at ``sample_rate``, counted from the track's first (may be negative)."""
+        return int(round((t - self.start) * self.sample_rate)) - self.length // 2
+
     def window(self, t: float) -> np.ndarray:
         """Samples ``[t - w/2, t + w/2]`` (``t`` on the container's clock), zeros beyond the track."""
         return self._windows([t])[0]
@@ -267,7 +272,7 @@ class AudioWindows:
         out = np.zeros((len(times), self.length), np.float32)
         if not times or self.length == 0:
             return out
-        los = [int(round((t - self.start) * self.sample_rate)) - self.length // 2 for t in times]
+        los = [self.first_sample(t) for t in times]
         first, last = max(min(los), 0), max(los) + self.length  # output samples needed: [first, last)
         if last <= 0:
             return out
@@ -305,6 +310,7 @@ class Frame:
     rgb: np.ndarray  # [H, W, 3] uint8, display rotation applied
     image: np.ndarray | None = None  # resized for the model by the reader, for frames to explain
     map: np.ndarray | None = None  # [S, S] float32 in [0, 1] once explained
+    audio: WindowMap | None = None  # the audio-side map of its (or the nearer explained frame's) window (audio_map)
 
 
 _END = object()
@@ -632,13 +638,21 @@ class Localizer:
     interpolate the maps of the frames between linearly. ``method``: the explainer
     (``avlegrad.explain.create_explainer``'s names; ``layer_index`` is LeGrad's). The models run on
     the device they are on.
+
+    ``audio_map``: also explain the other direction, the audio encoder's embedding of each
+    explained window against that frame's image embedding (audio-side LeGrad,
+    :class:`~avlegrad.explain.audio.AudioLeGrad`, same ``layer_index``), drawn as a scrolling
+    spectrogram strip ``strip_seconds`` wide (default: twice the window) under each frame
+    (:mod:`avlegrad.audio_strip`). Needs an audio encoder with an audio-side adapter (ImageBind's
+    audio tower, a timm ViT encoder); others are refused here with one line.
     """
 
     def __init__(self, model, preprocess_cfg: dict, encoder=None, text_embedding: torch.Tensor | None = None, *,
                  layer_index: int = -2, image_size: int | None = None, window: float | None = None,
                  stride: int = 1, batch_size: int = 16, alpha: float = 0.5, colormap: str = "jet",
                  dtype: str = "fp32", save_maps: bool = False, contact_sheet: bool = False,
-                 progress: bool = True, method: str = "legrad"):
+                 progress: bool = True, method: str = "legrad", audio_map: bool = False,
+                 strip_seconds: float | None = None):
         from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 
         from .explain import create_explainer
@@ -673,6 +687,15 @@ class Localizer:
                                  f"tower's embedding has {self.explainer.vit.embed_dim}: not the same space")
         else:
             self.window = None
+        self.audio_explainer = None  # audio-side LeGrad (audio_map)
+        if audio_map:
+            if encoder is None:
+                raise ValueError("--audio-map explains each frame's sound against the frame: it needs an audio "
+                                 "encoder (--audio-encoder), not a text target")
+            self.audio_explainer = audio_side_explainer(encoder, layer_index)
+            self.strip_seconds = float(strip_seconds) if strip_seconds is not None else 2 * self.window
+            if not self.strip_seconds > 0:
+                raise ValueError(f"strip_seconds must be positive, got {strip_seconds}")
         self.stride, self.batch_size = int(stride), int(batch_size)
         self.alpha, self.colormap = float(alpha), colormap
         self.dtype = dtype
@@ -694,6 +717,8 @@ class Localizer:
                              "PROMPT (localize a text prompt in every frame), not both nor neither")
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         clip, cfg, model, _, encoder = load_pair(audio_encoder, model, pretrained, device=device)
+        if kwargs.get("audio_map") and encoder is not None:  # refused naming the encoder as the user did
+            audio_side_explainer(encoder, kwargs.get("layer_index", -2), name=audio_encoder)
         text = None
         if target_text is not None:
             text = text_embedding(clip, model, target_text)
@@ -724,20 +749,73 @@ class Localizer:
         dtype = DTYPES[self.dtype]
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
-    def targets(self, frames: list[Frame], audio: AudioWindows | None) -> torch.Tensor:
+    def targets(self, frames: list[Frame], audio: AudioWindows | None, waves: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, D]``: each frame's audio window through the encoder (each as if alone), or the text embedding."""
         if self.encoder is None:
             return self.text_embedding.to(self.device).expand(len(frames), -1)
+        if waves is None:
+            waves = audio.batch([f.time for f in frames]).to(self.encoder.device)
         with torch.no_grad():
-            return self.encoder.embed_each(audio.batch([f.time for f in frames]).to(self.encoder.device))
+            return self.encoder.embed_each(waves)
 
     def explain(self, frames: list[Frame], audio: AudioWindows | None) -> None:
-        """Set ``frame.map`` for a batch: frames through the image tower, their windows through the encoder."""
+        """Set ``frame.map`` for a batch: frames through the image tower, their windows through the encoder
+        (and ``frame.audio``, the audio-side map of each window, with ``audio_map``)."""
         images = self.to_model([f.image if f.image is not None else self.prepare(f.rgb) for f in frames])
+        waves = None if self.encoder is None else audio.batch([f.time for f in frames]).to(self.encoder.device)
         with self._autocast():
-            maps = self.explainer(images, self.targets(frames, audio)).cpu().numpy()
-        for f, m in zip(frames, maps):
-            f.map, f.image = m, None
+            maps = self.explainer(images, self.targets(frames, audio, waves)).cpu().numpy()
+        windows = [None] * len(frames)
+        if self.audio_explainer is not None:
+            out = self.audio_maps(images, waves)
+            hop = self.audio_explainer.adapter.hop
+            # the window's frame k is centred on its sample k * hop: frame 0 on the column nearest its first sample
+            windows = [WindowMap(m.numpy(), (audio.first_sample(f.time) + hop // 2) // hop)
+                       for f, m in zip(frames, out.maps)]
+        for f, m, w in zip(frames, maps, windows):
+            f.map, f.image, f.audio = m, None, w
+
+    def audio_maps(self, images: torch.Tensor, waves: torch.Tensor):
+        """Audio-side LeGrad of each window ``waves [B, T]`` against its frame's image embedding
+        (``images [B, 3, S, S]`` as :meth:`to_model` gives) -> :class:`~avlegrad.explain.audio.AudioMaps`
+        (maps ``[B, F, Tw]`` in [0, 1] on the window's frames, frame ``k`` at ``k * hop`` samples)."""
+        from .explain.audio import image_embedding
+
+        with torch.no_grad(), self._autocast():
+            picture = image_embedding(self.model, images)
+        with self._autocast():
+            return self.audio_explainer.explain_waveforms(waves, picture.to(waves.device))
+
+    def explain_frame(self, rgb: np.ndarray, audio_window: np.ndarray | None = None):
+        """Both directions for one frame and the sound around it, from one call.
+
+        ``rgb`` ``[H, W, 3]`` uint8; ``audio_window`` ``[T]`` float mono at the encoder's sample rate
+        (the frame's window; None with a text target). Returns ``(image_map, audio)``: the
+        image-side map ``[S, S]`` float32 in [0, 1] on the model's square input (the frame squashed
+        to ``image_size``), and with ``audio_map`` the audio-side
+        :class:`~avlegrad.explain.audio.AudioMaps` of the window with the batch axis removed
+        (``maps [F, Tw]`` in [0, 1], ``curve [Tw]``, ``times [Tw]`` s from the window's start), else None.
+        """
+        images = self.to_model([self.prepare(np.ascontiguousarray(rgb, dtype=np.uint8))])
+        waves = None
+        if self.encoder is not None:
+            if audio_window is None:
+                raise ValueError("explain_frame needs the frame's audio window [T] (mono, at the encoder's rate)")
+            waves = torch.as_tensor(np.asarray(audio_window, np.float32)).reshape(1, -1).to(self.encoder.device)
+        with self._autocast():
+            target = self.text_embedding.to(self.device)[None] if waves is None else self.targets([], None, waves)
+            image_map = self.explainer(images, target)[0].float().cpu().numpy()
+        if self.audio_explainer is None:
+            return image_map, None
+        out = self.audio_maps(images, waves)
+        out.maps, out.curve, out.clips = out.maps[0], out.curve[0], out.clips[0]
+        return image_map, out
+
+    def spectrogram_strip(self, track: AudioTrack) -> SpectrogramStrip:
+        """The strip drawer for one video's sound (``audio_map``)."""
+        ad = self.audio_explainer.adapter
+        frontend = display_frontend(self.encoder, ad.hop, ad.sample_rate, ad.n_mels)
+        return SpectrogramStrip(track, frontend, self.strip_seconds, self.alpha, self.colormap)
 
     # --- one video ----------------------------------------------------------------------------
     def localize(self, path, out_dir, stem: str | None = None) -> VideoResult:
@@ -793,6 +871,7 @@ class Localizer:
                 key = pending[j]
                 for f in pending[:j]:  # between two explained frames: linear interpolation
                     w = (f.index - prev.index) / (key.index - prev.index)
+                    f.audio = prev.audio if w < 0.5 else key.audio  # windows are not interpolated: the nearer one
                     output.put(f, (1 - w) * prev.map + w * key.map, False)
                 output.put(key, key.map, True)
                 prev = key
@@ -826,6 +905,7 @@ class _Output:
         self.tmp = out_dir / f".{name}.tmp{os.getpid()}.mp4"
         self.writer = self.maps = None
         self.sheet = ContactSheet() if loc.contact_sheet else None
+        self.strip = loc.spectrogram_strip(track) if loc.audio_explainer is not None else None
         self.notes: list[str] = []
         self.times: list[float] = []
         self._queue: queue.Queue = queue.Queue(maxsize=8)
@@ -854,6 +934,8 @@ class _Output:
         if self.writer is None:
             self._open(frame)
         image = overlay(frame.rgb, heat, self.loc.alpha, self.loc.colormap)
+        if self.strip is not None:
+            image = self.strip.attach(image, frame.time, frame.audio)
         frame.rgb = None  # written: the frame's memory can go
         self.writer.write(image)
         if self.maps is not None:
@@ -865,6 +947,9 @@ class _Output:
 
     def _open(self, first: Frame) -> None:
         reader, h, w = self.reader, *first.rgb.shape[:2]
+        frame_h = h
+        if self.strip is not None:  # the spectrogram strip below the frame
+            h += self.strip.height(w, h)
         if not reader.rate_known:
             self.notes.append("no frame rate in the file: written at 25 fps")
         if w % 2 or h % 2:
@@ -873,7 +958,7 @@ class _Output:
         sar = reader.sample_aspect_ratio
         if reader.rotation:
             self.notes.append(f"display rotation applied: turned {reader.rotation} degrees counter-clockwise "
-                              f"to {w}x{h}")
+                              f"to {w}x{frame_h}")
             if sar and reader.rotation % 180:
                 sar = 1 / sar  # a quarter turn turns the pixel shape too
         offset = 0.0
@@ -977,6 +1062,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also write <stem>_legrad_maps.npz: float16 maps [T, S, S], times, explained, fps")
     ap.add_argument("--contact-sheet", action="store_true",
                     help="also write <stem>_legrad_sheet.png: a grid of a few frames with their overlays")
+    ap.add_argument("--audio-map", action="store_true",
+                    help="also the other direction: under each frame a scrolling spectrogram strip with the "
+                         "audio-side LeGrad map of its window against the frame (audio ViT encoders only)")
+    ap.add_argument("--strip-seconds", type=float, metavar="SECONDS",
+                    help="span of sound the --audio-map strip shows (default: twice the window)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     return ap
 
@@ -993,7 +1083,8 @@ def main(argv=None) -> int:
             args.audio_encoder, args.target_text, args.model, args.pretrained, device=args.device,
             layer_index=args.layer_index, image_size=args.image_size, window=args.window, stride=args.stride,
             batch_size=args.batch_size, alpha=args.alpha, colormap=args.colormap, dtype=args.dtype,
-            save_maps=args.save_maps, contact_sheet=args.contact_sheet, progress=not args.quiet)
+            save_maps=args.save_maps, contact_sheet=args.contact_sheet, progress=not args.quiet,
+            audio_map=args.audio_map, strip_seconds=args.strip_seconds)
     except (ValueError, OSError, RuntimeError) as e:
         log.error("localize: error: %s", e)
         return 2

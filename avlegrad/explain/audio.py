@@ -381,6 +381,12 @@ class AudioLeGrad:
         return AudioMaps(maps, curve, times, raw, list(bounds))
 
 
+def image_embedding(clip_model, images: torch.Tensor) -> torch.Tensor:
+    """The pictures' embeddings ``[B, D]`` float32 (``encode_image``, or the tower's output): the
+    audio side's targets."""
+    return (clip_model.encode_image(images) if hasattr(clip_model, "encode_image") else clip_model(images)).float()
+
+
 def explain_both(clip_model, encoder, images: torch.Tensor, waveforms: torch.Tensor, layer_index: int = -2):
     """Both directions from one call: where in the picture the sound is (image-side LeGrad of the
     CLIP image tower w.r.t. the sound's embedding) and when and at which frequencies the sound holds
@@ -396,7 +402,7 @@ def explain_both(clip_model, encoder, images: torch.Tensor, waveforms: torch.Ten
         raise ValueError(f"{images.shape[0]} images and {waveforms.shape[0]} waveforms: give one waveform per image")
     with torch.no_grad():
         sound = encoder(waveforms)
-        picture = (clip_model.encode_image(images) if hasattr(clip_model, "encode_image") else clip_model(images)).float()
+        picture = image_embedding(clip_model, images)
     image_maps = LeGrad(clip_model, layer_index=layer_index)(images, sound.to(images.device))
     audio_maps = AudioLeGrad(encoder, layer_index=layer_index).explain_waveforms(waveforms, picture.to(waveforms.device))
     return image_maps, audio_maps
