@@ -770,7 +770,7 @@ class Localizer:
             out = self.audio_maps(images, waves)
             hop = self.audio_explainer.adapter.hop
             # the window's frame k is centred on its sample k * hop: frame 0 on the column nearest its first sample
-            windows = [WindowMap(m.numpy(), (audio.first_sample(f.time) + hop // 2) // hop)
+            windows = [WindowMap(m.float().numpy(), (audio.first_sample(f.time) + hop // 2) // hop)
                        for f, m in zip(frames, out.maps)]
         for f, m, w in zip(frames, maps, windows):
             f.map, f.image, f.audio = m, None, w

@@ -226,3 +226,19 @@ def test_audio_map_refusals(tmp_path, caplog):
     clip, enc = tiny_pair()
     with pytest.raises(ValueError, match="strip_seconds"):
         localize.Localizer(clip, {"size": 32}, enc, window=0.5, audio_map=True, strip_seconds=0)
+
+
+def test_audio_maps_are_float32_under_bf16_autocast():
+    """--dtype bf16: the audio side runs under the same autocast and still gives float32 maps
+    (before, grid_to_input ran in bf16 and the strip's numpy conversion failed)."""
+    clip, enc = tiny_pair()
+    track, _ = noisy_track(seconds=2.0)
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    maps = {}
+    for dtype in ("fp32", "bf16"):
+        loc = localize.Localizer(clip, {"size": 32}, enc, window=0.5, audio_map=True, progress=False, dtype=dtype)
+        frames = [localize.Frame(0, 1.0, rgb.copy())]
+        loc.explain(frames, localize.AudioWindows(track, SR, 0.5))
+        maps[dtype] = frames[0].audio.map
+        assert maps[dtype].dtype == np.float32 and maps[dtype].shape == (32, 51)
+    assert np.abs(maps["bf16"] - maps["fp32"]).max() < 0.1

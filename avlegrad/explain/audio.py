@@ -330,7 +330,8 @@ class AudioLeGrad:
                 grid = sum(g.float().clamp(min=0).mean(dim=(1, 2))[:, patches] for g in grads)
                 grids.append(grid.reshape(b * s, *layout.grid))
         grid = torch.stack(grids, dim=1).detach()  # [N, K, gh, gw]
-        return grid_to_input(grid, layout).reshape(b, s, k_targets, *layout.size)
+        with torch.autocast(grid.device.type, enabled=False):  # float32 maps under autocast too
+            return grid_to_input(grid, layout).reshape(b, s, k_targets, *layout.size)
 
     def __call__(self, spectrograms: torch.Tensor, targets) -> torch.Tensor:
         specs = spectrograms
