@@ -242,3 +242,14 @@ def test_audio_maps_are_float32_under_bf16_autocast():
         maps[dtype] = frames[0].audio.map
         assert maps[dtype].dtype == np.float32 and maps[dtype].shape == (32, 51)
     assert np.abs(maps["bf16"] - maps["fp32"]).max() < 0.1
+
+
+def test_world_models_end_to_end(tmp_path):
+    """The offline setup: the world's audio ViT picks the world's CLIP tower, both directions drawn."""
+    path = tmp_path / "world.mp4"
+    write_video(path, moving_box_frames(8, 96, 64), 10, audio=tone(0.8, freq=600), sample_rate=SR)
+    out = tmp_path / "out"
+    assert localize.main([str(path), "-o", str(out), "--quiet", "--audio-encoder", "checkpoints/world/audio_vit.pt",
+                          "--audio-map"]) == 0
+    frames, facts = read_video(out / "world_legrad.mp4")
+    assert frames.shape == (8, 64 + 64, 96, 3) and facts["has_audio"]
