@@ -73,13 +73,16 @@ class StripView:
 def display_frontend(encoder, hop: int, sample_rate: int, n_mels: int):
     """The log-mel the strip shows, on the CPU: a copy of the encoder's own ``LogMel`` front end when it
     has one (what the model sees), else a ``LogMel`` on the explainer's grid (ImageBind: 25 ms frames,
-    ``hop`` 160, ``n_mels`` 128, as its Kaldi fbank)."""
+    ``hop`` 160, ``n_mels`` 128, as its Kaldi fbank; the window zero-padded to a 1024-point FFT)."""
     from .audio.frontend import LogMel
 
     own = getattr(encoder, "frontend", None)
     if isinstance(own, LogMel) and own.hop_length == hop and own.sample_rate == sample_rate:
         return copy.deepcopy(own).cpu().eval()
-    return LogMel(sample_rate=sample_rate, n_fft=int(round(0.025 * sample_rate)), hop_length=hop, n_mels=n_mels).eval()
+    win = int(round(0.025 * sample_rate))
+    # the 25 ms window zero-padded to a longer FFT: finer bins, so no low mel band is left empty
+    n_fft = max(1024, 1 << (win - 1).bit_length())
+    return LogMel(sample_rate=sample_rate, n_fft=n_fft, win_length=win, hop_length=hop, n_mels=n_mels).eval()
 
 
 class SpectrogramColumns:

@@ -7,6 +7,7 @@ the window map's columns by a loop, the playhead's pixel by a loop over pixels, 
 map of each window by :class:`AudioLeGrad` called on the window and the frame's embedding.
 """
 import logging
+import warnings
 from fractions import Fraction
 
 import numpy as np
@@ -253,3 +254,31 @@ def test_world_models_end_to_end(tmp_path):
                           "--audio-map"]) == 0
     frames, facts = read_video(out / "world_legrad.mp4")
     assert frames.shape == (8, 64 + 64, 96, 3) and facts["has_audio"]
+
+
+def test_imagebind_tower_draws_on_its_own_grid():
+    """ImageBind's audio tower (random weights, official layout): its 3 clips placed on the window's
+    frames, the strip's log-mel a 25 ms LogMel on its 10 ms hop and 128 bands (none of them empty)."""
+    from tests.test_audio_legrad import imagebind_small
+
+    enc = imagebind_small()
+    clip = make_tiny_clip(embed_dim=16)
+    loc = localize.Localizer(clip, {"size": 32}, enc, window=2.0, audio_map=True, progress=False)
+    track, _ = noisy_track(seconds=3.0)
+    audio = localize.AudioWindows(track, SR, 2.0)
+    frames = [localize.Frame(0, 1.5, np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8))]
+    rgb = frames[0].rgb
+    loc.explain(frames, audio)
+    with torch.no_grad():
+        picture = clip.encode_image(loc.to_model([loc.prepare(rgb)]))
+    expected = AudioLeGrad(enc).explain_waveforms(audio.batch([1.5]), picture).maps[0].numpy()
+    np.testing.assert_allclose(frames[0].audio.map, expected, atol=1e-5)
+    assert frames[0].audio.map.shape == (128, 201)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torchaudio warns of mel bands without any FFT bin
+        strip = loc.spectrogram_strip(track)
+    assert (strip.columns.frontend.n_mels, strip.columns.frontend.hop_length, strip.columns.frontend.n_fft) == (128, 160, 1024)
+    view = strip.view(1.5, frames[0].audio)
+    assert view.window == (frames[0].audio.start, frames[0].audio.start + 201) and strip.count == 400
+    i = frames[0].audio.start - view.first
+    np.testing.assert_array_equal(view.relevance[:, i:i + 201], expected)
