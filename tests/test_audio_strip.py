@@ -7,6 +7,7 @@ the window map's columns by a loop, the playhead's pixel by a loop over pixels, 
 map of each window by :class:`AudioLeGrad` called on the window and the frame's embedding.
 """
 import logging
+import math
 import warnings
 from fractions import Fraction
 
@@ -183,9 +184,23 @@ def test_heatmap_video_with_the_strip(vit_checkpoint, tmp_path, monkeypatch):
     written = []
     write = localize.VideoWriter.write
     monkeypatch.setattr(localize.VideoWriter, "write", lambda self, rgb: (written.append(rgb.copy()), write(self, rgb)))
+    shown = []  # (time, window) of each frame's strip
+    attach = SpectrogramStrip.attach
+    monkeypatch.setattr(SpectrogramStrip, "attach",
+                        lambda self, image, t, window=None: (shown.append((t, window)), attach(self, image, t, window))[1])
     out = tmp_path / "out"
     assert localize.main([str(clip_path), "-o", str(out), "--quiet", "--audio-encoder", str(vit_checkpoint),
                           "--audio-map", "--contact-sheet", "--stride", "3", "--window", "0.5"]) == 0
+    # explained: frames 0, 3, ..., 18 and the last (19); a frame between shows the nearer one's window
+    explained = [0, 3, 6, 9, 12, 15, 18, 19]
+    for i, (t, window) in enumerate(shown):
+        assert t == pytest.approx(i / 10)
+        prev = max(e for e in explained if e <= i)
+        nxt = min(e for e in explained if e >= i)
+        key = prev if nxt == prev or (i - prev) / (nxt - prev) < 0.5 else nxt
+        first_sample = Fraction(round(key / 10 * SR) - 4000)  # the key frame's window [t - 0.25 s, t + 0.25 s]
+        assert window.start == math.floor(first_sample / HOP + Fraction(1, 2))
+        assert window is shown[key][1]
     strip_h = SpectrogramStrip.height(98, 63)
     assert strip_h == 65  # 64 at least, odd so that 63 + 65 is even
     frames, facts = read_video(out / "box_legrad.mp4")
