@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 def main(argv=None) -> int:
     from avlegrad import localize
-    from avlegrad.audio_eval import AUDIO_VIT_FILE
+    from avlegrad.eval.audio import AUDIO_VIT_FILE
     from avlegrad.data.datasets import create_dataset
     from avlegrad.data.synthetic import generate_synthetic
     from avlegrad.world_clip import WORLD_CHECKPOINTS
