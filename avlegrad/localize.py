@@ -749,7 +749,8 @@ class Localizer:
         dtype = DTYPES[self.dtype]
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
-    def targets(self, frames: list[Frame], audio: AudioWindows | None, waves: torch.Tensor | None = None) -> torch.Tensor:
+    def targets(self, frames: list[Frame], audio: AudioWindows | None,
+                waves: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, D]``: each frame's audio window through the encoder (each as if alone), or the text embedding."""
         if self.encoder is None:
             return self.text_embedding.to(self.device).expand(len(frames), -1)

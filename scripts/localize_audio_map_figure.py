@@ -3,7 +3,8 @@
 (each frame with the image-side LeGrad map of its sound, and under it the scrolling log-mel strip with
 the audio-side LeGrad map of its window against the frame; README, "LeGrad on the sound").
 
-    python scripts/localize_audio_map_figure.py --root runs/world/heldout --clip 3 --out docs/localize_audio_map_example.png
+    python scripts/localize_audio_map_figure.py --root runs/world/heldout --clip 3 \
+        --out docs/localize_audio_map_example.png
 """
 import argparse
 import shutil

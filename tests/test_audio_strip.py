@@ -187,7 +187,8 @@ def test_heatmap_video_with_the_strip(vit_checkpoint, tmp_path, monkeypatch):
     shown = []  # (time, window) of each frame's strip
     attach = SpectrogramStrip.attach
     monkeypatch.setattr(SpectrogramStrip, "attach",
-                        lambda self, image, t, window=None: (shown.append((t, window)), attach(self, image, t, window))[1])
+                        lambda self, image, t, window=None: (shown.append((t, window)),
+                                                             attach(self, image, t, window))[1])
     out = tmp_path / "out"
     assert localize.main([str(clip_path), "-o", str(out), "--quiet", "--audio-encoder", str(vit_checkpoint),
                           "--audio-map", "--contact-sheet", "--stride", "3", "--window", "0.5"]) == 0
@@ -292,7 +293,8 @@ def test_imagebind_tower_draws_on_its_own_grid():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # torchaudio warns of mel bands without any FFT bin
         strip = loc.spectrogram_strip(track)
-    assert (strip.columns.frontend.n_mels, strip.columns.frontend.hop_length, strip.columns.frontend.n_fft) == (128, 160, 1024)
+    shown = strip.columns.frontend
+    assert (shown.n_mels, shown.hop_length, shown.n_fft) == (128, 160, 1024)
     view = strip.view(1.5, frames[0].audio)
     assert view.window == (frames[0].audio.start, frames[0].audio.start + 201) and strip.count == 400
     i = frames[0].audio.start - view.first
