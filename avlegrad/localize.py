@@ -688,6 +688,8 @@ class Localizer:
         else:
             self.window = None
         self.audio_explainer = None  # audio-side LeGrad (audio_map)
+        if strip_seconds is not None and not audio_map:
+            raise ValueError("--strip-seconds sets the span of the --audio-map strip: add --audio-map")
         if audio_map:
             if encoder is None:
                 raise ValueError("--audio-map explains each frame's sound against the frame: it needs an audio "

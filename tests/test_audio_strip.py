@@ -243,6 +243,8 @@ def test_audio_map_refusals(tmp_path, caplog):
     clip, enc = tiny_pair()
     with pytest.raises(ValueError, match="strip_seconds"):
         localize.Localizer(clip, {"size": 32}, enc, window=0.5, audio_map=True, strip_seconds=0)
+    with pytest.raises(ValueError, match="add --audio-map"):
+        localize.Localizer(clip, {"size": 32}, enc, window=0.5, strip_seconds=2.0)
 
 
 def test_audio_maps_are_float32_under_bf16_autocast():
