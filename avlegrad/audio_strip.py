@@ -145,6 +145,10 @@ class SpectrogramStrip:
         """The column nearest to time ``t`` (container clock)."""
         return math.floor((t - self.start) * self.sample_rate / self.hop + 0.5)
 
+    def time(self, column: int) -> float:
+        """When column ``column`` is centred (container clock, s)."""
+        return self.start + column * self.hop / self.sample_rate
+
     def view(self, t: float, window: WindowMap | None = None) -> StripView:
         p = self.playhead(t)
         first = p - self.count // 2

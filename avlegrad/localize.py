@@ -531,12 +531,26 @@ class MapStore:
     """Per-frame maps spooled to a temporary file, then saved as an npz: memory stays bounded.
 
     The npz holds ``maps`` float16 ``[T, S, S]`` (as computed, on the model's square input),
-    ``times`` (s), ``explained`` (bool: computed, not interpolated) and ``fps``.
+    ``times`` (s), ``explained`` (bool: computed, not interpolated) and ``fps``. With ``--audio-map``
+    also the audio side of each explained frame (:meth:`add_audio`): ``audio_maps`` float16
+    ``[E, F, Tw]``, ``audio_times`` (the frames' times), ``audio_starts`` (when each window's frame 0
+    is centred, s) and ``audio_frame_seconds`` (between its frames).
     """
 
     def __init__(self, folder):
+        self.folder = folder
         self.spool = tempfile.TemporaryFile(dir=folder)
         self.shape, self.times, self.explained = None, [], []
+        self.audio = None  # audio-side maps: spool, shape, frame times, window starts, seconds per frame
+
+    def add_audio(self, m: np.ndarray, t: float, start: float, frame_seconds: float) -> None:
+        """An explained frame's audio-side map ``[F, Tw]`` (its frame ``k`` centred at ``start + k * frame_seconds``)."""
+        if self.audio is None:
+            self.audio = {"spool": tempfile.TemporaryFile(dir=self.folder), "shape": m.shape, "times": [],
+                          "starts": [], "frame_seconds": frame_seconds}
+        self.audio["spool"].write(np.ascontiguousarray(m, dtype=np.float16).tobytes())
+        self.audio["times"].append(t)
+        self.audio["starts"].append(start)
 
     def add(self, m: np.ndarray, t: float, explained: bool) -> None:
         self.shape = m.shape
@@ -547,22 +561,34 @@ class MapStore:
     def save(self, path, fps: float) -> None:
         try:
             with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-                with zf.open("maps.npy", "w", force_zip64=True) as f:
-                    header = {"descr": np.dtype(np.float16).str, "fortran_order": False,
-                              "shape": (len(self.times), *(self.shape or (0, 0)))}
-                    np.lib.format.write_array_header_1_0(f, header)
-                    self.spool.seek(0)
-                    shutil.copyfileobj(self.spool, f, 1 << 20)
+                _spooled_array(zf, "maps", self.spool, (len(self.times), *(self.shape or (0, 0))))
                 extras = {"times": np.asarray(self.times, np.float64), "explained": np.asarray(self.explained),
                           "fps": np.float64(fps)}
+                if self.audio is not None:
+                    a = self.audio
+                    _spooled_array(zf, "audio_maps", a["spool"], (len(a["times"]), *a["shape"]))
+                    extras.update(audio_times=np.asarray(a["times"], np.float64),
+                                  audio_starts=np.asarray(a["starts"], np.float64),
+                                  audio_frame_seconds=np.float64(a["frame_seconds"]))
                 for name, arr in extras.items():
                     with zf.open(f"{name}.npy", "w") as f:
                         np.lib.format.write_array(f, arr)
         finally:
-            self.spool.close()
+            self.close()
 
     def close(self):
         self.spool.close()
+        if self.audio is not None:
+            self.audio["spool"].close()
+
+
+def _spooled_array(zf: zipfile.ZipFile, name: str, spool, shape) -> None:
+    """Write float16 rows spooled in ``spool`` as ``<name>.npy`` of ``shape`` into an open npz."""
+    with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": np.dtype(np.float16).str, "fortran_order": False,
+                                                 "shape": shape})
+        spool.seek(0)
+        shutil.copyfileobj(spool, f, 1 << 20)
 
 
 class ContactSheet:
@@ -943,6 +969,10 @@ class _Output:
         self.writer.write(image)
         if self.maps is not None:
             self.maps.add(heat, frame.time, explained)
+            if explained and frame.audio is not None:
+                strip = self.strip
+                self.maps.add_audio(frame.audio.map, frame.time, strip.time(frame.audio.start),
+                                    strip.hop / strip.sample_rate)
         self.times.append(frame.time)
         if self.sheet is not None:
             self.sheet.add(frame.index, frame.time - self.times[0], image)
@@ -1062,7 +1092,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="autocast precision (default fp32)")
     ap.add_argument("--image-size", type=int, help="model input size (default: the model's)")
     ap.add_argument("--save-maps", action="store_true",
-                    help="also write <stem>_legrad_maps.npz: float16 maps [T, S, S], times, explained, fps")
+                    help="also write <stem>_legrad_maps.npz: float16 maps [T, S, S], times, explained, fps "
+                         "(with --audio-map also audio_maps [E, F, Tw], audio_times, audio_starts)")
     ap.add_argument("--contact-sheet", action="store_true",
                     help="also write <stem>_legrad_sheet.png: a grid of a few frames with their overlays")
     ap.add_argument("--audio-map", action="store_true",

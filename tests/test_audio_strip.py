@@ -191,7 +191,7 @@ def test_heatmap_video_with_the_strip(vit_checkpoint, tmp_path, monkeypatch):
                                                              attach(self, image, t, window))[1])
     out = tmp_path / "out"
     assert localize.main([str(clip_path), "-o", str(out), "--quiet", "--audio-encoder", str(vit_checkpoint),
-                          "--audio-map", "--contact-sheet", "--stride", "3", "--window", "0.5"]) == 0
+                          "--audio-map", "--contact-sheet", "--stride", "3", "--window", "0.5", "--save-maps"]) == 0
     # explained: frames 0, 3, ..., 18 and the last (19); a frame between shows the nearer one's window
     explained = [0, 3, 6, 9, 12, 15, 18, 19]
     for i, (t, window) in enumerate(shown):
@@ -202,6 +202,15 @@ def test_heatmap_video_with_the_strip(vit_checkpoint, tmp_path, monkeypatch):
         first_sample = Fraction(round(key / 10 * SR) - 4000)  # the key frame's window [t - 0.25 s, t + 0.25 s]
         assert window.start == math.floor(first_sample / HOP + Fraction(1, 2))
         assert window is shown[key][1]
+    # --save-maps: the explained windows' maps, when each frame 0 is centred, the frames' times
+    saved = np.load(out / "box_legrad_maps.npz")
+    start = localize.read_audio_track(clip_path).start
+    assert saved["audio_maps"].dtype == np.float16 and saved["audio_maps"].shape == (8, 32, 51)
+    expected = np.stack([shown[e][1].map for e in explained]).astype(np.float16)
+    np.testing.assert_array_equal(saved["audio_maps"], expected)
+    np.testing.assert_allclose(saved["audio_times"], np.array(explained) / 10, atol=1e-6)
+    np.testing.assert_allclose(saved["audio_starts"], [start + shown[e][1].start * HOP / SR for e in explained])
+    assert float(saved["audio_frame_seconds"]) == HOP / SR and saved["maps"].shape == (20, 64, 64)
     strip_h = SpectrogramStrip.height(98, 63)
     assert strip_h == 65  # 64 at least, odd so that 63 + 65 is even
     frames, facts = read_video(out / "box_legrad.mp4")
