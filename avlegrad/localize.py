@@ -544,7 +544,7 @@ class MapStore:
         self.audio = None  # audio-side maps: spool, shape, frame times, window starts, seconds per frame
 
     def add_audio(self, m: np.ndarray, t: float, start: float, frame_seconds: float) -> None:
-        """An explained frame's audio-side map ``[F, Tw]`` (its frame ``k`` centred at ``start + k * frame_seconds``)."""
+        """An explained frame's audio-side map ``[F, Tw]``, frame ``k`` centred at ``start + k * frame_seconds``."""
         if self.audio is None:
             self.audio = {"spool": tempfile.TemporaryFile(dir=self.folder), "shape": m.shape, "times": [],
                           "starts": [], "frame_seconds": frame_seconds}
