@@ -120,7 +120,8 @@ def load_pretrained_model(model_id: str = DEFAULT_MODEL, path=None):
     else:
         source, offline = model_id, not _hub_reachable()
     try:
-        model = transformers.PeAudioVideoModel.from_pretrained(source, local_files_only=offline,
+        config = _config(transformers, source, offline)
+        model = transformers.PeAudioVideoModel.from_pretrained(source, config=config, local_files_only=offline,
                                                                dtype=torch.float32)
     except OSError as e:
         where = "not in the Hugging Face cache and the hub cannot be reached" if offline else str(e).splitlines()[0]
@@ -129,6 +130,25 @@ def load_pretrained_model(model_id: str = DEFAULT_MODEL, path=None):
             f"on a machine with internet (cached under ~/.cache/huggingface), or give the folder holding them: "
             f"create_audio_encoder('pe-av', checkpoint=FOLDER) / --audio-encoder FOLDER") from None
     return model.eval()
+
+
+def _config(transformers, source: str, offline: bool):
+    """The checkpoint's ``PeAudioVideoConfig``, its frame tower's classifier width read back.
+
+    transformers 5.24 saves the frame tower's config with ``TimmWrapperConfig.to_dict`` (the width as
+    ``label_names``, one per output, beside a ``num_classes`` that may be stale), but
+    ``PeVideoEncoderConfig`` rebuilds it without ``TimmWrapperConfig.from_dict``, ignoring both: a
+    saved PE-AV then reloads with a 2-output head and fails on the size mismatch. The width is
+    passed here as ``num_labels`` (the number of label names, else ``num_classes``)."""
+    config, _ = transformers.PeAudioVideoConfig.get_config_dict(source, local_files_only=offline)
+    vision = config.get("audio_video_config", {}).get("video_config", {}).get("vision_config")
+    if isinstance(vision, dict) and "num_labels" not in vision:
+        names = vision.pop("label_names", None)
+        width = len(names) if isinstance(names, list) and names else vision.get("num_classes")
+        if width:
+            vision["num_labels"] = int(width)
+            vision.pop("num_classes", None)
+    return transformers.PeAudioVideoConfig.from_dict(config)
 
 
 def _sample_rate(path) -> int:
