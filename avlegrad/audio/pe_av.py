@@ -60,14 +60,18 @@ def tiny_config(**overrides) -> dict:
     return cfg
 
 
+MIN_TRANSFORMERS = (5, 13)  # the first release whose PE-AV codec (PeAudioDacEncoder) has its checkpoints' widths
+
+
 def _transformers():
     try:
         import transformers
     except ImportError:
-        raise ImportError("PE-AV needs transformers >= 5.1 (pip install -e \".[hf]\")") from None
-    if not hasattr(transformers, "PeAudioVideoModel"):
-        raise ImportError(f"transformers {transformers.__version__} has no PeAudioVideoModel (PE-AV); "
-                          "install transformers >= 5.1 (pip install -e \".[hf]\")")
+        raise ImportError("PE-AV needs transformers >= 5.13 (pip install -e \".[hf]\")") from None
+    version = tuple(int(v) for v in transformers.__version__.split(".")[:2] if v.isdigit())
+    if not hasattr(transformers, "PeAudioVideoModel") or version < MIN_TRANSFORMERS:
+        raise ImportError(f"PE-AV needs transformers >= 5.13, found {transformers.__version__} "
+                          "(pip install -e \".[hf]\")")
     return transformers
 
 
