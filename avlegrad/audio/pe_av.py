@@ -119,7 +119,7 @@ def load_pretrained_model(model_id: str = DEFAULT_MODEL, path=None):
         folder = Path(str(path)).expanduser()
         if not is_pe_av_folder(folder):
             raise ValueError(f"{folder} is not a PE-AV checkpoint folder (a config.json with model_type "
-                             f"{MODEL_TYPE!r}, as `huggingface-cli download {model_id} --local-dir {folder}` writes)")
+                             f"{MODEL_TYPE!r}, as `hf download {model_id} --local-dir {folder}` writes)")
         source, offline = str(folder), True
     else:
         source, offline = model_id, not _hub_reachable()
@@ -130,7 +130,7 @@ def load_pretrained_model(model_id: str = DEFAULT_MODEL, path=None):
     except OSError as e:
         where = "not in the Hugging Face cache and the hub cannot be reached" if offline else str(e).splitlines()[0]
         raise WeightsUnavailableError(
-            f"cannot load the PE-AV weights {source!r} ({where}): run `huggingface-cli download {model_id}` once "
+            f"cannot load the PE-AV weights {source!r} ({where}): run `hf download {model_id}` once "
             f"on a machine with internet (cached under ~/.cache/huggingface), or give the folder holding them: "
             f"create_audio_encoder('pe-av', checkpoint=FOLDER) / --audio-encoder FOLDER") from None
     return model.eval()
