@@ -225,6 +225,10 @@ def encode_text(model, model_name: str, prompts: list[str]) -> torch.Tensor:
     """CLIP text embeddings ``[P, D]`` (float32) of ``prompts``, with the model's own tokenizer."""
     import open_clip
 
+    if type(model).__name__ == "PeVideoModel":  # a PE-AV tower (load_clip): its text tower and tokenizer
+        from .audio.pe_av import encode_text as pe_av_text
+
+        return pe_av_text(model, prompts)
     name = Path(model_name).stem if str(model_name).endswith(".json") else model_name  # as registered
     device = next(model.parameters()).device
     with torch.no_grad():

@@ -227,3 +227,33 @@ def test_weights_from_a_local_folder_and_the_offline_error(tmp_path, monkeypatch
         create_audio_encoder("pe-av", model_id="facebook/pe-av-not-cached")
     message = str(err.value)
     assert "\n" not in message and "facebook/pe-av-not-cached" in message and "checkpoint=FOLDER" in message
+
+
+def test_text_targets_use_the_checkpoints_tokenizer_and_text_head(tmp_path):
+    """``encode_text`` of a PE-AV tower (``--target text``): PeVideoModel.forward's text_video_embeds,
+    tokenised by the tokenizer saved with the checkpoint (a tiny word-level one here)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from avlegrad.models import encode_text
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "dog", "guitar", "photo", "of"]
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]",
+                                                     cls_token="[CLS]", sep_token="[SEP]")
+    saved = build_random_model(tiny_config(), seed=4)
+    folder = tmp_path / "pe-av-text"
+    saved.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    tower, _ = load_clip("facebook/pe-av-large", str(folder))
+    prompts = ["a dog", "a photo of a guitar"]
+    got = encode_text(tower, "facebook/pe-av-large", prompts)
+    batch = tokenizer(prompts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = saved.video_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                pixel_values_videos=torch.randn(2, 1, 3, 32, 32))
+    assert got.shape == (2, 32)
+    torch.testing.assert_close(got, out.text_video_embeds, atol=1e-5, rtol=1e-5)
+    random_tower, _ = load_clip("facebook/pe-av-large", None, model_cfg=tiny_config())
+    with pytest.raises(ValueError, match="has no tokenizer"):
+        encode_text(random_tower, "facebook/pe-av-large", prompts)

@@ -233,6 +233,9 @@ def load_pe_av_tower(model_name: str, pretrained=None, model_cfg: dict | None = 
         model = load_pretrained_model(model_name, path=pretrained)
     video = model.video_model
     video.requires_grad_(False)
+    # where encode_text finds the checkpoint's tokenizer (none for random weights)
+    video.avlegrad_tokenizer = None if pretrained in RANDOM_WEIGHTS else (
+        model_name if str(pretrained).lower() == TAG else str(pretrained))
     trunk = video.video_encoder.embedder.vision_model.timm_model
     size = tuple(trunk.patch_embed.img_size)
     pretrained_cfg = getattr(trunk, "pretrained_cfg", {}) or {}
@@ -240,6 +243,27 @@ def load_pe_av_tower(model_name: str, pretrained=None, model_cfg: dict | None = 
         "size": size, "mean": tuple(pretrained_cfg.get("mean", (0.5, 0.5, 0.5))),
         "std": tuple(pretrained_cfg.get("std", (0.5, 0.5, 0.5))), "interpolation": "bilinear"})
     return video.eval(), cfg
+
+
+def encode_text(video, prompts: list[str]) -> torch.Tensor:
+    """Text embeddings ``[P, D]`` (float32) in the video embedding's space: ``text_video_head`` of
+    the text model's first token, as ``PeVideoModel.forward`` computes ``text_video_embeds``, with the
+    checkpoint's own tokenizer (padding, attention mask). ``video``: a tower :func:`load_pe_av_tower`
+    loaded; ValueError (one line) for one without a tokenizer (random weights)."""
+    from transformers import AutoTokenizer
+
+    source = getattr(video, "avlegrad_tokenizer", None)
+    if source is None:
+        raise ValueError("this PE-AV tower has no tokenizer (random weights, or not loaded by "
+                         "avlegrad.models.load_clip): text targets need a PE-AV checkpoint's tokenizer")
+    offline = Path(source).expanduser().is_dir() or not _hub_reachable()
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)
+    device = video.text_video_head.proj.weight.device
+    batch = tokenizer(list(prompts), padding=True, return_tensors="pt").to(device)
+    with torch.no_grad():
+        out = video.text_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                               output_hidden_states=True)
+        return video.text_video_head(out.hidden_states[-1][:, 0]).float()
 
 
 @register_audio_encoder("pe-av", training=TrainingContract(False, "PE-AV's audio branch is used as published "
