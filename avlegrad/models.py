@@ -62,6 +62,11 @@ def load_clip(model_name: str, pretrained: str | None = None, device="cpu", mode
     ``laion2b_s32b_b79k``), a local checkpoint file, or None/"none" for random weights, drawn
     from ``init_seed`` without touching the caller's RNG (so a resumed, multi-process or later
     run rebuilds the same model; a warning says the weights are random).
+
+    PE-AV (``transformers``): a ``facebook/pe-av-*`` name with ``pretrained="pe-av"`` (the Hugging
+    Face cache / hub), a local checkpoint folder, or random weights from a ``PeAudioVideoConfig``
+    dict as ``model_cfg``; the model is the checkpoint's video branch (``PeVideoModel``, explained
+    at its frame tower; ``avlegrad/audio/pe_av.py``).
     """
     import open_clip
 
