@@ -226,6 +226,10 @@ def load_pe_av_tower(model_name: str, pretrained=None, model_cfg: dict | None = 
     from ..download import RANDOM_WEIGHTS
 
     if pretrained in RANDOM_WEIGHTS:
+        import logging
+
+        logging.getLogger("avlegrad").warning(
+            "%s has RANDOM weights (pretrained=%r): maps and scores are not meaningful", model_name, pretrained)
         model = build_random_model(model_cfg or {}, init_seed)  # default: PeAudioVideoConfig's defaults
     elif str(pretrained).lower() == TAG:
         model = load_pretrained_model(model_name)
