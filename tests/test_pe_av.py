@@ -163,6 +163,9 @@ def test_frames_by_patches_refuses_bad_input(model):
     bad[0, 1, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN or inf"):
         legrad_video(model, bad, torch.randn(1, 32))
+    assert legrad_video(model, torch.randn(0, 3, 3, 32, 32), torch.randn(0, 2, 32)).shape == (0, 2, 3, 32, 32)
+    with torch.inference_mode():  # explained all the same (autograd is switched back on inside)
+        assert legrad_video(model, torch.randn(1, 2, 3, 32, 32), torch.randn(1, 32)).shape == (1, 2, 32, 32)
     with pytest.raises(UnsupportedModelError, match="video branch"):
         legrad_video(PeAVFrameTower.__mro__[1].example_model()[0], torch.randn(1, 1, 3, 32, 32), torch.randn(1, 10))
 
