@@ -5,7 +5,8 @@ light): explainers (``LeGrad``, ``create_explainer``, ``list_explainers``), audi
 (``create_audio_encoder``, ``list_audio_encoders``, ``register_audio_encoder``,
 ``TrainingContract``), datasets (``create_dataset``, ``list_datasets``, ``register_dataset``),
 metric variants of the box benchmarks (``list_box_metrics``, ``register_box_metric``,
-``BoxMetricVariant``) and the benchmark run (``evaluate``, ``EvalOptions``). Adding one of these:
+``BoxMetricVariant``) and of the segmentation benchmarks (``list_mask_metrics``,
+``register_mask_metric``, ``MaskMetricInputs``) and the benchmark run (``evaluate``, ``EvalOptions``). Adding one of these:
 docs/extending.md.
 """
 __version__ = "0.1.0"
@@ -19,6 +20,8 @@ _LAZY = {
     "create_dataset": "avlegrad.data", "list_datasets": "avlegrad.data", "register_dataset": "avlegrad.data",
     "list_box_metrics": "avlegrad.box_metrics", "register_box_metric": "avlegrad.box_metrics",
     "BoxMetricVariant": "avlegrad.box_metrics",
+    "list_mask_metrics": "avlegrad.mask_metrics", "register_mask_metric": "avlegrad.mask_metrics",
+    "MaskMetricInputs": "avlegrad.mask_metrics",
     "evaluate": "avlegrad.eval", "EvalOptions": "avlegrad.eval",
 }
 

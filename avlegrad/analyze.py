@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from . import faithfulness as fa
 from . import metrics
+from .cli import flag_wording, parser_flags
 from .data import create_dataset
 from .eval.results import end_torn_line, json_safe, percent, read_jsonl
 from .eval.run import EvalCollate, EvalOptions, _load_models, default_root
@@ -72,12 +73,12 @@ def run_analysis(opts: EvalOptions, out: Path, steps: int = 20, faith_batch: int
     run resumes where it stopped; a folder holding results of other settings (every one that changes
     the numbers: the dataset's root, split, annotations, models, target, image size, dtype, steps)
     is refused. Bad options are refused up front, before any model is loaded (``ValueError``)."""
-    fa.check_steps(steps, "--steps")
-    for flag, value, least in (("--limit", opts.limit, 1), ("--batch-size", opts.batch_size, 1),
-                               ("--workers", opts.workers, 0), ("--faithfulness-batch", faith_batch, 1),
-                               ("--heads-clip", heads_clip, 0)):
+    fa.check_steps(steps, "`steps`")
+    for name, value, least in (("limit", opts.limit, 1), ("batch_size", opts.batch_size, 1),
+                               ("workers", opts.workers, 0), ("faith_batch", faith_batch, 1),
+                               ("heads_clip", heads_clip, 0)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
-            raise ValueError(f"{flag} must be an integer >= {least}, got {value!r}")
+            raise ValueError(f"`{name}` must be an integer >= {least}, got {value!r}")
     if opts.dtype not in DTYPES:
         raise ValueError(f"unknown dtype {opts.dtype!r}; choose from {', '.join(DTYPES)}")
     device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -152,7 +153,7 @@ def run_analysis(opts: EvalOptions, out: Path, steps: int = 20, faith_batch: int
 
 
 def _prepare(out: Path, settings: dict, overwrite: bool) -> Path:
-    """The run folder: results of other settings are refused, never mixed (``--overwrite`` starts afresh)."""
+    """The run folder: results of other settings are refused, never mixed (``overwrite`` starts afresh)."""
     out.mkdir(parents=True, exist_ok=True)
     rows_file, run_file = out / "clips.jsonl", out / "run.json"
     if overwrite:
@@ -162,7 +163,7 @@ def _prepare(out: Path, settings: dict, overwrite: bool) -> Path:
         changed = [k for k in settings if previous.get(k) != json.loads(json.dumps(settings[k]))]
         if changed:
             raise ValueError(f"{out} holds an analysis with other settings ({', '.join(changed)}); use another "
-                             f"--out, or --overwrite to start afresh")
+                             f"`out`, or `overwrite` to start afresh")
     write_text_atomic(run_file, json.dumps(settings, indent=2))
     return rows_file
 
@@ -295,7 +296,7 @@ def plot_heads(record, heads: torch.Tensor, layer_ids: list, path: Path) -> Path
     return _save_figure(fig, path)
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     d = EvalOptions()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="synthetic", help="a box or mask dataset of eval.py")
@@ -319,7 +320,11 @@ def parse_args(argv=None):
     ap.add_argument("--heads-clip", type=int, default=0, help="which analysed clip (its position) gets the head grid")
     ap.add_argument("--out", help="default: outputs/analysis-<dataset>")
     ap.add_argument("--overwrite", action="store_true", help="discard an earlier analysis in --out")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def parse_args(argv=None):
+    a = build_parser().parse_args(argv)
     audio_encoder = a.audio_encoder
     if a.dataset == "synthetic" and not (a.model or a.pretrained or a.audio_encoder or a.target == "text"):
         from .world_clip import AUDIO_FILE, WORLD_CHECKPOINTS
@@ -341,8 +346,9 @@ def main(argv=None) -> int:
     try:
         run_analysis(opts, out, steps=a.steps, faith_batch=a.faithfulness_batch, heads_clip=a.heads_clip,
                      overwrite=a.overwrite)
-    except (ValueError, FileNotFoundError) as e:
-        log.error("%s", e)
+    except (ValueError, FileNotFoundError) as e:  # the library names arguments: said here as flags
+        flags = {**parser_flags(build_parser()), "faith_batch": "--faithfulness-batch"}
+        log.error("%s", flag_wording(str(e), flags))
         return 2
     return 0
 

@@ -227,7 +227,7 @@ def _media_error(e: MediaError) -> UserError:
 
 
 def _check_sound(wave: np.ndarray, name: str, sample_rate: int, max_seconds: float) -> None:
-    from .data.datasets import SILENCE_PEAK
+    from .data.media import SILENCE_PEAK
 
     seconds = len(wave) / sample_rate
     if seconds > max_seconds:

@@ -48,7 +48,7 @@ def init_distributed(device: str | None = None, backend: str | None = None) -> D
     except RuntimeError:
         raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} asked for, but torch sees no CUDA GPU here; use --device cpu")
+        raise ValueError(f"device {device} asked for, but torch sees no CUDA GPU here; use `device=cpu`")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     info = DistInfo(rank, world, local_rank, device)

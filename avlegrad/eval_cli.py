@@ -11,10 +11,11 @@ and writes summary.json + clips.jsonl (+ overlays) to --out; rerunning resumes.
 import argparse
 import dataclasses
 import logging
-import re
 import sys
 
 from .box_metrics import box_metrics_help
+from .cli import flag_wording
+from .mask_metrics import mask_metrics_help
 from .data.registry import dataset_help
 from .download import DownloadError
 from .eval.run import DEFAULT_AUDIO_ENCODER, EvalOptions, evaluate, resolve_defaults
@@ -32,15 +33,7 @@ def cli_wording(message: str) -> str:
     """A library error in the command line's words: the library names options as EvalOptions
     fields in backquotes (```audio_encoder```, ```target=text```), the command line as flags
     (``--audio-encoder``, ``--target text``). Other text is left as it is."""
-    fields = {f.name for f in dataclasses.fields(EvalOptions)}
-
-    def flag(match: re.Match) -> str:
-        name, value = match.group(1), match.group(2)
-        if name not in fields:
-            return match.group(0)
-        return flag_of(name) + (f" {value}" if value is not None else "")
-
-    return re.sub(r"`([a-z_]+)(?:=([^`]*))?`", flag, message)
+    return flag_wording(message, {f.name: flag_of(f.name) for f in dataclasses.fields(EvalOptions)})
 
 
 def parse_args(argv=None) -> EvalOptions:
@@ -78,9 +71,8 @@ def parse_args(argv=None) -> EvalOptions:
                     "... when that one holds the results of other settings)")
     ap.add_argument("--save-overlays", type=int, default=0, metavar="N", help="save N heatmap overlays")
     ap.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
-    ap.add_argument("--seg-metrics", help="segmentation benchmarks: comma-separated metric variants among "
-                    "denseav-global, taco-per-image, taco-per-image-fixed, avsbench-official, avsbench-dataset "
-                    "(default: the dataset's published ones)")
+    ap.add_argument("--seg-metrics", help="segmentation benchmarks: comma-separated metric variants (default: "
+                    "the dataset's published ones), among: " + mask_metrics_help())
     ap.add_argument("--box-metrics", help="box benchmarks: comma-separated metric variants scored beside "
                     "cIoU/AP50/AUC, among: " + box_metrics_help())
     ap.add_argument("--avsbench-batch-frames", type=int, default=d.avsbench_batch_frames,

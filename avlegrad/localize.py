@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .audio_strip import SpectrogramStrip, WindowMap, audio_side_explainer, display_frontend
+from .cli import flag_wording, parser_flags
 from .data.media import MediaError, _to_float, check_frame_size, frame_rgb, reformat_kwargs, resample, upright
 from .data.record import VIDEO_SUFFIXES
 from .fileio import atomic_path
@@ -259,6 +261,10 @@ class AudioWindows:
         self._buf, self._buf_start = buf[cut:], start + cut
         return self._buf[:b - self._buf_start] if self._buf_start == a else self._buf[:0]
 
+    def first_sample(self, t: float) -> int:
+        """The window's first sample at ``sample_rate``, counted from the track's first (may be negative)."""
+        return int(round((t - self.start) * self.sample_rate)) - self.length // 2
+
     def window(self, t: float) -> np.ndarray:
         """Samples ``[t - w/2, t + w/2]`` (``t`` on the container's clock), zeros beyond the track."""
         return self._windows([t])[0]
@@ -270,7 +276,7 @@ class AudioWindows:
         out = np.zeros((len(times), self.length), np.float32)
         if not times or self.length == 0:
             return out
-        los = [int(round((t - self.start) * self.sample_rate)) - self.length // 2 for t in times]
+        los = [self.first_sample(t) for t in times]
         first, last = max(min(los), 0), max(los) + self.length  # output samples needed: [first, last)
         if last <= 0:
             return out
@@ -308,6 +314,7 @@ class Frame:
     rgb: np.ndarray  # [H, W, 3] uint8, display rotation applied
     image: np.ndarray | None = None  # resized for the model by the reader, for frames to explain
     map: np.ndarray | None = None  # [S, S] float32 in [0, 1] once explained
+    audio: WindowMap | None = None  # the audio-side map of its (or the nearer explained frame's) window (audio_map)
 
 
 _END = object()
@@ -538,12 +545,26 @@ class MapStore:
     """Per-frame maps spooled to a temporary file, then saved as an npz: memory stays bounded.
 
     The npz holds ``maps`` float16 ``[T, S, S]`` (as computed, on the model's square input),
-    ``times`` (s), ``explained`` (bool: computed, not interpolated) and ``fps``.
+    ``times`` (s), ``explained`` (bool: computed, not interpolated) and ``fps``. With ``--audio-map``
+    also the audio side of each explained frame (:meth:`add_audio`): ``audio_maps`` float16
+    ``[E, F, Tw]``, ``audio_times`` (the frames' times), ``audio_starts`` (when each window's frame 0
+    is centred, s) and ``audio_frame_seconds`` (between its frames).
     """
 
     def __init__(self, folder):
+        self.folder = folder
         self.spool = tempfile.TemporaryFile(dir=folder)
         self.shape, self.times, self.explained = None, [], []
+        self.audio = None  # audio-side maps: spool, shape, frame times, window starts, seconds per frame
+
+    def add_audio(self, m: np.ndarray, t: float, start: float, frame_seconds: float) -> None:
+        """An explained frame's audio-side map ``[F, Tw]``, frame ``k`` centred at ``start + k * frame_seconds``."""
+        if self.audio is None:
+            self.audio = {"spool": tempfile.TemporaryFile(dir=self.folder), "shape": m.shape, "times": [],
+                          "starts": [], "frame_seconds": frame_seconds}
+        self.audio["spool"].write(np.ascontiguousarray(m, dtype=np.float16).tobytes())
+        self.audio["times"].append(t)
+        self.audio["starts"].append(start)
 
     def add(self, m: np.ndarray, t: float, explained: bool) -> None:
         self.shape = m.shape
@@ -554,22 +575,34 @@ class MapStore:
     def save(self, path, fps: float) -> None:
         try:
             with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-                with zf.open("maps.npy", "w", force_zip64=True) as f:
-                    header = {"descr": np.dtype(np.float16).str, "fortran_order": False,
-                              "shape": (len(self.times), *(self.shape or (0, 0)))}
-                    np.lib.format.write_array_header_1_0(f, header)
-                    self.spool.seek(0)
-                    shutil.copyfileobj(self.spool, f, 1 << 20)
+                _spooled_array(zf, "maps", self.spool, (len(self.times), *(self.shape or (0, 0))))
                 extras = {"times": np.asarray(self.times, np.float64), "explained": np.asarray(self.explained),
                           "fps": np.float64(fps)}
+                if self.audio is not None:
+                    a = self.audio
+                    _spooled_array(zf, "audio_maps", a["spool"], (len(a["times"]), *a["shape"]))
+                    extras.update(audio_times=np.asarray(a["times"], np.float64),
+                                  audio_starts=np.asarray(a["starts"], np.float64),
+                                  audio_frame_seconds=np.float64(a["frame_seconds"]))
                 for name, arr in extras.items():
                     with zf.open(f"{name}.npy", "w") as f:
                         np.lib.format.write_array(f, arr)
         finally:
-            self.spool.close()
+            self.close()
 
     def close(self):
         self.spool.close()
+        if self.audio is not None:
+            self.audio["spool"].close()
+
+
+def _spooled_array(zf: zipfile.ZipFile, name: str, spool, shape) -> None:
+    """Write float16 rows spooled in ``spool`` as ``<name>.npy`` of ``shape`` into an open npz."""
+    with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": np.dtype(np.float16).str, "fortran_order": False,
+                                                 "shape": shape})
+        spool.seek(0)
+        shutil.copyfileobj(spool, f, 1 << 20)
 
 
 class ContactSheet:
@@ -645,13 +678,21 @@ class Localizer:
     interpolate the maps of the frames between linearly. ``method``: the explainer
     (``avlegrad.explain.create_explainer``'s names; ``layer_index`` is LeGrad's). The models run on
     the device they are on.
+
+    ``audio_map``: also explain the other direction, the audio encoder's embedding of each
+    explained window against that frame's image embedding (audio-side LeGrad,
+    :class:`~avlegrad.explain.audio.AudioLeGrad`, same ``layer_index``), drawn as a scrolling
+    spectrogram strip ``strip_seconds`` wide (default: twice the window) under each frame
+    (:mod:`avlegrad.audio_strip`). Needs an audio encoder with an audio-side adapter (ImageBind's
+    audio tower, a timm ViT encoder); others are refused here with one line.
     """
 
     def __init__(self, model, preprocess_cfg: dict, encoder=None, text_embedding: torch.Tensor | None = None, *,
                  layer_index: int = -2, image_size: int | None = None, window: float | None = None,
                  stride: int = 1, batch_size: int = 16, alpha: float = 0.5, colormap: str = "jet",
                  dtype: str = "fp32", save_maps: bool = False, contact_sheet: bool = False,
-                 progress: bool = True, method: str = "legrad"):
+                 progress: bool = True, method: str = "legrad", audio_map: bool = False,
+                 strip_seconds: float | None = None):
         from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 
         from .explain import create_explainer
@@ -686,6 +727,17 @@ class Localizer:
                                  f"tower's embedding has {self.explainer.vit.embed_dim}: not the same space")
         else:
             self.window = None
+        self.audio_explainer = None  # audio-side LeGrad (audio_map)
+        if strip_seconds is not None and not audio_map:
+            raise ValueError("`strip_seconds` sets the span of the `audio_map` strip: add `audio_map`")
+        if audio_map:
+            if encoder is None:
+                raise ValueError("`audio_map` explains each frame's sound against the frame: it needs an audio "
+                                 "encoder (`audio_encoder`), not a text target")
+            self.audio_explainer = audio_side_explainer(encoder, layer_index)
+            self.strip_seconds = float(strip_seconds) if strip_seconds is not None else 2 * self.window
+            if not self.strip_seconds > 0:
+                raise ValueError(f"strip_seconds must be positive, got {strip_seconds}")
         self.stride, self.batch_size = int(stride), int(batch_size)
         self.alpha, self.colormap = float(alpha), colormap
         self.dtype = dtype
@@ -703,10 +755,12 @@ class Localizer:
         a tower that is not the audio encoder's is refused.
         """
         if (audio_encoder is None) == (target_text is None):
-            raise ValueError("give --audio-encoder NAME_OR_CHECKPOINT (localize the sound) or --target-text "
-                             "PROMPT (localize a text prompt in every frame), not both nor neither")
+            raise ValueError("give `audio_encoder` (a name or checkpoint: localize the sound) or `target_text` "
+                             "(a prompt: localize it in every frame), not both nor neither")
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         clip, cfg, model, _, encoder = load_pair(audio_encoder, model, pretrained, device=device)
+        if kwargs.get("audio_map") and encoder is not None:  # refused naming the encoder as the user did
+            audio_side_explainer(encoder, kwargs.get("layer_index", -2), name=audio_encoder)
         text = None
         if target_text is not None:
             text = text_embedding(clip, model, target_text)
@@ -737,22 +791,78 @@ class Localizer:
         dtype = DTYPES[self.dtype]
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
-    def targets(self, frames: list[Frame], audio: AudioWindows | None) -> torch.Tensor:
+    def targets(self, frames: list[Frame], audio: AudioWindows | None,
+                waves: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, D]``: each frame's audio window through the encoder (each as if alone), or the text embedding."""
         if self.encoder is None:
             return self.text_embedding.to(self.device).expand(len(frames), -1)
+        if waves is None:
+            waves = audio.batch([f.time for f in frames]).to(self.encoder.device)
         with torch.no_grad(), STAGES.stage("audio"):
-            return self.encoder.embed_each(audio.batch([f.time for f in frames]).to(self.encoder.device))
+            return self.encoder.embed_each(waves)
 
     def explain(self, frames: list[Frame], audio: AudioWindows | None) -> None:
-        """Set ``frame.map`` for a batch: frames through the image tower, their windows through the encoder."""
+        """Set ``frame.map`` for a batch: frames through the image tower, their windows through the encoder
+        (and ``frame.audio``, the audio-side map of each window, with ``audio_map``)."""
         images = self.to_model([f.image if f.image is not None else self.prepare(f.rgb) for f in frames])
+        with STAGES.stage("audio windows"):
+            waves = None if self.encoder is None else audio.batch([f.time for f in frames]).to(self.encoder.device)
         with self._autocast():
-            targets = self.targets(frames, audio)
+            targets = self.targets(frames, audio, waves)
             with STAGES.stage("explain"):
                 maps = self.explainer(images, targets).cpu().numpy()
-        for f, m in zip(frames, maps):
-            f.map, f.image = m, None
+        windows = [None] * len(frames)
+        if self.audio_explainer is not None:
+            with STAGES.stage("audio-side map"):
+                out = self.audio_maps(images, waves)
+            hop = self.audio_explainer.adapter.hop
+            # the window's frame k is centred on its sample k * hop: frame 0 on the column nearest its first sample
+            windows = [WindowMap(m.float().numpy(), (audio.first_sample(f.time) + hop // 2) // hop)
+                       for f, m in zip(frames, out.maps)]
+        for f, m, w in zip(frames, maps, windows):
+            f.map, f.image, f.audio = m, None, w
+
+    def audio_maps(self, images: torch.Tensor, waves: torch.Tensor):
+        """Audio-side LeGrad of each window ``waves [B, T]`` against its frame's image embedding
+        (``images [B, 3, S, S]`` as :meth:`to_model` gives) -> :class:`~avlegrad.explain.audio.AudioMaps`
+        (maps ``[B, F, Tw]`` in [0, 1] on the window's frames, frame ``k`` at ``k * hop`` samples)."""
+        from .explain.audio import image_embedding
+
+        with torch.no_grad(), self._autocast():
+            picture = image_embedding(self.model, images)
+        with self._autocast():
+            return self.audio_explainer.explain_waveforms(waves, picture.to(waves.device))
+
+    def explain_frame(self, rgb: np.ndarray, audio_window: np.ndarray | None = None):
+        """Both directions for one frame and the sound around it, from one call.
+
+        ``rgb`` ``[H, W, 3]`` uint8; ``audio_window`` ``[T]`` float mono at the encoder's sample rate
+        (the frame's window; None with a text target). Returns ``(image_map, audio)``: the
+        image-side map ``[S, S]`` float32 in [0, 1] on the model's square input (the frame squashed
+        to ``image_size``), and with ``audio_map`` the audio-side
+        :class:`~avlegrad.explain.audio.AudioMaps` of the window with the batch axis removed
+        (``maps [F, Tw]`` in [0, 1], ``curve [Tw]``, ``times [Tw]`` s from the window's start), else None.
+        """
+        images = self.to_model([self.prepare(np.ascontiguousarray(rgb, dtype=np.uint8))])
+        waves = None
+        if self.encoder is not None:
+            if audio_window is None:
+                raise ValueError("explain_frame needs the frame's audio window [T] (mono, at the encoder's rate)")
+            waves = torch.as_tensor(np.asarray(audio_window, np.float32)).reshape(1, -1).to(self.encoder.device)
+        with self._autocast():
+            target = self.text_embedding.to(self.device)[None] if waves is None else self.targets([], None, waves)
+            image_map = self.explainer(images, target)[0].float().cpu().numpy()
+        if self.audio_explainer is None:
+            return image_map, None
+        out = self.audio_maps(images, waves)
+        out.maps, out.curve, out.clips = out.maps[0], out.curve[0], out.clips[0]
+        return image_map, out
+
+    def spectrogram_strip(self, track: AudioTrack) -> SpectrogramStrip:
+        """The strip drawer for one video's sound (``audio_map``)."""
+        ad = self.audio_explainer.adapter
+        frontend = display_frontend(self.encoder, ad.hop, ad.sample_rate, ad.n_mels)
+        return SpectrogramStrip(track, frontend, self.strip_seconds, self.alpha, self.colormap)
 
     # --- one video ----------------------------------------------------------------------------
     def localize(self, path, out_dir, stem: str | None = None) -> VideoResult:
@@ -776,7 +886,7 @@ class Localizer:
         started = time.perf_counter()
         track = read_audio_track(path) if path.is_file() else None
         if track is None and self.encoder is not None and path.is_file():
-            raise MediaError(path, "has no audio track, so there is no sound to localize (--target-text "
+            raise MediaError(path, "has no audio track, so there is no sound to localize (`target_text` "
                              "explains a text prompt instead)")
         audio = AudioWindows(track, self.encoder.sample_rate, self.window) if self.encoder is not None else None
 
@@ -810,6 +920,7 @@ class Localizer:
                 key = pending[j]
                 for f in pending[:j]:  # between two explained frames: linear interpolation
                     w = (f.index - prev.index) / (key.index - prev.index)
+                    f.audio = prev.audio if w < 0.5 else key.audio  # windows are not interpolated: the nearer one
                     output.put(f, (1 - w) * prev.map + w * key.map, False)
                 output.put(key, key.map, True)
                 prev = key
@@ -845,6 +956,7 @@ class _Output:
         self.tmp = out_dir / f".{name}.tmp{os.getpid()}.mp4"
         self.writer = self.maps = None
         self.sheet = ContactSheet() if loc.contact_sheet else None
+        self.strip = loc.spectrogram_strip(track) if loc.audio_explainer is not None else None
         self.notes: list[str] = []
         self.times: list[float] = []
         self._queue: queue.Queue = queue.Queue(maxsize=reader.queue_size)  # a batch: the model never waits on us
@@ -874,11 +986,17 @@ class _Output:
             self._open(frame)
         with STAGES.stage("writer: overlay"):
             image = overlay(frame.rgb, heat, self.loc.alpha, self.loc.colormap)
+            if self.strip is not None:
+                image = self.strip.attach(image, frame.time, frame.audio)
         frame.rgb = None  # written: the frame's memory can go
         with STAGES.stage("writer: encode"):
             self.writer.write(image)
         if self.maps is not None:
             self.maps.add(heat, frame.time, explained)
+            if explained and frame.audio is not None:
+                strip = self.strip
+                self.maps.add_audio(frame.audio.map, frame.time, strip.time(frame.audio.start),
+                                    strip.hop / strip.sample_rate)
         self.times.append(frame.time)
         if self.sheet is not None:
             self.sheet.add(frame.index, frame.time - self.times[0], image)
@@ -886,6 +1004,9 @@ class _Output:
 
     def _open(self, first: Frame) -> None:
         reader, h, w = self.reader, *first.rgb.shape[:2]
+        frame_h = h
+        if self.strip is not None:  # the spectrogram strip below the frame
+            h += self.strip.height(w, h)
         if not reader.rate_known:
             self.notes.append("no frame rate in the file: written at 25 fps")
         if w % 2 or h % 2:
@@ -894,7 +1015,7 @@ class _Output:
         sar = reader.sample_aspect_ratio
         if reader.rotation:
             self.notes.append(f"display rotation applied: turned {reader.rotation} degrees counter-clockwise "
-                              f"to {w}x{h}")
+                              f"to {w}x{frame_h}")
             if sar and reader.rotation % 180:
                 sar = 1 / sar  # a quarter turn turns the pixel shape too
         offset = 0.0
@@ -995,16 +1116,24 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="autocast precision (default fp32)")
     ap.add_argument("--image-size", type=int, help="model input size (default: the model's)")
     ap.add_argument("--save-maps", action="store_true",
-                    help="also write <stem>_legrad_maps.npz: float16 maps [T, S, S], times, explained, fps")
+                    help="also write <stem>_legrad_maps.npz: float16 maps [T, S, S], times, explained, fps "
+                         "(with --audio-map also audio_maps [E, F, Tw], audio_times, audio_starts)")
     ap.add_argument("--contact-sheet", action="store_true",
                     help="also write <stem>_legrad_sheet.png: a grid of a few frames with their overlays")
+    ap.add_argument("--audio-map", action="store_true",
+                    help="also the other direction: under each frame a scrolling spectrogram strip with the "
+                         "audio-side LeGrad map of its window against the frame (audio ViT encoders only)")
+    ap.add_argument("--strip-seconds", type=float, metavar="SECONDS",
+                    help="span of sound the --audio-map strip shows (default: twice the window)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     return ap
 
 
 def main(argv=None) -> int:
     """Run the command; returns 0 when every input was written, 1 when any failed, 2 on a setup error."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    flags = parser_flags(parser)  # library errors name arguments: said here as flags
     if not logging.getLogger().handlers:
         # the root at WARNING: open_clip logs every step of building a model at INFO there
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -1014,9 +1143,10 @@ def main(argv=None) -> int:
             args.audio_encoder, args.target_text, args.model, args.pretrained, device=args.device,
             layer_index=args.layer_index, image_size=args.image_size, window=args.window, stride=args.stride,
             batch_size=args.batch_size, alpha=args.alpha, colormap=args.colormap, dtype=args.dtype,
-            save_maps=args.save_maps, contact_sheet=args.contact_sheet, progress=not args.quiet)
+            save_maps=args.save_maps, contact_sheet=args.contact_sheet, progress=not args.quiet,
+            audio_map=args.audio_map, strip_seconds=args.strip_seconds)
     except (ValueError, OSError, RuntimeError) as e:
-        log.error("localize: error: %s", e)
+        log.error("localize: error: %s", flag_wording(str(e), flags))
         return 2
 
     videos, problems = find_videos(args.inputs)
@@ -1032,11 +1162,11 @@ def main(argv=None) -> int:
         except KeyboardInterrupt:
             raise
         except MediaError as e:
-            log.error("FAILED %s: %s", video, e.reason)
+            log.error("FAILED %s: %s", video, flag_wording(e.reason, flags))
             failed += 1
             continue
         except Exception as e:  # one bad input must not stop the others
-            log.error("FAILED %s: %s: %s", video, type(e).__name__, e)
+            log.error("FAILED %s: %s: %s", video, type(e).__name__, flag_wording(str(e), flags))
             log.debug("traceback", exc_info=True)
             failed += 1
             continue

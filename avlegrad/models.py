@@ -22,17 +22,22 @@ class WeightsUnavailableError(RuntimeError):
     """Pretrained weights could not be found locally nor downloaded."""
 
 
+def hub_reachable() -> bool:
+    """Whether the Hugging Face hub answers (always assumed behind a proxy). Where it does not, look
+    in the local cache only: otherwise huggingface_hub retries for most of a minute before failing."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def _offline_if_hub_unreachable(pretrained):
-    """Weights named by a tag come from the Hugging Face hub. Where it cannot be reached, look in
-    the local cache only: otherwise huggingface_hub retries for most of a minute before failing."""
-    offline = False
-    proxied = any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
-    if pretrained is not None and not proxied and not Path(pretrained).expanduser().is_file():
-        try:
-            socket.create_connection(("huggingface.co", 443), timeout=3).close()
-        except OSError:
-            offline = True
+    """Weights named by a tag come from the Hugging Face hub: offline where it cannot be reached."""
+    offline = pretrained is not None and not Path(pretrained).expanduser().is_file() and not hub_reachable()
     if not offline:
         yield
         return
@@ -57,13 +62,24 @@ def load_clip(model_name: str, pretrained: str | None = None, device="cpu", mode
     ``laion2b_s32b_b79k``), a local checkpoint file, or None/"none" for random weights, drawn
     from ``init_seed`` without touching the caller's RNG (so a resumed, multi-process or later
     run rebuilds the same model; a warning says the weights are random).
+
+    PE-AV (``transformers``): a ``facebook/pe-av-*`` name with ``pretrained="pe-av"`` (the Hugging
+    Face cache / hub), a local checkpoint folder, or random weights from a ``PeAudioVideoConfig``
+    dict as ``model_cfg``; the model is the checkpoint's video branch (``PeVideoModel``, explained
+    at its frame tower; ``avlegrad/audio/pe_av.py``).
     """
     import open_clip
 
     from .audio.imagebind_clip import is_imagebind_tower
+    from .audio.pe_av import is_pe_av_tower
 
     if model_cfg is None and is_imagebind_tower(model_name, pretrained):
         return _load_imagebind_clip(pretrained, device)
+    if is_pe_av_tower(model_name, pretrained, model_cfg):  # a transformers PE-AV video branch (audio/pe_av.py)
+        from .audio.pe_av import load_pe_av_tower
+
+        model, cfg = load_pe_av_tower(model_name, pretrained, model_cfg, init_seed)
+        return model.to(device), cfg
     if pretrained in RANDOM_WEIGHTS:
         logging.getLogger("avlegrad").warning(
             "%s has RANDOM weights (pretrained=%r): maps and scores are not meaningful", model_name, pretrained)
@@ -101,7 +117,7 @@ def load_clip(model_name: str, pretrained: str | None = None, device="cpu", mode
                 raise WeightsUnavailableError(
                     f"cannot get the weights {pretrained!r} of {model_name} ({e}). Download them once on a "
                     f"machine with internet (open_clip caches them under ~/.cache/huggingface), or pass the "
-                    f"path of a local checkpoint file as --pretrained") from None
+                    f"path of a local checkpoint file as `pretrained`") from None
     model.requires_grad_(False)
     model.eval().to(device)
     # as open_clip's factory does, keep the full preprocessing config on the model (custom ones too)
@@ -214,6 +230,10 @@ def encode_text(model, model_name: str, prompts: list[str]) -> torch.Tensor:
     """CLIP text embeddings ``[P, D]`` (float32) of ``prompts``, with the model's own tokenizer."""
     import open_clip
 
+    if type(model).__name__ == "PeVideoModel":  # a PE-AV tower (load_clip): its text tower and tokenizer
+        from .audio.pe_av import encode_text as pe_av_text
+
+        return pe_av_text(model, prompts)
     name = Path(model_name).stem if str(model_name).endswith(".json") else model_name  # as registered
     device = next(model.parameters()).device
     with torch.no_grad():

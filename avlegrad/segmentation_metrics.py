@@ -232,6 +232,13 @@ def _minmax_torch(m: torch.Tensor, constant_to_zero: bool) -> torch.Tensor:
     return (m - low) / span
 
 
+def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``[B, h, w]`` -> ``[B, H, W]``: bilinear, ``align_corners=False`` (DenseAV's ``F.interpolate``)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[:, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+
+
 def prepare_prompted_map(pred, size: tuple[int, int], variant: str,
                          low: float | None = None, high: float | None = None) -> torch.Tensor:
     """One map as ``variant`` scores it, at the ground truth's ``size`` (float32 ``[H, W]``).

@@ -11,6 +11,7 @@ their ratio (goal <= 1.25) and the growth per minute of video.
     python benchmarks/localize_memory.py
     python benchmarks/localize_memory.py --seconds 20 --factor 4 --sample-rate 44100
     python benchmarks/localize_memory.py --code /path/to/another/checkout   # the same, another version's code
+    python benchmarks/localize_memory.py --audio-encoder checkpoints/world/audio_vit.pt --audio-map   # with the strip
 
 Exit code 1 when the ratio is above ``--goal``.
 """
@@ -84,6 +85,7 @@ def main(argv=None) -> int:
     ap.add_argument("--channels", type=int, default=2, choices=(1, 2))
     ap.add_argument("--audio-encoder", default=str(ROOT / "checkpoints" / "world" / "audio.pt"))
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--audio-map", action="store_true", help="localize with --audio-map (needs an audio ViT encoder)")
     ap.add_argument("--code", type=Path, default=ROOT, help="checkout whose avlegrad the child runs (default: this one)")
     ap.add_argument("--goal", type=float, default=1.25)
     args = ap.parse_args(argv)
@@ -92,7 +94,8 @@ def main(argv=None) -> int:
     env = dict(os.environ, PYTHONPATH=str(args.code.resolve()), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     print(f"# localize peak memory: {args.size} {args.fps} fps, {args.sample_rate} Hz "
           f"{'stereo' if args.channels == 2 else 'mono'} AAC; audio encoder {Path(args.audio_encoder).name}, "
-          f"batch {args.batch_size}, CPU; code from {args.code.resolve()}")
+          f"batch {args.batch_size}{', --audio-map' if args.audio_map else ''}, CPU; "
+          f"code from {args.code.resolve()}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seconds in (args.seconds, args.seconds * args.factor):
@@ -100,6 +103,7 @@ def main(argv=None) -> int:
             make_video(video, seconds, args.fps, width, height, args.sample_rate, args.channels)
             command = [str(video), "-o", str(Path(tmp) / "out"), "--audio-encoder", args.audio_encoder,
                        "--device", "cpu", "--batch-size", str(args.batch_size), "--quiet"]
+            command += ["--audio-map"] if args.audio_map else []
             peak, wall = peak_rss(command, args.code, env)
             rows.append((seconds, peak, wall))
             print(f"{seconds:7.1f} s video ({video.stat().st_size / 2**20:5.1f} MiB file): peak RSS {peak:8.1f} MiB"

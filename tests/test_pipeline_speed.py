@@ -110,7 +110,8 @@ def test_localize_marks_its_stages_and_writes_the_same_maps(tmp_path):
     with profiling.timing() as times:
         loc.localize(clip, tmp_path / "timed")
     calls = times.calls()
-    for stage in ("reader: decode", "reader: to RGB", "reader: resize", "wait for frames", "audio", "explain",
+    for stage in ("reader: decode", "reader: to RGB", "reader: resize", "wait for frames", "audio windows", "audio",
+                  "explain",
                   "wait for writer", "writer: overlay", "writer: encode"):
         assert calls.get(stage), stage
     assert calls["explain"] == calls["audio"] == 3 and calls["writer: encode"] == 12

@@ -11,7 +11,7 @@ import torch
 
 import eval as eval_cli
 from avlegrad.audio import create_audio_encoder
-from avlegrad.audio.base import waveform_problem
+from avlegrad.data.media import waveform_problem
 from avlegrad.data.record import SkippedClip, skip_kind
 from avlegrad.data.synthetic import generate_synthetic
 from avlegrad.world_clip import AUDIO_FILE, WORLD_CHECKPOINTS

@@ -8,3 +8,4 @@ from . import timm_encoder  # noqa: F401  (registers "timm")
 from .timm_encoder import TimmAudioEncoder
 from . import imagebind, wav2clip  # noqa: F401,E402  (registers "imagebind" and "wav2clip")
 from . import waveform_cnn  # noqa: F401,E402  (registers "waveform-cnn")
+from . import pe_av  # noqa: F401,E402  (registers "pe-av": Perception Encoder Audio-Visual, transformers)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.media import load_audio, waveform_problem
 from .clip_space import check_clip_pair
 
 
@@ -101,8 +102,6 @@ class AudioEncoder(nn.Module):
 
         ``duration`` (s) keeps the first ``duration`` seconds, zero-padding a shorter file.
         """
-        from ..data.media import load_audio
-
         audio, _ = load_audio(path, sample_rate=self.sample_rate, mono=True, duration=duration)
         if duration is not None:
             audio = crop_or_pad(audio, int(round(duration * self.sample_rate)))
@@ -141,28 +140,6 @@ class AudioEncoder(nn.Module):
         finally:
             self.train(was_training)
         return out
-
-
-SILENCE_PEAK = 1e-4  # a waveform whose peak is below this is treated as silent
-
-
-def waveform_problem(waveform, min_samples: int = 1, sample_rate: int = 16000,
-                     encoder: str = "the audio encoder", allow_silent: bool = False) -> str | None:
-    """The reason a mono waveform ``[T]`` (numpy or torch) is unusable, or None: fewer than
-    ``min_samples`` samples, NaN/inf samples, or silence (peak below ``SILENCE_PEAK``) unless
-    ``allow_silent`` (the extended sets' silent negatives are scored, not skipped)."""
-    wave = np.asarray(waveform.detach().cpu() if torch.is_tensor(waveform) else waveform)
-    if wave.ndim != 1:
-        return f"waveform must be mono [T], got shape {wave.shape}"
-    if wave.size < min_samples:
-        return (f"audio too short: {wave.size} samples, {encoder} needs at least {min_samples} "
-                f"({min_samples / sample_rate:.3f} s at {sample_rate} Hz)")
-    if not np.isfinite(wave).all():
-        return "audio holds NaN or infinite samples"
-    peak = float(np.abs(wave).max())
-    if peak < SILENCE_PEAK and not allow_silent:
-        return f"silent audio (peak {peak:.2g} < {SILENCE_PEAK:g})"
-    return None
 
 
 def crop_or_pad(waveform: np.ndarray, num_samples: int, start: int = 0) -> np.ndarray:

@@ -32,6 +32,7 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 _REGISTRY: dict[str, Callable[..., AudioEncoder]] = {}
 _TRAINING: dict[str, "TrainingContract"] = {}
 _TEST_CONFIGS: dict[str, dict | None] = {}  # small random-weight versions, for the tests
+_DIRECTORIES: dict[str, Callable] = {}  # name -> predicate: a folder this builder loads as checkpoint=
 
 TOWER_KWARGS = ("clip_model", "clip_pretrained", "clip_model_cfg", "clip_init_seed")
 
@@ -71,13 +72,15 @@ class CheckpointError(ValueError):
 
 
 def register_audio_encoder(name: str | Callable | None = None, *, training: TrainingContract | None = None,
-                           test_config: dict | None = None):
+                           test_config: dict | None = None, directory: Callable | None = None):
     """Decorator registering a builder under ``name`` (default: the function's name).
 
     ``training``: its :class:`TrainingContract` (None: train.py refuses the encoder, saying so).
     ``test_config``: the builder's keyword arguments for a small random-weight version (no
     download, a second on a CPU), with which the tests run every registered encoder
-    (:func:`test_config`)."""
+    (:func:`test_config`). ``directory``: a predicate on a folder path; ``create_audio_encoder(FOLDER)``
+    builds this encoder with ``checkpoint=FOLDER`` where it is true (checkpoints published as a
+    folder, e.g. a Hugging Face model's)."""
 
     def decorate(fn):
         key = name if isinstance(name, str) else fn.__name__
@@ -87,6 +90,8 @@ def register_audio_encoder(name: str | Callable | None = None, *, training: Trai
         _REGISTRY[key] = fn
         _TRAINING[key] = training if training is not None else NOT_DECLARED
         _TEST_CONFIGS[key] = dict(test_config) if test_config is not None else None
+        if directory is not None:
+            _DIRECTORIES[key] = directory
         return fn
 
     return decorate(name) if callable(name) else decorate
@@ -191,6 +196,15 @@ def create_audio_encoder(name: str, checkpoint=None, device=None, **kwargs) -> A
     """
     name = str(name)
     ckpt = None
+    if name not in _REGISTRY and os.path.isdir(os.path.expanduser(name)):
+        claimed = [key for key, claims in _DIRECTORIES.items() if claims(name)]
+        if not claimed:
+            raise CheckpointError(name, "is a folder no registered audio encoder reads (a checkpoint is a file "
+                                  "written by train.py, or a folder of an encoder published as one, e.g. PE-AV's)")
+        if checkpoint is not None:
+            raise ValueError(f"create_audio_encoder({name!r}, checkpoint={str(checkpoint)!r}): give the folder "
+                             "either as the name or as checkpoint=, not both")
+        name, checkpoint = claimed[0], os.path.expanduser(name)
     if name not in _REGISTRY:
         if not _is_checkpoint_path(name):
             raise _unknown(name)
@@ -262,7 +276,7 @@ def _resolve_tower_file(encoder: AudioEncoder, checkpoint) -> None:
         encoder.missing_tower_file = (
             f"audio encoder {checkpoint} pairs with the image tower weights {pretrained!r}, kept beside it, but "
             f"{beside} does not exist: copy {pretrained} next to the checkpoint (it was written with it), or "
-            f"name the tower with --model/--pretrained")
+            f"name the tower with `model` and `pretrained`")
 
 
 def load_weights_mmap(path) -> dict:

@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..audio.base import waveform_problem
 from .annotations import AnnotationReport
-from .media import MediaError
+from .media import MediaError, waveform_problem
 from .record import ClipFiles, ClipRecord, SkippedClip, first_file, load_clip_media, locate_clip
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..audio.base import SILENCE_PEAK  # noqa: F401 (re-exported)
 from .annotations import (AnnotationReport, BoxAnnotation, check_boxes, find_annotation, read_flickr_annotations,
                           read_flickr_test_csv, read_id_list, read_vggss_json)
 from .base import ClipDataset, ClipEntry, _media_problem, collate_clips  # noqa: F401 (re-exported)
@@ -180,7 +179,7 @@ BUILTIN_ROOTS = {"vggsound": "vggss", "flickr": "flickr", "folder": "videos", "s
 
 
 def _register_builtins() -> None:
-    from .segmentation import GET_DATA_HINTS as SEGMENTATION_HINTS
+    from .segmentation import DEFAULT_METRICS, GET_DATA_HINTS as SEGMENTATION_HINTS
 
     for name, splits in DATASET_SPLITS.items():
         scoring = ("masks" if name in SEGMENTATION_SPLITS else
@@ -191,7 +190,7 @@ def _register_builtins() -> None:
         hint = GET_DATA_HINTS.get(name) or SEGMENTATION_HINTS.get(name) or \
             "see docs/benchmarks-sound-following.md for where to get the media"
         register_dataset(name, splits=splits, default_root=BUILTIN_ROOTS.get(name, name), hint=hint,
-                         scoring=scoring)(create_dataset)
+                         scoring=scoring, metrics=DEFAULT_METRICS.get(name, ()))(create_dataset)
 
 
 _register_builtins()

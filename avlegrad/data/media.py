@@ -35,6 +35,28 @@ def _check_exists(path: Path) -> None:
         raise MediaError(path, "file not found")
 
 
+SILENCE_PEAK = 1e-4  # a waveform whose peak is below this is treated as silent
+
+
+def waveform_problem(waveform, min_samples: int = 1, sample_rate: int = 16000,
+                     encoder: str = "the audio encoder", allow_silent: bool = False) -> str | None:
+    """The reason a decoded mono waveform ``[T]`` (numpy or torch) is unusable, or None: fewer than
+    ``min_samples`` samples, NaN/inf samples, or silence (peak below ``SILENCE_PEAK``) unless
+    ``allow_silent`` (the extended sets' silent negatives are scored, not skipped)."""
+    wave = np.asarray(waveform.detach().cpu() if hasattr(waveform, "detach") else waveform)  # torch or numpy
+    if wave.ndim != 1:
+        return f"waveform must be mono [T], got shape {wave.shape}"
+    if wave.size < min_samples:
+        return (f"audio too short: {wave.size} samples, {encoder} needs at least {min_samples} "
+                f"({min_samples / sample_rate:.3f} s at {sample_rate} Hz)")
+    if not np.isfinite(wave).all():
+        return "audio holds NaN or infinite samples"
+    peak = float(np.abs(wave).max())
+    if peak < SILENCE_PEAK and not allow_silent:
+        return f"silent audio (peak {peak:.2g} < {SILENCE_PEAK:g})"
+    return None
+
+
 def to_mono(audio: np.ndarray) -> np.ndarray:
     """[T] or [T, C] (soundfile layout) -> [T] float32, averaging channels."""
     audio = np.asarray(audio, dtype=np.float32)

@@ -65,6 +65,13 @@ SEGMENTATION_SPLITS = {
     "avsbench-s4": ("test", "val"),
     "avsbench-ms3": ("test", "val"),
 }
+# the metric variants (avlegrad.mask_metrics) each benchmark's papers report, per split: its default
+DEFAULT_METRICS = {
+    "ade20k-sound": {"test": ("denseav-global", "taco-per-image"), "taco": ("taco-per-image", "taco-per-image-fixed")},
+    "ade20k-speech": ("denseav-global", "taco-per-image"),
+    "avsbench-s4": ("avsbench-official", "avsbench-dataset"),
+    "avsbench-ms3": ("avsbench-official", "avsbench-dataset"),
+}
 ADE_FOLDERS = {"ade20k-sound": "ADE20KSoundPrompted", "ade20k-speech": "ADE20KSpeechPrompted"}
 ADE_PROMPT_COLUMNS = {"ade20k-sound": "vggsound_file", "ade20k-speech": "speech_prompt_file"}
 # The csv's class-name column is not documented; the first of these present is used as the label

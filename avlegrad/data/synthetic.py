@@ -160,7 +160,7 @@ def _check_generation_target(root: Path, manifest: dict | None) -> None:
     if manifest is not None or (root / GENERATING).exists() or not root.exists() or not any(root.iterdir()):
         return
     raise ValueError(f"{root} holds files but no synthetic benchmark ({MANIFEST}): the synthetic set is generated "
-                     f"only into a new or empty folder; give another --root (or delete the folder's contents)")
+                     f"only into a new or empty folder; give another `root` (or delete the folder's contents)")
 
 
 def ensure_synthetic(root) -> Path:

@@ -152,7 +152,7 @@ def run_from_eval(opts, encoder_path=None) -> dict:
     from ..world_clip import WORLD_CHECKPOINTS, load_world_models
 
     if opts.dataset != "synthetic":
-        raise ValueError(f"--explain audio needs the ground truth of the offline world: --dataset synthetic, "
+        raise ValueError(f"the audio-side run needs the ground truth of the offline world: `dataset=synthetic`, "
                          f"not {opts.dataset!r}")
     path = Path(encoder_path) if encoder_path else WORLD_CHECKPOINTS / AUDIO_VIT_FILE
     if not path.is_file():

@@ -103,10 +103,8 @@ class BoxScoring(Scoring):
         return "\n".join(lines)
 
 
-
 def _numpy(heatmap) -> np.ndarray:
     return heatmap.detach().float().cpu().numpy() if torch.is_tensor(heatmap) else np.asarray(heatmap)
-
 
 
 def refuse_box_metrics(opts) -> None:

@@ -16,8 +16,9 @@ plus the maps:
   scored);
 - ``summary.json``: computed from the stored maps, for every method and for the two trivial
   baselines on the same clips: ``center`` (the centre prior of the box benchmarks) and
-  ``whole`` (a constant map: the whole image), under each metric variant of
-  ``avlegrad.segmentation_metrics`` (``--seg-metrics``). The metric options do not change the
+  ``whole`` (a constant map: the whole image), under each metric variant registered in
+  ``avlegrad.mask_metrics`` (``--seg-metrics``; by default the ones the dataset's registration
+  declares for the split). The metric options do not change the
   stored maps, so a rerun with other metric options only recomputes the summary.
 """
 from __future__ import annotations
@@ -28,12 +29,13 @@ from urllib.parse import quote
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .. import metrics
 from .. import segmentation_metrics as sm
+from ..data.registry import _DATASETS
 from ..data.segmentation import EVAL_SIZE, SEGMENTATION_SPLITS
 from ..fileio import atomic_path
+from ..mask_metrics import MaskMetricInputs, list_mask_metrics, mask_metric, score_mask_metrics
 from ..scoring import Scoring, register_scoring
 from .boxes import refuse_box_metrics
 from .results import percent
@@ -45,31 +47,8 @@ WHOLE = "whole"  # a constant map: the whole image
 BASELINES = (CENTER, WHOLE)
 MAPS_DIR = "maps"
 
-METRIC_VARIANTS = {
-    "denseav-global": ("DenseAV (eval_utils.get_paired_heatmaps): one min-max over the whole evaluation set; "
-                       "per prompt class, all its pixels pooled: binary AP and the best IoU over 20 thresholds "
-                       "linspace(min, max); mAP / mIoU = means over classes"),
-    "taco-per-image": ("TACO's code (taco/metrics.py, evaluate.py): each map min-max normalised at its own "
-                       "resolution (a constant map is NaN: its class's IoU 0, its AP from NaN scores), bicubic "
-                       "align_corners=True to the mask's size; per class the same AP and IoU as denseav-global"),
-    "taco-per-image-fixed": ("taco-per-image with its defects corrected: a constant map becomes zeros, classes "
-                             "without a positive pixel are left out of mAP and mIoU"),
-    "avsbench-official": ("AVSBench test.py: mIoU of sigmoid(map) > 0.5 (meant for logits: a [0, 1] heatmap "
-                          "predicts ~the whole image) and F-score (beta^2 0.3, max of each batch's mean F curve "
-                          "over 255 thresholds of sigmoid(map)), batch figures averaged: depends on the batch size"),
-    "avsbench-dataset": ("corrected, dataset-level (ACL-SSL, TACO): mIoU of map > t at the best t of "
-                         "0.05..0.95 over all frames; F = max over 255 thresholds of the dataset-mean F curve"),
-}
-VARIANT_FIGURES = {"denseav-global": ("mAP", "mIoU"), "taco-per-image": ("mAP", "mIoU"),
-                   "taco-per-image-fixed": ("mAP", "mIoU"),
-                   "avsbench-official": ("mIoU", "F"), "avsbench-dataset": ("mIoU", "F")}
 DROP_REASONS = {"dropped_no_prompt": "without a prompt file", "dropped_class_zero": "of class 0",
                 "dropped_bad_class": "with an unreadable class id"}
-DEFAULT_METRICS = {"ade20k-sound": ("denseav-global", "taco-per-image"),
-                   "ade20k-sound/taco": ("taco-per-image", "taco-per-image-fixed"),
-                   "ade20k-speech": ("denseav-global", "taco-per-image"),
-                   "avsbench-s4": ("avsbench-official", "avsbench-dataset"),
-                   "avsbench-ms3": ("avsbench-official", "avsbench-dataset")}
 
 
 def is_segmentation_dataset(name: str) -> bool:
@@ -77,16 +56,19 @@ def is_segmentation_dataset(name: str) -> bool:
 
 
 def metric_variants(opts) -> list[str]:
-    """The metric variants of a run: ``opts.seg_metrics`` or the dataset's defaults."""
-    defaults = DEFAULT_METRICS.get(f"{opts.dataset}/{getattr(opts, 'split', None)}") or DEFAULT_METRICS.get(opts.dataset)
-    chosen = list(getattr(opts, "seg_metrics", None) or defaults or ())
+    """The metric variants of a run (names of ``avlegrad.mask_metrics``): ``opts.seg_metrics``, or
+    the defaults its dataset's registration declares for the split (``register_dataset(...,
+    metrics=...)``). ValueError for an unknown name, or for none at all."""
+    spec = _DATASETS.get(opts.dataset)
+    defaults = spec.default_metrics(getattr(opts, "split", None)) if spec else ()
+    chosen = list(dict.fromkeys(getattr(opts, "seg_metrics", None) or defaults))
     if not chosen:  # a registered mask dataset without published metrics: the user names them
         raise ValueError(f"dataset {opts.dataset!r} has no default segmentation metrics: name them with `seg_metrics` "
-                         f"(among {', '.join(METRIC_VARIANTS)})")
-    unknown = [m for m in chosen if m not in METRIC_VARIANTS]
+                         f"(among {', '.join(list_mask_metrics())})")
+    unknown = [m for m in chosen if m not in list_mask_metrics()]
     if unknown:
         raise ValueError(f"unknown segmentation metric(s) {', '.join(unknown)}; choose from "
-                         f"{', '.join(METRIC_VARIANTS)}")
+                         f"{', '.join(list_mask_metrics())}")
     return chosen
 
 
@@ -134,37 +116,6 @@ def baseline_map(name: str, size: int = EVAL_SIZE) -> np.ndarray:
     if name == CENTER:
         return metrics.center_prior(size).astype(np.float32)
     return np.ones((size, size), dtype=np.float32)
-
-
-def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``[B, h, w]`` -> ``[B, H, W]``: bilinear, ``align_corners=False`` (DenseAV's ``F.interpolate``)."""
-    if tuple(maps.shape[-2:]) == tuple(size):
-        return maps
-    return F.interpolate(maps[:, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
-
-
-# ----------------------------------------------------------------------------- the summary
-def score_method(maps, gts, class_ids, variants: list[str], batch_frames: int) -> dict:
-    """Every requested metric variant of one method's maps (lazy sequences are fine)."""
-    out: dict = {"n": len(gts)}
-    avsbench = [v for v in variants if v.startswith("avsbench")]
-    if avsbench:
-        meter = sm.AVSBenchMeter()
-        for i in range(len(gts)):
-            gt = gts[i]
-            meter.update(resize_maps(torch.from_numpy(sm.as_float32(maps[i]))[None], gt.shape)[0].numpy(), gt)
-        if "avsbench-official" in variants:
-            out["avsbench-official"] = {"mIoU": meter.official_miou(batch_frames),
-                                        "F": meter.official_fscore(batch_frames), "batch_frames": batch_frames}
-        if "avsbench-dataset" in variants:
-            sweep, fscore = meter.miou_sweep(), meter.dataset_fscore()
-            out["avsbench-dataset"] = {"mIoU": sweep["best"], "mIoU_threshold": sweep["best_threshold"],
-                                       "mIoU_curve": dict(zip(map(str, sweep["thresholds"]), sweep["miou"])),
-                                       "F": fscore["F"], "F_threshold": fscore["threshold"]}
-    for variant in sm.PROMPTED_VARIANTS:
-        if variant in variants:
-            out[variant] = sm.prompted_segmentation_metrics(maps, gts, class_ids, variant=variant).as_dict()
-    return out
 
 
 # ----------------------------------------------------------------------------- the scoring
@@ -215,7 +166,7 @@ class MaskScoring(Scoring):
         frame = record.frame
         if frame.shape[:2] != size:
             frame = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-        picture = overlay(frame, resize_maps(heatmap[None], size)[0].numpy())
+        picture = overlay(frame, sm.resize_maps(heatmap[None], size)[0].numpy())
         if gt is not None:
             contours, _ = cv2.findContours(gt.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             picture = cv2.drawContours(np.ascontiguousarray(picture).copy(), contours, -1, (0, 255, 0), 2)
@@ -229,9 +180,9 @@ class MaskScoring(Scoring):
         figures = {}
         for m in methods:
             maps = ConstantMaps(baseline_map(m), len(scored)) if m in BASELINES else StoredArrays(paths, m)
-            figures[m] = score_method(maps, gts, class_ids, self.variants, self.batch_frames)
+            figures[m] = score_mask_metrics(MaskMetricInputs(maps, gts, class_ids, self.batch_frames), self.variants)
         return {"empty_masks": sum(1 for r in scored if r.get("gt_pixels") == 0),
-                "metrics": {v: METRIC_VARIANTS[v] for v in self.variants},
+                "metrics": {v: mask_metric(v).description for v in self.variants},
                 "baselines": {CENTER: "centre prior (1 - distance to the centre, as the box benchmarks)",
                               WHOLE: "constant map (the whole image)"},
                 "methods": figures}
@@ -247,7 +198,7 @@ class MaskScoring(Scoring):
         if summary.get("empty_masks"):
             lines.append(f"  clips whose mask is empty (no object, or cut away by a crop): {summary['empty_masks']}")
         variants = list(summary["metrics"])
-        columns = [(v, f) for v in variants for f in VARIANT_FIGURES[v]]
+        columns = [(v, f) for v in variants for f in mask_metric(v).figures]
         headers = [f"{v}:{f}" for v, f in columns]
         widths = [max(len(h), 7) for h in headers]
         lines.append(f"{'method':<18} {'N':>6} " + " ".join(f"{h:>{w}}" for h, w in zip(headers, widths)))
@@ -256,7 +207,7 @@ class MaskScoring(Scoring):
             cells = [percent(r.get(v, {}).get(f)) for v, f in columns]
             lines.append(f"{label:<18} {r['n']:>6} " + " ".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
         for v in variants:
-            lines.append(f"  {v}: {METRIC_VARIANTS[v]}")
+            lines.append(f"  {v}: {summary['metrics'][v]}")
         return "\n".join(lines)
 
 

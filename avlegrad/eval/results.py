@@ -59,7 +59,6 @@ def load_results(out: Path) -> dict[str, dict]:
     return rows
 
 
-
 def percent(value) -> str:
     """A fraction as papers print it (x100), '-' where there is none."""
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"

@@ -116,7 +116,7 @@ class EvalCollate:
         return records, skipped, images
 
 
-
+# ----------------------------------------------------------------------------- the run folder
 def _changed_settings(out: Path, settings: dict) -> dict:
     """``{key: (before, now)}`` where ``out`` holds results scored with other settings; empty when
     it holds none (no results: nothing to protect)."""

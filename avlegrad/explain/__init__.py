@@ -9,6 +9,7 @@ from .base import EXPLAINERS, Explainer, min_max_normalize, per_target_gradients
 from .legrad import LeGrad  # noqa: F401
 from .baselines import AttentionRollout, CheferCAM, DenseSimilarity, GradCAM, RawAttention  # noqa: F401
 from .input_gradient import InputGradient  # noqa: F401
+from .video import legrad_video  # noqa: F401  (frames x patches: PE-AV's video branch)
 
 
 def __getattr__(name):

@@ -330,7 +330,8 @@ class AudioLeGrad:
                 grid = sum(g.float().clamp(min=0).mean(dim=(1, 2))[:, patches] for g in grads)
                 grids.append(grid.reshape(b * s, *layout.grid))
         grid = torch.stack(grids, dim=1).detach()  # [N, K, gh, gw]
-        return grid_to_input(grid, layout).reshape(b, s, k_targets, *layout.size)
+        with torch.autocast(grid.device.type, enabled=False):  # float32 maps under autocast too
+            return grid_to_input(grid, layout).reshape(b, s, k_targets, *layout.size)
 
     def __call__(self, spectrograms: torch.Tensor, targets) -> torch.Tensor:
         specs = spectrograms
@@ -381,6 +382,12 @@ class AudioLeGrad:
         return AudioMaps(maps, curve, times, raw, list(bounds))
 
 
+def image_embedding(clip_model, images: torch.Tensor) -> torch.Tensor:
+    """The pictures' embeddings ``[B, D]`` float32 (``encode_image``, or the tower's output): the
+    audio side's targets."""
+    return (clip_model.encode_image(images) if hasattr(clip_model, "encode_image") else clip_model(images)).float()
+
+
 def explain_both(clip_model, encoder, images: torch.Tensor, waveforms: torch.Tensor, layer_index: int = -2):
     """Both directions from one call: where in the picture the sound is (image-side LeGrad of the
     CLIP image tower w.r.t. the sound's embedding) and when and at which frequencies the sound holds
@@ -396,7 +403,7 @@ def explain_both(clip_model, encoder, images: torch.Tensor, waveforms: torch.Ten
         raise ValueError(f"{images.shape[0]} images and {waveforms.shape[0]} waveforms: give one waveform per image")
     with torch.no_grad():
         sound = encoder(waveforms)
-        picture = (clip_model.encode_image(images) if hasattr(clip_model, "encode_image") else clip_model(images)).float()
+        picture = image_embedding(clip_model, images)
     image_maps = LeGrad(clip_model, layer_index=layer_index)(images, sound.to(images.device))
     audio_maps = AudioLeGrad(encoder, layer_index=layer_index).explain_waveforms(waveforms, picture.to(waveforms.device))
     return image_maps, audio_maps

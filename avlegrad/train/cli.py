@@ -12,13 +12,14 @@ import argparse
 import logging
 import sys
 
+from ..cli import flag_wording, parser_flags
 from ..download import DownloadError
 from ..models import WeightsUnavailableError
 from .model import NonFiniteError
 from .trainer import TrainingInterrupted, run
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML run config (see configs/)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -30,10 +31,39 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true",
                         help="start a new run in an output_dir that holds another one, deleting its checkpoints "
                              "and logs (without it, such a folder is refused)")
+    return parser
+
+
+def flags() -> dict[str, str]:
+    """The library's argument names (``run``'s) and their flags; ``overrides`` is ``--set``."""
+    return {**parser_flags(build_parser()), "overrides": "--set"}
+
+
+class _FlagWording(logging.Filter):
+    """Library log lines (e.g. "`resume`: no checkpoint ...") in the command line's words."""
+
+    def __init__(self):
+        super().__init__()
+        self.flags = flags()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = flag_wording(record.getMessage(), self.flags)
+        record.args = None
+        return True
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.config is None and args.resume in (None, "auto"):
         parser.error("give --config FILE (or --resume CHECKPOINT)")
-    summary = run(args.config, args.set, args.resume, overwrite=args.overwrite)
+    wording = _FlagWording()
+    log = logging.getLogger("avlegrad.train.trainer")  # where run's warnings are logged (a filter is per logger)
+    log.addFilter(wording)
+    try:
+        summary = run(args.config, args.set, args.resume, overwrite=args.overwrite)
+    finally:
+        log.removeFilter(wording)
     if summary["rank"] == 0:
         print(f"step {summary['step']}: checkpoint {summary['checkpoint']}")
     return summary
@@ -43,16 +73,17 @@ def cli(argv=None) -> int:
     """``main`` with one-line errors and exit codes: 0 done, 2 a user error, 1 training diverged
     (non-finite loss), 130 interrupted (Ctrl-C; a resumable checkpoint is written first)."""
     log = logging.getLogger("avlegrad")
+    said = flags()
     try:
         main(argv)
     except (ValueError, FileNotFoundError, WeightsUnavailableError, DownloadError) as e:  # user errors: no traceback
-        log.error("%s", e)
+        log.error("%s", flag_wording(str(e), said))
         return 2
     except NonFiniteError as e:
-        log.error("%s", e)
+        log.error("%s", flag_wording(str(e), said))
         return 1
     except KeyboardInterrupt as e:
-        log.error("%s", e if isinstance(e, TrainingInterrupted) else "interrupted")
+        log.error("%s", flag_wording(str(e), said) if isinstance(e, TrainingInterrupted) else "interrupted")
         return 130
     return 0
 

@@ -118,7 +118,7 @@ def _parse_value(text: str):
 def apply_override(cfg: dict, item: str) -> None:
     """Apply one ``key.sub=value`` (value parsed as YAML) to ``cfg`` in place."""
     if "=" not in item:
-        raise ValueError(f"--set {item!r}: expected key=value, e.g. train.lr=1e-4")
+        raise ValueError(f"`overrides` {item!r}: expected key=value, e.g. train.lr=1e-4")
     key, text = item.split("=", 1)
     nested: dict = {}
     node = nested
@@ -126,7 +126,7 @@ def apply_override(cfg: dict, item: str) -> None:
     for part in parts[:-1]:
         node = node.setdefault(part, {})
     node[parts[-1]] = _parse_value(text)
-    _merge(cfg, nested, where=f"--set {item}")
+    _merge(cfg, nested, where=f"`overrides` {item}")
 
 
 def load_config(path=None, overrides=()) -> dict:

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..audio.base import crop_or_pad, waveform_problem
+from ..audio.base import crop_or_pad
+from ..data.media import waveform_problem
 from ..audio.clip_space import clip_embed_dim, tower_fingerprint
 from ..models import create_clip_tower
 from ..audio.factory import CheckpointError, load_checkpoint_file, save_checkpoint_file

@@ -116,9 +116,9 @@ def resolve_run(config=None, overrides=(), resume=None) -> tuple[dict, Path | No
     path = Path(cfg["output_dir"]) / "checkpoints" / "last.pt" if resume == "auto" else Path(resume)
     if not path.is_file():
         if resume == "auto":
-            log.warning("--resume: no checkpoint at %s, starting a new run", path)
+            log.warning("`resume`: no checkpoint at %s, starting a new run", path)
             return cfg, None
-        raise FileNotFoundError(f"--resume {path}: checkpoint not found")
+        raise FileNotFoundError(f"`resume` {path}: checkpoint not found")
     stored = load_checkpoint_file(path).get("config")
     if stored is None:
         raise CheckpointError(path, "holds no training config: not a train.py checkpoint")
@@ -149,9 +149,9 @@ def check_output_dir(output_dir, overwrite: bool = False) -> None:
     if checkpoints or has_log:
         if not overwrite:
             what = ", ".join(p.relative_to(output_dir).as_posix() for p in checkpoints) or "log.csv"
-            raise ValueError(f"output_dir {output_dir} holds a run ({what}); continue it with --resume, replace it "
-                             f"with --overwrite, or set another output_dir")
-        log.warning("--overwrite: deleting the earlier run's checkpoints and logs in %s", output_dir)
+            raise ValueError(f"output_dir {output_dir} holds a run ({what}); continue it with `resume`, replace it "
+                             f"with `overwrite`, or set another output_dir")
+        log.warning("`overwrite`: deleting the earlier run's checkpoints and logs in %s", output_dir)
         for path in checkpoints + [output_dir / name for name in RUN_FILES]:
             path.unlink(missing_ok=True)
         shutil.rmtree(output_dir / "tb", ignore_errors=True)
@@ -378,7 +378,7 @@ class Trainer:
             raise TrainingInterrupted(self._save_on_interrupt()) from None
         except NonFiniteError as e:
             last = self.output_dir / "checkpoints" / "last.pt"
-            kept = (f"the last good checkpoint is kept: {last} (continue from it with --resume after fixing the "
+            kept = (f"the last good checkpoint is kept: {last} (continue from it with `resume` after fixing the "
                     f"cause, e.g. a lower train.lr)") if last.is_file() else "no checkpoint had been written yet"
             raise NonFiniteError(f"{e}; training stopped, {kept}") from None
         finally:
@@ -399,13 +399,13 @@ class Trainer:
         schedule agree there; micro-batches accumulated since are dropped) so ``--resume`` continues."""
         if self.d.enabled:  # the other processes may not reach the collective that saving needs
             return (f"interrupted at step {self.step}; under torchrun no checkpoint is written on Ctrl-C: "
-                    f"--resume continues from the last saved one")
+                    f"`resume` continues from the last saved one")
         if self.step == 0:
             return "interrupted before the first optimizer step; nothing to save"
         self.optimizer.zero_grad(set_to_none=True)
         self.save("last.pt")
         return (f"interrupted at step {self.step}: saved {self.output_dir / 'checkpoints' / 'last.pt'}; "
-                f"continue with --resume")
+                f"continue with `resume`")
 
     def train_epoch(self, epoch: int) -> bool:
         """Train from the current step to the end of ``epoch``; True if stopped by ``train.max_steps``."""

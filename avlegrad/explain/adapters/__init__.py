@@ -12,4 +12,5 @@ from .torchvision import TorchvisionViT  # noqa: F401
 from .eva import EvaViT  # noqa: F401,E402
 from .coca import OpenCLIPCoCa  # noqa: F401,E402
 from .hf import HFCLIPViT, HFSiglipViT  # noqa: F401,E402
+from .pe_av import PeAVFrameTower  # noqa: F401,E402
 from .audio import ImageBindAudioTower, TimmAudioViT  # noqa: F401  (audio ViTs on log-mel: issue 16)

@@ -54,13 +54,19 @@ class EvaViT(TimmViT):
                  "post-norm, gated or depth-dependent-RoPE variants) and the open_clip towers built on them "
                  "(EVA02-B-16, PE-Core-B-16, ...)")
 
+    @staticmethod
+    def find_trunk(model: nn.Module):
+        """(the timm ``Eva`` to explain, a callable mapping its classifier's output into the embedding
+        space, or None): a subclass wrapping an Eva in another model overrides this."""
+        return _trunk_and_head(model)
+
     def __init__(self, model: nn.Module):
         from timm.layers import PatchEmbed
         from timm.layers.pos_embed_sincos import RotaryEmbeddingCat
         from timm.layers.attention import AttentionRope
         from timm.models.eva import EvaAttention, EvaBlock
 
-        trunk, tower_head = _trunk_and_head(model)
+        trunk, tower_head = self.find_trunk(model)
         for i, block in enumerate(trunk.blocks):
             if type(block) is not EvaBlock or type(block.attn) not in (EvaAttention, AttentionRope):
                 refuse(f"Eva block {i} is a {type(block).__name__} (post-norm or custom blocks are not supported)")
