@@ -22,7 +22,7 @@ The strip's geometry, on one grid of spectrogram columns per video (column ``j``
   far in the video (``DYNAMIC_RANGE_DB`` below it is black), so the strip does not flicker as it scrolls.
 
 Memory is bounded: the spectrogram is computed in blocks of columns from a streamed
-:class:`~avlegrad.localize.AudioWindows`, and only the columns the current strip shows (plus one
+:class:`~avlegrad.data.audio_track.AudioWindows`, and only the columns the current strip shows (plus one
 block) are held. Each column equals the one of the whole track's log-mel (zeros beyond its ends) to
 float rounding: a block is computed with enough context on both sides that no frame of it reaches
 the block's reflect padding.
@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .data.audio_track import AudioWindows
 from .visualize import overlay
 
 DYNAMIC_RANGE_DB = 80.0  # grey levels span this many dB of power below the loudest column seen
@@ -92,8 +93,6 @@ class SpectrogramColumns:
     the columns from the last request's ``a`` on are held, plus at most one block."""
 
     def __init__(self, track, frontend, block: int = BLOCK):
-        from .localize import AudioWindows
-
         self.frontend, self.block = frontend, int(block)
         self.hop, self.sample_rate = frontend.hop_length, frontend.sample_rate
         # columns of context each side: no frame of a kept column reaches the block's reflect padding
@@ -128,7 +127,7 @@ class SpectrogramColumns:
 class SpectrogramStrip:
     """Draws the strip for each frame of one video (see the module's docstring for the geometry).
 
-    ``track``: the video's :class:`~avlegrad.localize.AudioTrack`; ``frontend``: the log-mel shown
+    ``track``: the video's :class:`~avlegrad.data.audio_track.AudioTrack`; ``frontend``: the log-mel shown
     (:func:`display_frontend`); ``seconds``: the span shown; ``alpha``/``colormap``: the relevance
     blend, as the frame's overlay. ``attach(image, t, window)`` returns the frame with its strip below.
     """

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -120,3 +121,19 @@ def pretrained_weights_file(what: str, url: str, filename: str, sha256: str | No
         digest = sha256 or sha256_file(dest)
         write_text_atomic(sidecar, f"{digest}  {dest.name}\n")
     return dest
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights could not be found locally nor downloaded."""
+
+
+def hub_reachable() -> bool:
+    """Whether the Hugging Face hub answers (always assumed behind a proxy). Where it does not, look
+    in the local cache only: otherwise huggingface_hub retries for most of a minute before failing."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+    except OSError:
+        return False
+    return True

@@ -5,7 +5,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 from pathlib import Path
 from typing import NamedTuple
 
@@ -13,25 +12,10 @@ import numpy as np
 import torch
 
 from .download import RANDOM_WEIGHTS  # noqa: F401 (re-exported: a `pretrained` meaning random weights)
+from .download import WeightsUnavailableError, hub_reachable  # noqa: F401 (re-exported)
 
 # autocast precision by name (None: no autocast): the one table of eval, localize, analyze and the app
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights could not be found locally nor downloaded."""
-
-
-def hub_reachable() -> bool:
-    """Whether the Hugging Face hub answers (always assumed behind a proxy). Where it does not, look
-    in the local cache only: otherwise huggingface_hub retries for most of a minute before failing."""
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=3).close()
-    except OSError:
-        return False
-    return True
 
 
 @contextlib.contextmanager

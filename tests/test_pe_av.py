@@ -207,7 +207,7 @@ def test_pe_av_pairs_with_its_own_frame_tower():
 
 
 def test_weights_from_a_local_folder_and_the_offline_error(tmp_path, monkeypatch):
-    import avlegrad.models
+    import avlegrad.download
 
     saved = build_random_model(tiny_config(), seed=3)
     folder = tmp_path / "pe-av-tiny"
@@ -225,7 +225,7 @@ def test_weights_from_a_local_folder_and_the_offline_error(tmp_path, monkeypatch
     with pytest.raises(CheckpointError, match="is a folder no registered audio encoder reads"):
         create_audio_encoder(str(tmp_path / "other"))
     # offline, nothing cached: one line naming the model id and the local-path option
-    monkeypatch.setattr(avlegrad.models, "hub_reachable", lambda: False)
+    monkeypatch.setattr(avlegrad.download, "hub_reachable", lambda: False)
     with pytest.raises(WeightsUnavailableError) as err:
         create_audio_encoder("pe-av", model_id="facebook/pe-av-not-cached")
     message = str(err.value)

@@ -102,7 +102,7 @@ def is_pe_av_folder(path) -> bool:
 
 
 def _hub_reachable() -> bool:
-    from ..models import hub_reachable
+    from ..download import hub_reachable
 
     return hub_reachable()
 
@@ -112,14 +112,14 @@ def load_pretrained_model(model_id: str = DEFAULT_MODEL, path=None):
     or, for ``model_id``, the Hugging Face cache (the hub when reachable). Raises
     ``WeightsUnavailableError`` (one line: the model id and the local-path option) when neither
     holds the weights, ``ValueError`` for a ``path`` that is not a PE-AV checkpoint folder."""
-    from ..models import WeightsUnavailableError
+    from ..download import WeightsUnavailableError
 
     transformers = _transformers()
     if path is not None:
         folder = Path(str(path)).expanduser()
         if not is_pe_av_folder(folder):
             raise ValueError(f"{folder} is not a PE-AV checkpoint folder (a config.json with model_type "
-                             f"{MODEL_TYPE!r}, as `hf download {model_id} --local-dir {folder}` writes)")
+                             f"{MODEL_TYPE!r}, as `hf download` writes with a local folder)")
         source, offline = str(folder), True
     else:
         source, offline = model_id, not _hub_reachable()
@@ -132,7 +132,7 @@ def load_pretrained_model(model_id: str = DEFAULT_MODEL, path=None):
         raise WeightsUnavailableError(
             f"cannot load the PE-AV weights {source!r} ({where}): run `hf download {model_id}` once "
             f"on a machine with internet (cached under ~/.cache/huggingface), or give the folder holding them: "
-            f"create_audio_encoder('pe-av', checkpoint=FOLDER) / --audio-encoder FOLDER") from None
+            f"create_audio_encoder('pe-av', checkpoint=FOLDER) (`audio_encoder`=FOLDER)") from None
     return model.eval()
 
 
