@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 20's figures on one CUDA GPU, about 8 minutes: ImageBind audio + ViT-H-14 (random weights)
+# Issue 20's figures on one CUDA GPU, at most 8.5 minutes (the timeouts): ImageBind audio + ViT-H-14 (random weights)
 # alone and through eval and localize end to end (benchmarks/pipeline_speed.py), then the same
 # with tiny models (where the CPU side is all that is left), and localize's one-thread frame
 # conversion and batch-sized queues before/after. Results (tables, JSON, nvidia-smi, CPU) go to $OUT (default
@@ -28,19 +28,19 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
   | tee -a "$OUT/gpu.txt"
 start=$SECONDS
 # the real pair: models alone, eval on 512 clips (16 workers), localize on a 10 s 640x360 clip
-timeout 330 $PY benchmarks/pipeline_speed.py --device cuda --dtype bf16 --model ViT-H-14 --batch 64 \
+timeout 300 $PY benchmarks/pipeline_speed.py --device cuda --dtype bf16 --model ViT-H-14 --batch 64 \
   --clips 512 --workers "${WORKERS:-16}" --min-seconds 3 --cache "$CACHE" --json "$OUT/pipeline_cuda_ViT-H-14.json" \
   2>&1 | grep -v -e "it/s\]" -e "clip/s\]" | tee "$OUT/pipeline_cuda_ViT-H-14.txt" || echo "ViT-H-14 run failed or timed out"
 echo "# $((SECONDS - start)) s so far" | tee -a "$OUT/gpu.txt"
 # tiny models: what the CPU side (decoding, encoding, scoring) allows at most
-timeout 90 $PY benchmarks/pipeline_speed.py --device cuda --dtype bf16 --small --batch 64 --clips 512 \
+timeout 75 $PY benchmarks/pipeline_speed.py --device cuda --dtype bf16 --small --batch 64 --clips 512 \
   --workers "${WORKERS:-16}" --cache "$CACHE" --json "$OUT/pipeline_cuda_small.json" \
   2>&1 | grep -v -e "it/s\]" -e "clip/s\]" | tee "$OUT/pipeline_cuda_small.txt" || echo "small run failed or timed out"
 # before/after, same run: one-thread frame conversion (tiny models), queues of a batch (the real pair)
-timeout 60 $PY benchmarks/pipeline_speed.py --device cuda --dtype bf16 --small --batch 64 --compare reformat-threads \
+timeout 45 $PY benchmarks/pipeline_speed.py --device cuda --dtype bf16 --small --batch 64 --compare reformat-threads \
   --cache "$CACHE" --json "$OUT/compare_reformat_threads_cuda.json" 2>&1 | tail -12 \
   | tee "$OUT/compare_reformat_threads_cuda.txt" || echo "comparison failed or timed out"
-timeout 120 $PY benchmarks/pipeline_speed.py --device cuda --dtype bf16 --model ViT-H-14 --batch 64 --compare queues \
+timeout 90 $PY benchmarks/pipeline_speed.py --device cuda --dtype bf16 --model ViT-H-14 --batch 64 --compare queues \
   --min-seconds 1 --cache "$CACHE" --json "$OUT/compare_queues_cuda.json" 2>&1 | tail -10 \
   | tee "$OUT/compare_queues_cuda.txt" || echo "comparison failed or timed out"
 echo "# $((SECONDS - start)) s in all" | tee -a "$OUT/gpu.txt"
