@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 20's figures on one CUDA GPU, at most 8.5 minutes (the timeouts): ImageBind audio + ViT-H-14 (random weights)
+# Issue 20's figures on one CUDA GPU, at most 9 minutes (the timeouts): ImageBind audio + ViT-H-14 (random weights)
 # alone and through eval and localize end to end (benchmarks/pipeline_speed.py), then the same
 # with tiny models (where the CPU side is all that is left), and localize's one-thread frame
 # conversion and batch-sized queues before/after. Results (tables, JSON, nvidia-smi, CPU) go to $OUT (default
@@ -43,4 +43,7 @@ timeout 45 $PY benchmarks/pipeline_speed.py --device cuda --dtype bf16 --small -
 timeout 90 $PY benchmarks/pipeline_speed.py --device cuda --dtype bf16 --model ViT-H-14 --batch 64 --compare queues \
   --min-seconds 1 --cache "$CACHE" --json "$OUT/compare_queues_cuda.json" 2>&1 | tail -10 \
   | tee "$OUT/compare_queues_cuda.txt" || echo "comparison failed or timed out"
+# issue 18: perturbation metrics batched vs one image and one step per forward (ViT-B-16, same run)
+timeout 30 $PY benchmarks/faithfulness_speed.py --model ViT-B-16 --images 8 --device cuda --dtype bf16 \
+  2>&1 | tee "$OUT/faithfulness_speed_cuda.txt" || echo "faithfulness speed failed or timed out"
 echo "# $((SECONDS - start)) s in all" | tee -a "$OUT/gpu.txt"
