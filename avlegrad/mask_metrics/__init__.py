@@ -31,8 +31,9 @@ from typing import Callable, Hashable, Sequence
 class MaskMetricInputs:
     """One method's maps over a run's scored clips, as every variant gets them.
 
-    ``maps[i]``: clip ``i``'s map, 2-D float at the explainer's own resolution (each variant
-    resizes it to the mask as its reference does); ``gts[i]``: its bool mask ``[H, W]``;
+    ``maps[i]``: clip ``i``'s map, a 2-D numpy array at the explainer's own resolution, float16 as
+    the run stores it (float32 for the baselines; ``segmentation_metrics.as_float32`` converts it;
+    each variant resizes it to the mask as its reference does); ``gts[i]``: its bool mask ``[H, W]``;
     ``class_ids[i]``: the prompt's class (``"all"`` where the dataset has none). The sequences may
     load lazily (only ``len`` and indexing are used). ``batch_frames``: the frames per batch of
     AVSBench's official batched figures (``EvalOptions.avsbench_batch_frames``).
