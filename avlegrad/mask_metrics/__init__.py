@@ -74,16 +74,22 @@ class MaskMetric:
 
 _VARIANTS: dict[str, MaskMetric] = {}
 _loaded = False
+_loading = False
 
 
 def _load_builtins() -> None:
     """Import every module of this package once (each registers its variants): ``builtin`` first,
-    then the others in name order."""
-    global _loaded
-    if not _loaded:
-        for name in ["builtin", *sorted(i.name for i in pkgutil.iter_modules(__path__) if i.name != "builtin")]:
-            importlib.import_module(f"{__name__}.{name}")
-        _loaded = True
+    then the others in name order. Also called by the first registration, so that a variant
+    registered from elsewhere comes after the shipped ones."""
+    global _loaded, _loading
+    if not (_loaded or _loading):
+        _loading = True  # the package's modules register while being imported here
+        try:
+            for name in ["builtin", *sorted(i.name for i in pkgutil.iter_modules(__path__) if i.name != "builtin")]:
+                importlib.import_module(f"{__name__}.{name}")
+            _loaded = True
+        finally:
+            _loading = False
 
 
 def register_mask_metric(name: str, *, figures, description: str):
@@ -99,6 +105,7 @@ def register_mask_metric(name: str, *, figures, description: str):
         raise ValueError(f"mask metric {name!r}: figures must be a non-empty list of names, got {figures!r}")
 
     def decorate(fn):
+        _load_builtins()  # the shipped variants first, whatever registers first
         old = _VARIANTS.get(name)
         if old is not None and (old.fn.__module__, old.fn.__qualname__) != (fn.__module__, fn.__qualname__):
             raise ValueError(f"mask metric {name!r} is already registered by {old.fn.__module__}.{old.fn.__qualname__}")
