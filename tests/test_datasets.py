@@ -284,6 +284,7 @@ def test_every_registered_dataset_constructs_or_says_what_it_needs(tmp_path, mon
     """Each registered benchmark, on an empty root: it builds (the synthetic set generates itself)
     or raises one clear error naming the dataset or the missing file and how to get it."""
     from avlegrad.data import dataset_spec, list_datasets
+    from avlegrad.scoring import list_scorings
 
     monkeypatch.setenv("AVLEGRAD_CACHE", str(tmp_path / "cache"))  # not the user's annotation cache
     names = list_datasets()
@@ -291,7 +292,7 @@ def test_every_registered_dataset_constructs_or_says_what_it_needs(tmp_path, mon
     for name in names:
         spec = dataset_spec(name)
         assert spec.splits and spec.hint and spec.default_root
-        assert all(spec.scoring_kind(split) in ("boxes", "masks", "sound-following") for split in spec.splits)
+        assert all(spec.scoring_kind(split) in list_scorings() for split in spec.splits)
         if name == "synthetic":
             continue  # generated at its root: exercised by test_synthetic.py
         root = tmp_path / name
