@@ -311,8 +311,8 @@ def test_every_registered_dataset_constructs_or_says_what_it_needs(tmp_path, mon
 def test_register_dataset_checks_its_arguments():
     from avlegrad.data import register_dataset
 
-    with pytest.raises(ValueError, match="unknown scoring 'points'"):
-        register_dataset("x-test", scoring="points")
+    with pytest.raises(ValueError, match="unknown scoring 'x-no-such-kind'"):  # not a name a user's kind may take
+        register_dataset("x-test", scoring="x-no-such-kind")
     with pytest.raises(ValueError, match="splits must be a non-empty list"):
         register_dataset("x-test", splits=())
     with pytest.raises(ValueError, match="'vggsound' is already registered"):
