@@ -1,9 +1,12 @@
 """avlegrad: sound-source localization by explaining CLIP image ViTs with LeGrad.
 
 The public API (each name is loaded from its module on first use, so ``import avlegrad`` stays
-light): explainers (``LeGrad``, ``create_explainer``, ``list_explainers``), audio encoders
-(``create_audio_encoder``, ``list_audio_encoders``, ``register_audio_encoder``,
-``TrainingContract``), datasets (``create_dataset``, ``list_datasets``, ``register_dataset``),
+light): explainers (``LeGrad``, ``create_explainer``, ``list_explainers``, ``register_explainer``,
+``Explainer``) and the model families they run on (``register_adapter``, ``ModelAdapter``,
+``UnsupportedModelError``), audio encoders (``create_audio_encoder``, ``list_audio_encoders``,
+``register_audio_encoder``, ``AudioEncoder``, ``TrainingContract``), datasets (``create_dataset``,
+``list_datasets``, ``register_dataset``), scoring kinds (``list_scorings``, ``register_scoring``,
+``Scoring``),
 metric variants of the box benchmarks (``list_box_metrics``, ``register_box_metric``,
 ``BoxMetricVariant``) and of the segmentation benchmarks (``list_mask_metrics``,
 ``register_mask_metric``, ``MaskMetricInputs``) and the benchmark run (``evaluate``, ``EvalOptions``). Adding one of these:
@@ -15,13 +18,17 @@ from .explain import LeGrad  # noqa: E402,F401
 
 _LAZY = {
     "create_explainer": "avlegrad.explain", "list_explainers": "avlegrad.explain",
+    "register_explainer": "avlegrad.explain", "Explainer": "avlegrad.explain",
+    "register_adapter": "avlegrad.explain", "ModelAdapter": "avlegrad.explain.adapters",
+    "UnsupportedModelError": "avlegrad.explain",
     "create_audio_encoder": "avlegrad.audio", "list_audio_encoders": "avlegrad.audio",
-    "register_audio_encoder": "avlegrad.audio", "TrainingContract": "avlegrad.audio",
+    "register_audio_encoder": "avlegrad.audio", "TrainingContract": "avlegrad.audio", "AudioEncoder": "avlegrad.audio",
     "create_dataset": "avlegrad.data", "list_datasets": "avlegrad.data", "register_dataset": "avlegrad.data",
     "list_box_metrics": "avlegrad.box_metrics", "register_box_metric": "avlegrad.box_metrics",
     "BoxMetricVariant": "avlegrad.box_metrics",
     "list_mask_metrics": "avlegrad.mask_metrics", "register_mask_metric": "avlegrad.mask_metrics",
     "MaskMetricInputs": "avlegrad.mask_metrics",
+    "list_scorings": "avlegrad.scoring", "register_scoring": "avlegrad.scoring", "Scoring": "avlegrad.scoring",
     "evaluate": "avlegrad.eval", "EvalOptions": "avlegrad.eval",
 }
 

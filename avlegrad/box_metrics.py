@@ -41,17 +41,30 @@ _VARIANTS: dict[str, type] = {}
 BUILTIN_MODULES = ("avlegrad.metrics_acl_fixed",)
 
 
+_loading = False
+
+
 def _load_builtins() -> None:
+    """Import the shipped variants' modules (also on the first registration, so that a variant
+    registered from elsewhere comes after them)."""
+    global _loading
+    if _loading:  # a shipped module registering while being imported here
+        return
     import importlib
 
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
+    _loading = True
+    try:
+        for module in BUILTIN_MODULES:
+            importlib.import_module(module)
+    finally:
+        _loading = False
 
 
 def register_box_metric(cls: type) -> type:
     """Class decorator registering a :class:`BoxMetricVariant` subclass under ``cls.name``."""
     if not (isinstance(cls, type) and issubclass(cls, BoxMetricVariant)) or not cls.name:
         raise ValueError(f"register_box_metric: {cls!r} is not a BoxMetricVariant subclass with a name")
+    _load_builtins()  # the shipped variants first, whatever registers first
     old = _VARIANTS.get(cls.name)
     if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
         raise ValueError(f"box metric {cls.name!r} is already registered by {old.__module__}.{old.__qualname__}")

@@ -1,6 +1,6 @@
 """Evaluate sound-source localization on a benchmark (``eval.py``, the ``avlegrad-eval`` command).
 
-    python eval.py --dataset vggsound --root /data/vggss   # ImageBind audio + OpenCLIP ViT-H-14 (downloaded once)
+    python eval.py --dataset vggsound --root /data/vggss   # ImageBind audio + its own ViT-H-14 tower (downloaded once)
     python eval.py --dataset vggsound --root /data/vggss --audio-encoder CKPT --device cuda --dtype bf16
     python eval.py --dataset synthetic          # offline: a generated benchmark, the shipped world models
     torchrun --nproc_per_node 4 eval.py --dataset vggsound ...   # one shard per GPU
@@ -13,13 +13,15 @@ import dataclasses
 import logging
 import sys
 
+from .audio import list_audio_encoders
 from .box_metrics import box_metrics_help
 from .cli import flag_wording
 from .mask_metrics import mask_metrics_help
 from .data.registry import dataset_help
 from .download import DownloadError
 from .eval.run import DEFAULT_AUDIO_ENCODER, EvalOptions, evaluate, resolve_defaults
-from .models import WeightsUnavailableError
+from .explain import list_explainers
+from .models import DTYPES, WeightsUnavailableError
 
 FLAGS = {"methods": "--method"}  # the EvalOptions fields whose flag is not "--" + the field's name
 
@@ -46,13 +48,14 @@ def parse_args(argv=None) -> EvalOptions:
                     "ade20k-speech test: the spoken word, test-full-prompt: the whole prompt")
     ap.add_argument("--annotations", help="annotation file or folder (default: under root, else the cache)")
     ap.add_argument("--method", default=",".join(d.methods),
-                    help="comma-separated methods, e.g. legrad,center (the centre prior is always added)")
+                    help="comma-separated methods among the registered explainers: " + ", ".join(list_explainers())
+                    + " (the centre prior is always added; the datasets' baselines, e.g. center, are accepted too)")
     ap.add_argument("--model", help="open_clip model name or model-config JSON (default: the audio "
                                     "encoder's image tower, else ViT-B-16)")
     ap.add_argument("--pretrained", help="open_clip tag, checkpoint file, or 'none' for random weights")
-    ap.add_argument("--audio-encoder", help="registered audio encoder (imagebind, wav2clip, timm) or a train.py "
-                                            f"checkpoint (default for real data: {DEFAULT_AUDIO_ENCODER}, "
-                                            "paired with OpenCLIP ViT-H-14 laion2b_s32b_b79k)")
+    ap.add_argument("--audio-encoder", help="registered audio encoder (" + ", ".join(list_audio_encoders()) + ") "
+                    f"or a train.py checkpoint (default for real data: {DEFAULT_AUDIO_ENCODER}, paired with its "
+                    "own image tower)")
     ap.add_argument("--target", choices=("audio", "text"), help="what the map explains: the clip's sound "
                     "(needs --audio-encoder) or a text prompt with its class name (default: audio when an "
                     "audio encoder is given, else text)")
@@ -65,7 +68,7 @@ def parse_args(argv=None) -> EvalOptions:
                     help="DataLoader workers decoding clips (default: with a GPU the cores but one, up to 16; "
                          "else up to 4)")
     ap.add_argument("--device", help="cuda | cpu (default: cuda if available)")
-    ap.add_argument("--dtype", default=d.dtype, choices=("fp32", "bf16", "fp16"), help="autocast dtype")
+    ap.add_argument("--dtype", default=d.dtype, choices=list(DTYPES), help="autocast dtype")
     ap.add_argument("--limit", type=int, help="evaluate only the first N clips")
     ap.add_argument("--out", default=None, help="output folder (default: outputs/<dataset>-<split>, or -2, -3, "
                     "... when that one holds the results of other settings)")

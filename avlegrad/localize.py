@@ -924,8 +924,9 @@ def text_embedding(model, model_name: str | None, prompt: str) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
+    installed = Path(sys.argv[0]).name == "avlegrad-localize"  # the console script, else python -m
     ap = argparse.ArgumentParser(
-        prog="python -m avlegrad.localize",
+        prog="avlegrad-localize" if installed else "python -m avlegrad.localize",
         description="Sound-source localization on videos: writes <OUTDIR>/<stem>_legrad.mp4 per input, each "
                     "frame with LeGrad's heatmap overlaid and the original sound.")
     ap.add_argument("inputs", nargs="+", metavar="INPUT",

@@ -53,6 +53,14 @@ class Scoring(ABC):
     def __init__(self, opts):
         self.opts = opts
 
+    @classmethod
+    def example_record(cls, record):
+        """The registry test's hand-made clip (``tests/test_scoring.py``: a 224 x 224 frame whose
+        annotation is its top half, given as ``boxes`` ``[[0, 0, 1, 0.5]]`` (``"vggss"``) and as a
+        ``mask``) with this kind's own annotation of that half added, where the kind reads one of its
+        own (e.g. in ``record.meta``); default: the record as it is."""
+        return record
+
     def start(self, out: Path, opts, is_main: bool) -> None:
         """Once per run, before any clip is scored (e.g. clear stored maps on ``overwrite``)."""
 

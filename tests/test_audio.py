@@ -102,6 +102,9 @@ def test_registry_and_errors(tmp_path):
             create_audio_encoder("timm", checkpoint=path)
     finally:
         factory._REGISTRY.pop("constant-test", None)
+    # the registering module not imported (an encoder kept outside the package): say so
+    with pytest.raises(CheckpointError, match="'constant-test', which is not registered .*import the module"):
+        create_audio_encoder(str(tmp_path / "constant.pt"))
 
 
 def test_check_pair():

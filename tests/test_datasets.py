@@ -284,6 +284,7 @@ def test_every_registered_dataset_constructs_or_says_what_it_needs(tmp_path, mon
     """Each registered benchmark, on an empty root: it builds (the synthetic set generates itself)
     or raises one clear error naming the dataset or the missing file and how to get it."""
     from avlegrad.data import dataset_spec, list_datasets
+    from avlegrad.scoring import list_scorings
 
     monkeypatch.setenv("AVLEGRAD_CACHE", str(tmp_path / "cache"))  # not the user's annotation cache
     names = list_datasets()
@@ -291,7 +292,7 @@ def test_every_registered_dataset_constructs_or_says_what_it_needs(tmp_path, mon
     for name in names:
         spec = dataset_spec(name)
         assert spec.splits and spec.hint and spec.default_root
-        assert all(spec.scoring_kind(split) in ("boxes", "masks", "sound-following") for split in spec.splits)
+        assert all(spec.scoring_kind(split) in list_scorings() for split in spec.splits)
         if name == "synthetic":
             continue  # generated at its root: exercised by test_synthetic.py
         root = tmp_path / name
@@ -310,8 +311,8 @@ def test_every_registered_dataset_constructs_or_says_what_it_needs(tmp_path, mon
 def test_register_dataset_checks_its_arguments():
     from avlegrad.data import register_dataset
 
-    with pytest.raises(ValueError, match="unknown scoring 'points'"):
-        register_dataset("x-test", scoring="points")
+    with pytest.raises(ValueError, match="unknown scoring 'x-no-such-kind'"):  # not a name a user's kind may take
+        register_dataset("x-test", scoring="x-no-such-kind")
     with pytest.raises(ValueError, match="splits must be a non-empty list"):
         register_dataset("x-test", splits=())
     with pytest.raises(ValueError, match="'vggsound' is already registered"):

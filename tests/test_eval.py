@@ -284,3 +284,21 @@ def test_the_library_applies_the_command_lines_defaults(argv):
         assert lib.audio_encoder == "imagebind" and lib.target == "audio"
     if "--model" in argv:
         assert lib.audio_encoder is None and lib.target == "text"
+
+
+def test_the_help_lists_every_registered_explainer_and_audio_encoder(capsys, monkeypatch):
+    """--method and --audio-encoder help are generated from the registries (a new entry shows up
+    with no edit of the command line), and the help names no stale default tower."""
+    from avlegrad.audio import list_audio_encoders
+    from avlegrad.explain import list_explainers
+
+    monkeypatch.setenv("COLUMNS", "10000")  # argparse wraps lines, breaking names at hyphens
+    with pytest.raises(SystemExit):
+        eval_cli.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    text = text[text.index("options:"):]  # past the usage line
+    method_help = text[text.index("--method METHOD comma"):text.index("--model MODEL open_clip")]
+    encoder_help = text[text.index("--audio-encoder AUDIO_ENCODER registered"):text.index("--target {")]
+    assert all(name in method_help for name in list_explainers())
+    assert all(name in encoder_help for name in list_audio_encoders())
+    assert "laion2b" not in encoder_help  # ImageBind's default tower is its own (imagebind_clip)

@@ -5,6 +5,7 @@ failures reported without stopping the other inputs; bounded memory."""
 import gc
 import json
 import os
+import sys
 import threading
 from fractions import Fraction
 
@@ -447,3 +448,11 @@ def test_temporary_files_of_killed_runs_are_removed(models, clip_with_sound, tmp
         (out / name).write_bytes(b"partial")
     assert run([clip_with_sound], out, "--audio-encoder", models["encoder"]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(kept + ["box_legrad.mp4"])
+
+
+def test_the_usage_names_the_command_it_was_run_as(monkeypatch):
+    """Installed, the console script's usage says avlegrad-localize; run as a module, python -m ..."""
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/avlegrad-localize"])
+    assert localize.build_parser().prog == "avlegrad-localize"
+    monkeypatch.setattr(sys, "argv", ["/x/avlegrad/localize.py"])
+    assert localize.build_parser().prog == "python -m avlegrad.localize"

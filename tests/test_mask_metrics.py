@@ -4,6 +4,10 @@ references are in tests/test_segmentation.py), the datasets' defaults registered
 one function, and the registry's errors."""
 import json
 import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -198,3 +202,26 @@ def test_registry_errors_name_what_is_wrong():
             mask_metric("x-missing")(MaskMetricInputs(maps["perfect"], gts, classes))
     finally:
         _VARIANTS.pop("x-missing", None)
+
+
+def test_a_variant_registered_before_the_registrys_first_use_comes_after_the_shipped_ones():
+    """In a fresh interpreter, a box and a mask metric variant registered from outside the package
+    before anything asked for the registries: the lists (and so the help and the errors) still
+    start with the shipped variants."""
+    code = textwrap.dedent("""
+        from avlegrad.box_metrics import BoxMetricVariant, list_box_metrics, register_box_metric
+        from avlegrad.mask_metrics import list_mask_metrics, register_mask_metric
+
+        @register_box_metric
+        class Mine(BoxMetricVariant):
+            name = "mine-box"
+
+        @register_mask_metric("mine-mask", figures=("x",), description="d")
+        def mine(inputs):
+            return {"x": 0.0}
+
+        print(list_box_metrics()[-1], list_box_metrics()[0], list_mask_metrics()[-1], list_mask_metrics()[0])
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], text=True,
+                         capture_output=True, check=True).stdout.split()
+    assert out == ["mine-box", "acl-fixed", "mine-mask", "denseav-global"]

@@ -14,6 +14,16 @@ def test_every_public_name_resolves():
 
     assert avlegrad.evaluate is evaluate and avlegrad.list_datasets is list_datasets
     assert "csv-boxes" in avlegrad.list_datasets() and "waveform-cnn" in avlegrad.list_audio_encoders()
+    # every extension point of docs/extending.md is reachable from the top level, the same objects
+    from avlegrad.explain.adapters.base import register_adapter
+    from avlegrad.explain.base import register_explainer
+    from avlegrad.scoring import register_scoring
+
+    assert avlegrad.register_explainer is register_explainer and avlegrad.register_adapter is register_adapter
+    assert avlegrad.register_scoring is register_scoring and "boxes" in avlegrad.list_scorings()
+    for name in ("register_dataset", "register_audio_encoder", "register_box_metric", "register_mask_metric",
+                 "Explainer", "ModelAdapter", "AudioEncoder", "Scoring", "BoxMetricVariant", "MaskMetricInputs"):
+        assert name in avlegrad.__all__, name
     namespace = {}
     exec("from avlegrad import *", namespace)
     assert set(avlegrad.__all__) <= set(namespace)

@@ -52,6 +52,7 @@ def test_every_registered_scoring_kind_runs_the_protocol(kind, tmp_path):
     scoring = scoring_for(EvalOptions(dataset=dataset, split=split))
     assert type(scoring) is cls
     record, maps = hand_made_clip()
+    record = cls.example_record(record)  # a kind with an annotation of its own adds it
     scoring.start(tmp_path, EvalOptions(dataset=dataset, split=split), True)
     scoring.observe_batch(EncodeImage(), torch.zeros(1, 3, SIZE, SIZE), torch.ones(1, 4), maps, {})
     row = scoring.score(record, maps, 0, tmp_path)
@@ -112,6 +113,50 @@ def test_a_new_scoring_kind_is_one_class(tmp_path):
         for name in ("x-counted", "x-mixed"):
             _DATASETS.pop(name, None)
         _SCORINGS.pop("x-count", None)
+
+
+def test_a_kind_with_an_annotation_of_its_own_runs_the_registry_test(tmp_path):
+    """A kind reading points from ``record.meta`` (no box, no mask) passes the protocol test that
+    every registered kind runs, given its ``example_record``; the datasets' registry test accepts
+    its dataset."""
+    @register_scoring("x-points")
+    class PointScoring(Scoring):
+        baselines = ("center",)
+
+        @classmethod
+        def example_record(cls, record):
+            record.meta["points"] = [[0.5, 0.1]]  # inside the hand-made annotation (the top half)
+            return record
+
+        def is_done(self, row, out):
+            return "hit" in row
+
+        def score(self, record, maps, i, out):
+            if not record.meta.get("points"):
+                return {"clip_id": record.clip_id, "scored": False}
+            (x, y), = record.meta["points"]
+            hit = {m: bool(v[i][int(y * SIZE), int(x * SIZE)] > 0.5) for m, v in maps.items()}
+            return {"clip_id": record.clip_id, "hit": {**hit, "center": False}}
+
+        def save_overlay(self, path, record, heatmap, image_size):
+            Path(path).write_bytes(b"x")
+
+        def summarise(self, out, scored, methods):
+            rows = [r for r in scored if "hit" in r]
+            return {"methods": {m: {"n": len(rows), "hits": sum(r["hit"][m] for r in rows)} for m in methods}}
+
+        def format_table(self, summary):
+            return "\n".join(f"{m} {r['hits']}" for m, r in summary["methods"].items())
+
+    try:
+        register_dataset("x-pointed", scoring="x-points")(lambda root, **kw: None)
+        test_every_registered_scoring_kind_runs_the_protocol("x-points", tmp_path)
+        record, maps = hand_made_clip()
+        assert PointScoring(None).score(record, maps, 0, tmp_path)["scored"] is False  # no points: unscored
+        assert Scoring.example_record(record) is record and "points" not in record.meta
+    finally:
+        _DATASETS.pop("x-pointed", None)
+        _SCORINGS.pop("x-points", None)
 
 
 def test_register_scoring_checks_its_arguments():

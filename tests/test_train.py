@@ -323,6 +323,8 @@ def test_config_errors_and_overrides(tmp_path):
     with pytest.raises(ValueError, match="train.amp must be bool"):
         load_config(TINY, ["train.amp=1"])
     assert load_config(TINY, ["train.lr=3e-4"])["train"]["lr"] == 3e-4  # YAML's text "3e-4" is a number here
+    with pytest.raises(FileNotFoundError, match=r"^config file .*nope.yaml not found$"):  # not [Errno 2] ...
+        load_config(tmp_path / "nope.yaml")
 
 
 def test_batches_are_sharded_and_reproducible():

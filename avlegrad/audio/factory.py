@@ -218,7 +218,8 @@ def create_audio_encoder(name: str, checkpoint=None, device=None, **kwargs) -> A
         name = ckpt["encoder"]["name"]
         if name not in _REGISTRY:
             raise CheckpointError(checkpoint, f"was written for audio encoder {name!r}, which is not registered "
-                                  f"(registered: {list_audio_encoders()})")
+                                  f"(registered: {list_audio_encoders()}); import the module that registers it "
+                                  f"before loading the checkpoint")
     builder = _REGISTRY[name]
 
     if checkpoint is not None and _takes_checkpoint(builder):

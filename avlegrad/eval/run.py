@@ -195,7 +195,8 @@ def resolve_defaults(opts: EvalOptions) -> EvalOptions:
     """The models a run uses when ``opts`` names none, the same for ``eval.py`` and library callers:
 
     - a real benchmark, no audio encoder, model or weights, and a target other than ``"text"``:
-      :data:`DEFAULT_AUDIO_ENCODER` (ImageBind, paired with OpenCLIP ViT-H-14 laion2b_s32b_b79k);
+      :data:`DEFAULT_AUDIO_ENCODER` (ImageBind, paired with its own ViT-H-14 image tower read from the
+      same ``imagebind_huge.pth``: ``avlegrad.audio.imagebind_clip``);
     - ``synthetic`` with no model, weights or audio encoder: the offline world's shipped models
       (``avlegrad.world_clip.WORLD_CHECKPOINTS``: its audio encoder, or with ``target="text"`` its
       CLIP and the prompt ``"a {}"`` it was trained with); random weights where they are absent;

@@ -31,8 +31,9 @@ from typing import Callable, Hashable, Sequence
 class MaskMetricInputs:
     """One method's maps over a run's scored clips, as every variant gets them.
 
-    ``maps[i]``: clip ``i``'s map, 2-D float at the explainer's own resolution (each variant
-    resizes it to the mask as its reference does); ``gts[i]``: its bool mask ``[H, W]``;
+    ``maps[i]``: clip ``i``'s map, a 2-D numpy array at the explainer's own resolution, float16 as
+    the run stores it (float32 for the baselines; ``segmentation_metrics.as_float32`` converts it;
+    each variant resizes it to the mask as its reference does); ``gts[i]``: its bool mask ``[H, W]``;
     ``class_ids[i]``: the prompt's class (``"all"`` where the dataset has none). The sequences may
     load lazily (only ``len`` and indexing are used). ``batch_frames``: the frames per batch of
     AVSBench's official batched figures (``EvalOptions.avsbench_batch_frames``).
@@ -73,16 +74,22 @@ class MaskMetric:
 
 _VARIANTS: dict[str, MaskMetric] = {}
 _loaded = False
+_loading = False
 
 
 def _load_builtins() -> None:
     """Import every module of this package once (each registers its variants): ``builtin`` first,
-    then the others in name order."""
-    global _loaded
-    if not _loaded:
-        for name in ["builtin", *sorted(i.name for i in pkgutil.iter_modules(__path__) if i.name != "builtin")]:
-            importlib.import_module(f"{__name__}.{name}")
-        _loaded = True
+    then the others in name order. Also called by the first registration, so that a variant
+    registered from elsewhere comes after the shipped ones."""
+    global _loaded, _loading
+    if not (_loaded or _loading):
+        _loading = True  # the package's modules register while being imported here
+        try:
+            for name in ["builtin", *sorted(i.name for i in pkgutil.iter_modules(__path__) if i.name != "builtin")]:
+                importlib.import_module(f"{__name__}.{name}")
+            _loaded = True
+        finally:
+            _loading = False
 
 
 def register_mask_metric(name: str, *, figures, description: str):
@@ -98,6 +105,7 @@ def register_mask_metric(name: str, *, figures, description: str):
         raise ValueError(f"mask metric {name!r}: figures must be a non-empty list of names, got {figures!r}")
 
     def decorate(fn):
+        _load_builtins()  # the shipped variants first, whatever registers first
         old = _VARIANTS.get(name)
         if old is not None and (old.fn.__module__, old.fn.__qualname__) != (fn.__module__, fn.__qualname__):
             raise ValueError(f"mask metric {name!r} is already registered by {old.fn.__module__}.{old.fn.__qualname__}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+from pathlib import Path
 
 import yaml
 
@@ -133,7 +134,9 @@ def load_config(path=None, overrides=()) -> dict:
     """Defaults, updated by a YAML file and then by ``key=value`` overrides."""
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
-        with open(path) as f:
+        if not Path(path).expanduser().is_file():
+            raise FileNotFoundError(f"config file {path} not found")
+        with open(Path(path).expanduser()) as f:
             try:
                 user = yaml.safe_load(f) or {}
             except yaml.YAMLError as e:

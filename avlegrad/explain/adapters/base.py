@@ -68,6 +68,14 @@ def supported_models() -> str:
     return "; ".join(e.cls.supported for e in registered_adapters())
 
 
+def supported_models_markdown() -> str:
+    """README's supported-models list: one line per adapter shipped in the package (adapters
+    registered from outside it are left out), ``- `name`: supported``, in :func:`adapter_for`'s
+    order. ``python scripts/update_supported_models.py`` writes it into README.md."""
+    return "\n".join(f"- `{e.name}`: {e.cls.supported}" for e in registered_adapters()
+                     if e.cls.__module__.startswith("avlegrad."))
+
+
 def refuse(what: str):
     """Raise :class:`UnsupportedModelError` naming ``what`` and listing what is supported."""
     raise UnsupportedModelError(f"{what}. Supported: {supported_models()}.")
