@@ -221,3 +221,17 @@ def test_every_registered_encoder_embeds_a_tiny_waveform():
         contract = training_contract(name)
         assert contract.trainable or contract.reason
         assert contract.embed_dim in (None, encoder.embed_dim), name
+
+
+def test_an_option_an_encoder_does_not_take_is_one_line_naming_it():
+    """A config's ``encoder:`` section with a key the encoder does not take (or a stale checkpoint's
+    kwargs) is a ValueError naming the encoder and the key, for builders with and without **kwargs."""
+    with pytest.raises(ValueError, match=r"audio encoder 'timm' takes no option 'bogus'") as e:
+        create_audio_encoder("timm", backbone="resnet18", embed_dim=16, bogus=1)
+    assert "\n" not in str(e.value)
+
+    def build(embed_dim: int = 8):  # a builder that names its options: checked before it is called
+        raise AssertionError("not reached")
+
+    with pytest.raises(ValueError, match=r"'mine' takes no option 'width'; its options: embed_dim"):
+        factory._build("mine", build, {"width": 3})

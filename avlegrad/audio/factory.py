@@ -181,6 +181,26 @@ def _takes_checkpoint(builder) -> bool:
     return "checkpoint" in inspect.signature(builder).parameters
 
 
+def _build(name: str, builder, kwargs: dict):
+    """``builder(**kwargs)``; an option the encoder does not take (a config's ``encoder:`` section,
+    a stale checkpoint) is a one-line ValueError naming it, not a TypeError from inside."""
+    params = inspect.signature(builder).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            accepted = sorted(k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL)
+            raise ValueError(f"audio encoder {name!r} takes no option {', '.join(map(repr, unknown))}; "
+                             f"its options: {', '.join(accepted)}")
+        return builder(**kwargs)
+    try:  # a builder passing **kwargs on: its class says which keyword it does not know
+        return builder(**kwargs)
+    except TypeError as e:
+        match = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if match is None:
+            raise
+        raise ValueError(f"audio encoder {name!r} takes no option {match.group(1)!r} ({e})") from e
+
+
 def _unknown(name: str) -> ValueError:
     return ValueError(f"unknown audio encoder {name!r}: registered encoders are {list_audio_encoders()}; "
                       "or give the path of a checkpoint written by train.py")
@@ -223,7 +243,7 @@ def create_audio_encoder(name: str, checkpoint=None, device=None, **kwargs) -> A
     builder = _REGISTRY[name]
 
     if checkpoint is not None and _takes_checkpoint(builder):
-        encoder = builder(checkpoint=checkpoint, **kwargs)
+        encoder = _build(name, builder, dict(kwargs, checkpoint=checkpoint))
         build_kwargs = dict(kwargs)
     else:
         state = None
@@ -236,7 +256,7 @@ def create_audio_encoder(name: str, checkpoint=None, device=None, **kwargs) -> A
                     raise CheckpointError(checkpoint, f"holds audio encoder {stored['name']!r}, not {name!r}")
                 build_kwargs = {**stored.get("kwargs", {}), **kwargs}
             state = ckpt.get("state_dict", ckpt)
-        encoder = builder(**build_kwargs)
+        encoder = _build(name, builder, build_kwargs)
         if state is not None:
             try:
                 encoder.load_state_dict(state)

@@ -24,7 +24,7 @@ import math
 from pathlib import Path
 
 from .base import ClipDataset, ClipEntry
-from .datasets import _report_for
+from .datasets import box_annotation_report
 from .registry import register_dataset
 
 COLUMNS = ("clip_id", "x0", "y0", "x1", "y1", "image_width", "image_height")
@@ -79,4 +79,4 @@ def csv_boxes(root: Path, *, split: str, sample_rate: int, annotations=None, lim
         raise FileNotFoundError(f"csv-boxes: no {path}: {HINT}")
     entries = read_boxes_csv(path)[:limit]
     return ClipDataset("csv-boxes", root, entries, split=split, sample_rate=sample_rate,
-                       annotation_report=_report_for(entries), requires_boxes=True, media=media)
+                       annotation_report=box_annotation_report(entries), requires_boxes=True, media=media)

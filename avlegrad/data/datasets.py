@@ -98,12 +98,13 @@ def create_dataset(name: str, root, *, split: str = "test", sample_rate: int = 1
         entries = entries[:limit]
     has_boxes = name != "folder"
     return ClipDataset(name, root, entries, split=split, sample_rate=sample_rate,
-                       annotation_report=_report_for(entries) if has_boxes else None,
+                       annotation_report=box_annotation_report(entries) if has_boxes else None,
                        requires_boxes=has_boxes, media=media)
 
 
-def _report_for(entries: list[ClipEntry]) -> AnnotationReport:
-    """The annotation problems among the clips this dataset will evaluate."""
+def box_annotation_report(entries: list[ClipEntry]) -> AnnotationReport:
+    """The box-annotation problems (``AnnotationReport``) among the clips a dataset will evaluate:
+    malformed or zero-area boxes (``check_boxes``) and clips without boxes; for dataset builders."""
     report = check_boxes(BoxAnnotation(e.clip_id, e.boxes, e.box_format)
                          for e in entries if e.boxes is not None)
     report.clips = len(entries)
