@@ -308,3 +308,17 @@ def test_audio_mixture_split_written_once_and_deterministic(tmp_path):
     assert first.is_file()
     with pytest.raises(ValueError, match="unknown audio split 'mix'"):
         audio_truth(roots[0], list(stamp["clips"]), fe, split="mix")
+    assert "audio_mixture" not in params  # the standard sets' parameters are unchanged
+    # a set whose clips carry the split's sound in the mp4 itself (training data): same pictures
+    mixed = generate_synthetic(tmp_path / "m", num_clips=3, seed=5, size=64, duration=1.0, audio_mixture=True)
+    m_manifest = json.loads((mixed / "synthetic.json").read_text())
+    assert m_manifest["params"] == {**params, "audio_mixture": True}
+    assert m_manifest["clips"] == json.loads(manifest)["clips"]
+    own = audio_truth(mixed, m_manifest["clips"], fe)  # its own sound's truth is the split's
+    for index, clip_id in enumerate(m_manifest["clips"]):
+        np.testing.assert_array_equal(own[clip_id][0], truth[clip_id][0])
+        assert m_manifest["scenes"][index]["distractor"] == stamp["clips"][clip_id]["distractor"]
+        decoded, _ = load_audio(mixed / "videos" / f"{clip_id}.mp4", 16000)
+        ref, _ = load_audio(roots[0] / MIXTURE_DIR / f"{clip_id}.wav")
+        n = min(len(decoded), len(ref))
+        assert np.corrcoef(decoded[:n], ref[:n])[0, 1] > 0.98  # AAC: lossy, sample-aligned

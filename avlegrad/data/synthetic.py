@@ -64,6 +64,10 @@ def make_clip(index: int, params: dict) -> dict:
                              center_spread=params["center_spread"])
     parts = world.scene_audio_parts(scene, params["duration"], params["sample_rate"], rng, params["classes"],
                                     distractor_prob=params["distractor_prob"])
+    if params.get("audio_mixture"):  # a set of mixtures (training data): the split's sound, its own draws
+        parts = world.mixture_audio_parts(parts, scene.names, params["duration"], params["sample_rate"],
+                                          np.random.default_rng([params["seed"], index, MIXTURE_STREAM]),
+                                          params["classes"])
     audio, distractor = world.mix_parts(parts), parts["distractor_name"]
     sounding = scene.sounding_object
     order = rng.permutation(len(scene.objects))  # the caption's order of the objects
@@ -97,13 +101,16 @@ def _is_complete(root: Path, manifest: dict | None, params: dict) -> bool:
 def generate_synthetic(root, num_clips: int = 32, seed: int = 0, size: int = 160,
                        duration: float = 3.0, fps: int = 10, sample_rate: int = 16000,
                        classes=tuple(CLASSES), object_counts=OBJECT_COUNTS,
-                       center_spread: float | None = CENTER_SPREAD, distractor_prob: float = 0.3) -> Path:
+                       center_spread: float | None = CENTER_SPREAD, distractor_prob: float = 0.3,
+                       audio_mixture: bool = False) -> Path:
     """Write the synthetic benchmark under ``root`` (see the module docstring); returns root.
 
     ``classes``: names from :data:`CLASSES` the scenes draw from; ``object_counts``: relative
     frequencies of pictures with 1, 2, ... objects; ``center_spread``: standard deviation of the
     sounding object's centre about the picture's (share of the side; None: anywhere);
-    ``distractor_prob``: share of clips with a quieter off-screen sound.
+    ``distractor_prob``: share of clips with a quieter off-screen sound; ``audio_mixture``: every
+    clip's sound is that of the audio-mixture split (:func:`ensure_audio_mixture`) instead, in the
+    mp4 itself: training data for an encoder that must ignore off-screen sounds.
     Does nothing when root already holds a complete set made with the same parameters.
     """
     root = Path(root).expanduser()
@@ -119,6 +126,8 @@ def generate_synthetic(root, num_clips: int = 32, seed: int = 0, size: int = 160
               "sample_rate": int(sample_rate), "classes": classes, "object_counts": counts,
               "center_spread": center_spread,
               "distractor_prob": float(distractor_prob)}
+    if audio_mixture:  # only then: the parameters (and so the manifests) of every other set are unchanged
+        params["audio_mixture"] = True
     old = _read_manifest(root)
     if _is_complete(root, old, params):
         return root
@@ -177,7 +186,8 @@ def ensure_synthetic(root) -> Path:
     if manifest.get("generator") == "avlegrad.data.synthetic" and params.get("version") != GENERATOR_VERSION:
         log.warning("%s was made by version %s of the synthetic generator; "
                     "regenerating it with version %d", root, params.get("version"), GENERATOR_VERSION)
-        kept = ("num_clips", "seed", "size", "duration", "fps", "sample_rate", "classes", "distractor_prob")
+        kept = ("num_clips", "seed", "size", "duration", "fps", "sample_rate", "classes", "distractor_prob",
+                "audio_mixture")
         settings = {k: params[k] for k in kept if k in params}
         if params.get("max_objects", world.MAX_OBJECTS) != world.MAX_OBJECTS:  # versions 1-2: 1..max_objects
             settings["object_counts"] = [1.0] * int(params["max_objects"])
@@ -234,10 +244,7 @@ MIXTURE_STREAM = 7727  # the split's draws: numpy.random.default_rng([seed, clip
 
 def mixture_parts(index: int, params: dict) -> dict:
     """The parts of clip ``index``'s sound in the audio-mixture split (see :func:`ensure_audio_mixture`)."""
-    clip = make_clip(index, params)
-    rng = np.random.default_rng([params["seed"], index, MIXTURE_STREAM])
-    return world.mixture_audio_parts(clip["audio_parts"], [o["class"] for o in clip["objects"]],
-                                     params["duration"], params["sample_rate"], rng, params["classes"])
+    return make_clip(index, {**params, "audio_mixture": True})["audio_parts"]
 
 
 def ensure_audio_mixture(root) -> Path:
