@@ -19,7 +19,7 @@ _LAZY = {
     "create_dataset": "avlegrad.data", "list_datasets": "avlegrad.data", "register_dataset": "avlegrad.data",
     "list_box_metrics": "avlegrad.box_metrics", "register_box_metric": "avlegrad.box_metrics",
     "BoxMetricVariant": "avlegrad.box_metrics",
-    "evaluate": "avlegrad.evaluation", "EvalOptions": "avlegrad.evaluation",
+    "evaluate": "avlegrad.eval", "EvalOptions": "avlegrad.eval",
 }
 
 __all__ = ["LeGrad", *_LAZY, "__version__"]

@@ -31,13 +31,15 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from .fileio import atomic_path
 from . import faithfulness as fa
 from . import metrics
 from .data import create_dataset
-from .evaluation import DTYPES, AudioTargets, EvalCollate, EvalOptions, _end_torn_line, _json_safe, \
-    _load_models, _read_jsonl, _write_atomic, default_root, percent
+from .eval.results import end_torn_line, json_safe, percent, read_jsonl
+from .eval.run import EvalCollate, EvalOptions, _load_models, default_root
+from .eval.targets import AudioTargets
 from .explain import LeGrad
+from .fileio import atomic_path, write_text_atomic
+from .models import DTYPES
 
 log = logging.getLogger("avlegrad")
 
@@ -94,7 +96,7 @@ def run_analysis(opts: EvalOptions, out: Path, steps: int = 20, faith_batch: int
                 "prompt": opts.prompt, "image_size": size, "dtype": opts.dtype, "faithfulness_steps": steps,
                 "variants": grid}
     rows_file = _prepare(out, settings, overwrite)
-    done = {r["clip_id"] for r in _read_jsonl(rows_file)}
+    done = {r["clip_id"] for r in read_jsonl(rows_file)}
     todo = [i for i, cid in enumerate(dataset.ids) if cid not in done]
     explainers = {v: LeGrad(model, **kw) for v, kw in grid.items()}
     all_blocks = LeGrad(model, layer_index=0)
@@ -105,7 +107,7 @@ def run_analysis(opts: EvalOptions, out: Path, steps: int = 20, faith_batch: int
                         collate_fn=collate)
     if done:
         log.info("%s: %d clips already analysed, %d to do", out, len(done), len(todo))
-    _end_torn_line(rows_file)
+    end_torn_line(rows_file)
     with rows_file.open("a") as sink, tqdm(total=len(todo), desc=f"ablations on {opts.dataset}", unit="clip") as bar:
         for records, skipped_batch, images in loader:
             rows = [{"clip_id": sk.clip_id, "skipped": sk.reason} for sk in skipped_batch]
@@ -113,12 +115,12 @@ def run_analysis(opts: EvalOptions, out: Path, steps: int = 20, faith_batch: int
                 rows += _score_batch(records, images.to(device), targets, explainers, all_blocks, scorer, autocast,
                                      steps, faith_batch, device)
             for row in rows:
-                sink.write(json.dumps(_json_safe(row)) + "\n")
+                sink.write(json.dumps(json_safe(row)) + "\n")
             sink.flush()
             os.fsync(sink.fileno())
             bar.update(len(records) + len(skipped_batch))
 
-    by_id = {r["clip_id"]: r for r in _read_jsonl(rows_file)}
+    by_id = {r["clip_id"]: r for r in read_jsonl(rows_file)}
     ordered = [by_id[cid] for cid in dataset.ids if cid in by_id]
     scored = [r for r in ordered if "variants" in r]
     summary = {**settings, "clips": len(dataset), "analysed": len(scored), "num_layers": vit_layers,
@@ -126,7 +128,7 @@ def run_analysis(opts: EvalOptions, out: Path, steps: int = 20, faith_batch: int
                "variants": {v: _summarise(v, grid, scored) for v in [*grid, fa.RANDOM]}}
     shares = [r["share"] for r in scored]
     summary["layer_share_all_blocks"] = np.mean(shares, axis=0).tolist() if shares else None
-    _write_atomic(out / "ablation.json", json.dumps(_json_safe(summary), indent=2, allow_nan=False))
+    write_text_atomic(out / "ablation.json", json.dumps(json_safe(summary), indent=2, allow_nan=False))
     plots = [plot_accumulated_layers(summary["variants"], vit_layers, out / "accumulated_layers.png")]
     if shares:
         plots.append(plot_layer_contributions(torch.tensor(summary["layer_share_all_blocks"]),
@@ -161,7 +163,7 @@ def _prepare(out: Path, settings: dict, overwrite: bool) -> Path:
         if changed:
             raise ValueError(f"{out} holds an analysis with other settings ({', '.join(changed)}); use another "
                              f"--out, or --overwrite to start afresh")
-    _write_atomic(run_file, json.dumps(settings, indent=2))
+    write_text_atomic(run_file, json.dumps(settings, indent=2))
     return rows_file
 
 

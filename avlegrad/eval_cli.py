@@ -17,7 +17,7 @@ import sys
 from .box_metrics import box_metrics_help
 from .data.registry import dataset_help
 from .download import DownloadError
-from .evaluation import DEFAULT_AUDIO_ENCODER, EvalOptions, evaluate, resolve_defaults
+from .eval.run import DEFAULT_AUDIO_ENCODER, EvalOptions, evaluate, resolve_defaults
 from .models import WeightsUnavailableError
 
 FLAGS = {"methods": "--method"}  # the EvalOptions fields whose flag is not "--" + the field's name
@@ -95,7 +95,7 @@ def parse_args(argv=None) -> EvalOptions:
                     help="perturbed images per forward pass")
     ap.add_argument("--explain", choices=("image", "audio"), default="image",
                     help="audio: LeGrad on the sound's side, scored against the offline world's time-frequency "
-                    "ground truth (--dataset synthetic; avlegrad/audio_eval.py)")
+                    "ground truth (--dataset synthetic; avlegrad/eval/audio.py)")
     a = ap.parse_args(argv)
     if a.explain == "audio":  # its own path: the world's audio ViT, trained and untrained
         opts = EvalOptions(dataset=a.dataset, root=a.root, split=a.split, layer_index=a.layer_index, limit=a.limit,
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     opts = parse_args(argv)
     try:
         if getattr(opts, "explain", "image") == "audio":
-            from .audio_eval import run_from_eval
+            from .eval.audio import run_from_eval
 
             run_from_eval(opts, opts.audio_vit)
         else:

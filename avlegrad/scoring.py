@@ -2,7 +2,7 @@
 the registry of scoring kinds.
 
 A dataset names its kind (``@register_dataset(..., scoring="boxes")``, or one kind per split);
-``avlegrad.evaluation.scoring_for`` builds the registered class of that kind. Adding a kind is one
+``avlegrad.eval.run.scoring_for`` builds the registered class of that kind. Adding a kind is one
 module (see docs/extending.md, "Adding a scoring kind")::
 
     @register_scoring("points")
@@ -25,14 +25,14 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 # the built-in kinds and the modules registering them (imported when a kind is first asked for)
-BUILTIN_SCORINGS = {"boxes": "avlegrad.evaluation", "masks": "avlegrad.segmentation_eval",
-                    "sound-following": "avlegrad.sslalignment_eval"}
+BUILTIN_SCORINGS = {"boxes": "avlegrad.eval.boxes", "masks": "avlegrad.eval.masks",
+                    "sound-following": "avlegrad.eval.sound_following"}
 
 _SCORINGS: dict[str, type] = {}
 
 
 class Scoring(ABC):
-    """The protocol ``avlegrad.evaluation`` runs a benchmark through.
+    """The protocol ``avlegrad.eval.run`` runs a benchmark through.
 
     One instance per run, built from the run's ``EvalOptions`` (``__init__`` raises ValueError,
     naming the option, for an option that does not apply to this kind). Per run: :meth:`start`

@@ -28,7 +28,7 @@ from avlegrad.explain.audio import AudioLeGrad  # noqa: E402
 def load_encoder(name: str, device):
     if name == "world":
         from avlegrad.audio import create_audio_encoder
-        from avlegrad.audio_eval import AUDIO_VIT_FILE
+        from avlegrad.eval.audio import AUDIO_VIT_FILE
         from avlegrad.world_clip import WORLD_CHECKPOINTS
 
         path = WORLD_CHECKPOINTS / AUDIO_VIT_FILE

@@ -21,7 +21,7 @@ def main(argv=None) -> int:
     import matplotlib.pyplot as plt
 
     from avlegrad.audio import create_audio_encoder
-    from avlegrad.audio_eval import AUDIO_VIT_FILE
+    from avlegrad.eval.audio import AUDIO_VIT_FILE
     from avlegrad.data.datasets import create_dataset
     from avlegrad.data.synthetic import audio_truth, ensure_synthetic
     from avlegrad.explain.audio import explain_both

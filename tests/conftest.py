@@ -94,14 +94,14 @@ def serve_directory(directory, handler=QuietHandler):
 @pytest.fixture
 def explained_images(monkeypatch):
     """How many images eval.py's explainers were asked to explain (a list of batch sizes)."""
-    from avlegrad import evaluation
+    from avlegrad.eval import run
 
     seen = []
-    real = evaluation.create_explainer
+    real = run.create_explainer
 
     def counting(name, model, **kw):
         explainer = real(name, model, **kw)
         return lambda images, targets: seen.append(len(images)) or explainer(images, targets)
 
-    monkeypatch.setattr(evaluation, "create_explainer", counting)
+    monkeypatch.setattr(run, "create_explainer", counting)
     return seen

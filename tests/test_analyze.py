@@ -11,7 +11,8 @@ from avlegrad import LeGrad, analyze, metrics
 from avlegrad import faithfulness as fa
 from avlegrad.data import create_dataset
 from avlegrad.data.synthetic import generate_synthetic
-from avlegrad.evaluation import EvalCollate, TextTargets
+from avlegrad.eval.run import EvalCollate
+from avlegrad.eval.targets import TextTargets
 from avlegrad.models import load_clip
 from test_eval import TINY_CLIP
 

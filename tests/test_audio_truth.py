@@ -130,7 +130,7 @@ def test_eval_explain_audio_runs_offline(tmp_path, capsys):
     import sys
     from pathlib import Path
 
-    from avlegrad.audio_eval import AUDIO_VIT_FILE
+    from avlegrad.eval.audio import AUDIO_VIT_FILE
     from avlegrad.world_clip import WORLD_CHECKPOINTS
 
     if not (WORLD_CHECKPOINTS / AUDIO_VIT_FILE).is_file():

@@ -12,7 +12,7 @@ from avlegrad import localize
 from avlegrad.audio import create_audio_encoder, list_audio_encoders
 from avlegrad.audio.base import AudioEncoder
 from avlegrad.audio.factory import test_config
-from avlegrad.evaluation import AudioTargets
+from avlegrad.eval import AudioTargets
 from conftest import make_tiny_clip
 
 # every registered encoder, as the small random-weight version its registration declares

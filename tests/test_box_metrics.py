@@ -11,7 +11,7 @@ from avlegrad import metrics
 from avlegrad.box_metrics import (BoxMetricVariant, _VARIANTS, box_metric, list_box_metrics,
                                   register_box_metric)
 from avlegrad.data import write_audio
-from avlegrad.evaluation import EvalOptions, evaluate, format_table
+from avlegrad.eval import EvalOptions, evaluate, format_table
 
 SR = 16000
 

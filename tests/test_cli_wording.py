@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from avlegrad.eval_cli import cli_wording, flag_of, parse_args
-from avlegrad.evaluation import EvalOptions, _load_models, evaluate
+from avlegrad.eval.run import EvalOptions, _load_models, evaluate
 
 
 @pytest.mark.parametrize("opts, field", [

@@ -7,7 +7,7 @@ from PIL import Image
 
 from avlegrad import metrics
 from avlegrad.data import ClipRecord, SkippedClip, create_dataset, dataset_spec, write_audio
-from avlegrad.evaluation import EvalOptions, evaluate
+from avlegrad.eval import EvalOptions, evaluate
 
 SR = 16000
 ROWS = [  # clip_id, x0, y0, x1, y1, width, height, label

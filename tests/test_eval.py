@@ -273,7 +273,7 @@ def test_unreachable_hub_fails_fast_from_the_cache_only(monkeypatch):
 def test_the_library_applies_the_command_lines_defaults(argv):
     """evaluate(EvalOptions(dataset=...)) chooses the models eval.py --dataset ... chooses
     (resolve_defaults, applied by both), and applying it twice changes nothing."""
-    from avlegrad.evaluation import EvalOptions, resolve_defaults
+    from avlegrad.eval.run import EvalOptions, resolve_defaults
 
     cli = eval_cli.parse_args(argv)
     given = dict(zip(argv[::2], argv[1::2]))

@@ -204,7 +204,8 @@ def test_eval_faithfulness_end_to_end(tmp_path, capsys):
     assert set(rows[0]["faithfulness"]) == {"legrad", "similarity", "random"}
     from avlegrad import LeGrad
     from avlegrad.data import create_dataset
-    from avlegrad.evaluation import EvalCollate, TextTargets
+    from avlegrad.eval.run import EvalCollate
+    from avlegrad.eval.targets import TextTargets
     from avlegrad.models import load_clip
 
     model, cfg = load_clip(str(config), "none")

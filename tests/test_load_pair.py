@@ -5,7 +5,7 @@ import torch
 
 import avlegrad.models
 from avlegrad import app
-from avlegrad.evaluation import EvalOptions, _load_models
+from avlegrad.eval.run import EvalOptions, _load_models
 from avlegrad.localize import Localizer
 from avlegrad.world_clip import AUDIO_FILE, CLIP_FILE, CONFIG_FILE, WORLD_CHECKPOINTS
 

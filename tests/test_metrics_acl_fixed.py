@@ -7,7 +7,7 @@ import pytest
 
 from avlegrad import metrics
 from avlegrad.box_metrics import box_metric, list_box_metrics
-from avlegrad.evaluation import EvalOptions, evaluate
+from avlegrad.eval import EvalOptions, evaluate
 
 THRESHOLDS = [0.05 * i for i in range(1, 20)]
 

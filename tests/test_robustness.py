@@ -382,10 +382,10 @@ def test_eval_out_that_is_a_file_or_unwritable(bench, tmp_path, caplog):
 
 
 def test_eval_ctrl_c_is_one_line_and_the_rerun_resumes(bench, tmp_path, caplog, monkeypatch):
-    from avlegrad import evaluation
+    from avlegrad.eval import boxes
 
     out = tmp_path / "run"
-    score = evaluation.BoxScoring.score
+    score = boxes.BoxScoring.score
     calls = []
 
     def interrupted(self, record, maps, i, out_dir):
@@ -394,10 +394,10 @@ def test_eval_ctrl_c_is_one_line_and_the_rerun_resumes(bench, tmp_path, caplog, 
             raise KeyboardInterrupt
         return score(self, record, maps, i, out_dir)
 
-    monkeypatch.setattr(evaluation.BoxScoring, "score", interrupted)
+    monkeypatch.setattr(boxes.BoxScoring, "score", interrupted)
     assert eval_cli.main(text_argv(bench, out, "--method", "center")) == 130
     assert "interrupted" in caplog.text and "rerun the same command to resume" in caplog.text
-    monkeypatch.setattr(evaluation.BoxScoring, "score", score)
+    monkeypatch.setattr(boxes.BoxScoring, "score", score)
     assert eval_cli.main(text_argv(bench, out, "--method", "center")) == 0
     assert "4 already scored" in caplog.text
 
@@ -472,7 +472,7 @@ def test_overlays_are_drawn_on_the_original_frame(bench, tmp_path):
 
 def test_overlays_of_a_non_square_frame_keep_its_aspect(tmp_path):
     from avlegrad.data.record import ClipRecord
-    from avlegrad.evaluation import BoxScoring, EvalOptions
+    from avlegrad.eval import BoxScoring, EvalOptions
 
     frame = np.zeros((60, 160, 3), np.uint8)
     frame[:, 80:] = 255
@@ -563,7 +563,7 @@ def test_ctrl_c_is_one_line_in_every_command(bench, tmp_path):
     video = tmp_path / "clip.mp4"
     write_video(video, [np.full((32, 48, 3), 90, np.uint8)] * 6, 5, audio=0.3 * np.ones(16000, np.float32))
     runs = {
-        "eval.py": ("avlegrad.evaluation", "BoxScoring.score",
+        "eval.py": ("avlegrad.eval.boxes", "BoxScoring.score",
                     [str(REPO / "eval.py"), *text_argv(bench, tmp_path / "eval", "--method", "center")]),
         "localize": ("avlegrad.visualize", "overlay",
                      ["-m", "avlegrad.localize", str(video), "-o", str(tmp_path / "loc"), "--target-text", "a dog",

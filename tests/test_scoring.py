@@ -1,5 +1,5 @@
 """The scoring-kind registry (avlegrad.scoring): every registered kind runs the protocol
-``evaluation`` relies on, every dataset's kind is registered, and a new kind is one class."""
+``avlegrad.eval.run`` relies on, every dataset's kind is registered, and a new kind is one class."""
 import json
 from pathlib import Path
 
@@ -9,7 +9,7 @@ import torch
 
 from avlegrad.data.record import ClipRecord
 from avlegrad.data.registry import _DATASETS, register_dataset
-from avlegrad.evaluation import EvalOptions, scoring_for
+from avlegrad.eval import EvalOptions, scoring_for
 from avlegrad.scoring import _SCORINGS, Scoring, list_scorings, register_scoring, scoring_class
 
 SIZE = 224
@@ -117,7 +117,7 @@ def test_a_new_scoring_kind_is_one_class(tmp_path):
 def test_register_scoring_checks_its_arguments():
     with pytest.raises(ValueError, match="is not a subclass of avlegrad.scoring.Scoring"):
         register_scoring("x-bad")(dict)
-    with pytest.raises(ValueError, match="'boxes' is already registered by avlegrad.evaluation.BoxScoring"):
+    with pytest.raises(ValueError, match="'boxes' is already registered by avlegrad.eval.boxes.BoxScoring"):
         scoring_class("boxes")
         register_scoring("boxes")(type("Other", (Scoring,), {}))
     with pytest.raises(ValueError, match="non-empty name"):

@@ -768,7 +768,7 @@ def test_eval_resume_and_metric_options(data, tmp_path, explained_images):
     # functions are checked against test.py's code above, on small maps: the loops are slow)
     _, gts = stored(out, "gt")
     _, maps = stored(out, "legrad")
-    from avlegrad.segmentation_eval import resize_maps
+    from avlegrad.eval.masks import resize_maps
 
     maps = [resize_maps(torch.from_numpy(m.astype(np.float32))[None], g.shape)[0].numpy() for m, g in zip(maps, gts)]
     official = resumed["methods"]["legrad"]["avsbench-official"]

@@ -29,11 +29,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import metrics
-from . import metrics_sslalignment as ssl
-from .data.sslalignment import is_grouped, sound_following_kind
-from .evaluation import BASELINE, BoxScoring, percent, refuse_box_metrics
-from .scoring import register_scoring
+from .. import metrics
+from .. import metrics_sslalignment as ssl
+from ..data.sslalignment import is_grouped, sound_following_kind
+from ..scoring import register_scoring
+from .boxes import BASELINE, BoxScoring, refuse_box_metrics
+from .results import percent
 
 CONFIDENCES = ("cosine", "map-max")
 ZERO_AREA_RULE = ("entries whose ground truth is empty (zero-area boxes) score cIoU 0: counted in N and as "

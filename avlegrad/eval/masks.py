@@ -30,12 +30,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .fileio import atomic_path
-from . import metrics
-from . import segmentation_metrics as sm
-from .data.segmentation import EVAL_SIZE, SEGMENTATION_SPLITS
-from .evaluation import percent, refuse_box_metrics
-from .scoring import Scoring, register_scoring
+from .. import metrics
+from .. import segmentation_metrics as sm
+from ..data.segmentation import EVAL_SIZE, SEGMENTATION_SPLITS
+from ..fileio import atomic_path
+from ..scoring import Scoring, register_scoring
+from .boxes import refuse_box_metrics
+from .results import percent
 
 
 SEGMENTATION_DATASETS = tuple(SEGMENTATION_SPLITS)
@@ -169,7 +170,7 @@ def score_method(maps, gts, class_ids, variants: list[str], batch_frames: int) -
 # ----------------------------------------------------------------------------- the scoring
 @register_scoring("masks")
 class MaskScoring(Scoring):
-    """How ``avlegrad.evaluation`` scores a segmentation benchmark (see the module docstring).
+    """How ``avlegrad.eval.run`` scores a segmentation benchmark (see the module docstring).
     ValueError for ``box_metrics`` or ``confidence`` (options of the other kinds)."""
 
     baselines = BASELINES
@@ -207,7 +208,7 @@ class MaskScoring(Scoring):
     def save_overlay(self, path: Path, record, heatmap: torch.Tensor, image_size: int) -> None:
         import cv2
 
-        from .visualize import overlay, save_image
+        from ..visualize import overlay, save_image
 
         gt = np.asarray(record.mask).astype(bool) if record.mask is not None else None
         size = gt.shape if gt is not None else (image_size, image_size)

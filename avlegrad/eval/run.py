@@ -1,49 +1,51 @@
-"""Benchmark evaluation: explain every clip, score it with cIoU, summarise, resume.
+"""A benchmark run: explain every clip, score it, summarise, resume.
 
 A run lives in one output folder:
 
 - ``run.json``: the settings that determine the numbers; resuming with other settings is refused;
-- ``clips.jsonl``: one line per clip (its cIoU for every method, or why it was skipped);
+- ``clips.jsonl``: one line per clip (its scores for every method, or why it was skipped);
   while running, each process appends to ``clips.rank<r>.jsonl`` and flushes after every batch,
-  so an interrupted run loses at most one batch and a rerun skips the clips already scored;
-- ``summary.json``: N, AP50 (the "cIoU" papers print), mean cIoU and AUC per method, the skipped
-  clips with reasons, and the annotation problems met; written atomically;
-- ``overlays/<clip id>.png``: heatmaps over the frame with the GT boxes, when asked for.
+  so an interrupted run loses at most one batch and a rerun skips the clips already scored
+  (the files: ``avlegrad.eval.results``);
+- ``summary.json``: the dataset's figures per method (for the box benchmarks N, AP50 (the "cIoU"
+  papers print), mean cIoU and AUC), the skipped clips with reasons, and the annotation problems
+  met; written atomically;
+- ``overlays/<clip id>.png``: heatmaps over the frame with the annotation, when asked for.
 
-Under ``torchrun`` each process takes every world-size-th clip, and rank 0 merges the results.
+How clips are scored is the dataset's scoring kind (``avlegrad.scoring``; the built-in ones:
+``avlegrad.eval.boxes``, ``.masks``, ``.sound_following``); the targets come from
+``avlegrad.eval.targets``. Under ``torchrun`` each process takes every world-size-th clip, and
+rank 0 merges the results.
 """
 from __future__ import annotations
 
 import itertools
 import json
 import logging
-import math
 import os
 import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from urllib.parse import quote
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from .fileio import write_text_atomic
-from . import metrics
-from .data import create_dataset
-from .data.datasets import collate_clips
-from .data.record import SkippedClip, skip_kind
-from .distributed import all_gather_objects, cleanup, init_distributed
-from .explain import create_explainer, list_explainers
-from .scoring import Scoring, register_scoring, scoring_class
-from .models import DTYPES, encode_text, image_tensor, load_pair  # noqa: F401 (DTYPES: re-exported)
-from .visualize import draw_boxes, overlay, save_image
+from ..data import create_dataset
+from ..data.datasets import collate_clips
+from ..data.record import SkippedClip, skip_kind
+from ..distributed import all_gather_objects, cleanup, init_distributed
+from ..explain import create_explainer, list_explainers
+from ..fileio import write_text_atomic
+from ..models import DTYPES, image_tensor, load_pair
+from ..scoring import Scoring, scoring_class
+from .results import end_torn_line, json_safe, load_results, result_files
+from .targets import AudioTargets, TextTargets
 
 log = logging.getLogger("avlegrad")
 
 CLIP_PREPROCESS = {"mean": (0.48145466, 0.4578275, 0.40821073), "std": (0.26862954, 0.26130258, 0.27577711)}
-BASELINE = "center"  # the centre prior, scored beside every method on the same clips
 # settings that change the numbers: a resumed run must have the same
 RESULT_KEYS = ("dataset", "root", "split", "annotations", "methods", "model", "pretrained", "audio_encoder",
                "target", "prompt", "layer_index", "image_size", "dtype", "confidence")
@@ -73,14 +75,14 @@ class EvalOptions:
     out: str | None = None  # None: outputs/<dataset>-<split> (-2, -3, ... when that holds another run)
     save_overlays: int = 0  # how many clips get an overlay image (per process)
     overwrite: bool = False
-    # segmentation benchmarks only (avlegrad.segmentation_eval): the metric variants (None: the
+    # segmentation benchmarks only (avlegrad.eval.masks): the metric variants (None: the
     # dataset's defaults) and the batch size, in frames, of AVSBench's official batched figures
     seg_metrics: list[str] | None = None
     # box benchmarks: registered metric variants scored beside the protocol's figures
     # (avlegrad.box_metrics; None: none)
     box_metrics: list[str] | None = None
     avsbench_batch_frames: int = 20
-    # extended sound-following sets (avlegrad.sslalignment_eval): a sample's confidence, "cosine"
+    # extended sound-following sets (avlegrad.eval.sound_following): a sample's confidence, "cosine"
     # (target vs image embedding; None means it) or "map-max"
     confidence: str | None = None
     # faithfulness metrics per method, a random map beside (avlegrad.faithfulness): deletion/insertion
@@ -104,107 +106,12 @@ class EvalCollate:
         return records, skipped, images
 
 
-# ----------------------------------------------------------------------------- targets
-class AudioTargets:
-    """Targets from each clip's sound through an audio encoder."""
-
-    def __init__(self, encoder):
-        self.encoder = encoder
-
-    def problem(self, record) -> str | None:
-        """Why this clip's sound cannot be embedded (too short for the encoder, ...), or None."""
-        return self.encoder.check_waveform(record.waveform, allow_silent=record.meta.get("negative", False))
-
-    @torch.no_grad()
-    def __call__(self, records, device) -> torch.Tensor:
-        out = torch.empty(len(records), self.encoder.embed_dim, device=device)
-        by_length: dict[int, list[int]] = {}
-        for i, r in enumerate(records):
-            by_length.setdefault(len(r.waveform), []).append(i)
-        for idx in by_length.values():  # only equal lengths share a batch: no padding effects
-            waves = torch.from_numpy(np.stack([records[i].waveform for i in idx])).to(device)
-            out[idx] = self.encoder.embed_each(waves).to(out.dtype)  # a clip's target never depends on the batch
-        return out
-
-
-class TextTargets:
-    """Targets from a text prompt with each clip's class name (CLIP's text tower)."""
-
-    def __init__(self, model, model_name: str, prompt: str):
-        self.model, self.model_name, self.prompt = model, model_name, prompt
-        self.cache: dict[str, torch.Tensor] = {}
-
-    def problem(self, record) -> str | None:
-        return None  # a clip without a class name stops the run (below): it is the setting that is wrong
-
-    @torch.no_grad()
-    def __call__(self, records, device) -> torch.Tensor:
-        missing = sorted({r.label for r in records if r.label not in self.cache})
-        if None in missing:
-            clip = next(r.clip_id for r in records if r.label is None)
-            raise ValueError(f"clip {clip} has no class label, so `target=text` has no prompt for it; "
-                             f"use `target=audio` with an `audio_encoder`")
-        if missing:
-            embeddings = encode_text(self.model, self.model_name, [self.prompt.format(label) for label in missing])
-            self.cache.update(zip(missing, embeddings))
-        return torch.stack([self.cache[r.label] for r in records]).to(device)
-
-
-# ----------------------------------------------------------------------------- result files
-def _read_jsonl(path: Path) -> list[dict]:
-    """Lines of a JSONL file; a torn last line (a killed writer) is ignored."""
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
-
-
-def _end_torn_line(path: Path) -> None:
-    """A killed writer may leave half a line: end it, so the next row starts on its own line."""
-    if path.is_file() and path.stat().st_size:
-        with path.open("rb+") as f:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    write_text_atomic(path, text)
-
-
-def _json_safe(value):
-    """NaN/inf (a method with no scored clip) as null: strict JSON readers reject bare NaN."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def _result_files(out: Path) -> list[Path]:
-    return [out / "clips.jsonl", *sorted(out.glob("clips.rank*.jsonl"))]
-
-
-def load_results(out: Path) -> dict[str, dict]:
-    """Every clip's latest row in a run folder (merged file and unmerged per-process files)."""
-    rows: dict[str, dict] = {}
-    for path in _result_files(out):
-        for row in _read_jsonl(path):
-            rows[row["clip_id"]] = row
-    return rows
-
 
 def _changed_settings(out: Path, settings: dict) -> dict:
     """``{key: (before, now)}`` where ``out`` holds results scored with other settings; empty when
     it holds none (no results: nothing to protect)."""
     run_file = out / "run.json"
-    if not run_file.is_file() or not any(p.is_file() and p.stat().st_size for p in _result_files(out)):
+    if not run_file.is_file() or not any(p.is_file() and p.stat().st_size for p in result_files(out)):
         return {}
     previous = json.loads(run_file.read_text())
     return {k: (previous.get(k), settings[k]) for k in RESULT_KEYS if previous.get(k) != settings[k]}
@@ -234,7 +141,7 @@ def _prepare_run_folder(opts: EvalOptions, settings: dict) -> Path:
     except OSError as e:
         raise ValueError(f"`out` {out}: cannot write results there ({e.strerror or e})") from None
     if opts.overwrite:
-        for path in _result_files(out) + [out / "summary.json", run_file]:
+        for path in result_files(out) + [out / "summary.json", run_file]:
             path.unlink(missing_ok=True)
         shutil.rmtree(out / "overlays", ignore_errors=True)
     changed = _changed_settings(out, settings)
@@ -242,7 +149,7 @@ def _prepare_run_folder(opts: EvalOptions, settings: dict) -> Path:
         detail = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
         raise ValueError(f"{out} holds results of a run with other settings ({detail}); "
                          f"use another `out`, or `overwrite` to start afresh")
-    _write_atomic(run_file, json.dumps(settings, indent=2))  # (a run that scored nothing is replaced)
+    write_text_atomic(run_file, json.dumps(settings, indent=2))  # (a run that scored nothing is replaced)
     if not opts.out:
         log.info("results go to %s", out)
     return out
@@ -289,7 +196,7 @@ def resolve_defaults(opts: EvalOptions) -> EvalOptions:
     if opts.dataset != "synthetic" and not (audio_encoder or opts.target == "text" or model or pretrained):
         audio_encoder = DEFAULT_AUDIO_ENCODER
     if opts.dataset == "synthetic" and not (model or pretrained or audio_encoder):
-        from .world_clip import AUDIO_FILE, CLIP_FILE, CONFIG_FILE, WORLD_CHECKPOINTS
+        from ..world_clip import AUDIO_FILE, CLIP_FILE, CONFIG_FILE, WORLD_CHECKPOINTS
 
         if not (WORLD_CHECKPOINTS / AUDIO_FILE).is_file():
             pretrained = "none"  # says so loudly when loading
@@ -314,118 +221,18 @@ def evaluate(opts: EvalOptions) -> dict | None:
         cleanup(dist)
 
 
-@register_scoring("boxes")
-class BoxScoring(Scoring):
-    """Box benchmarks (EZ-VSL protocol): each clip's cIoU per method, the centre prior beside them,
-    and the ``box_metrics`` variants (avlegrad.box_metrics). ValueError for ``confidence`` or
-    ``seg_metrics`` (options of the other kinds)."""
-
-    baselines = (BASELINE,)
-
-    def __init__(self, opts: EvalOptions):
-        from .box_metrics import box_metric
-
-        super().__init__(opts)
-        self.check_options(opts)
-        self.center = metrics.center_prior()  # at the GT size, float64: exactly the benchmark's prior
-        self.variants = [box_metric(v) for v in dict.fromkeys(getattr(opts, "box_metrics", None) or ())]
-
-    def check_options(self, opts: EvalOptions) -> None:
-        """ValueError for an option of another scoring kind."""
-        if getattr(opts, "confidence", None):
-            raise ValueError(f"`confidence` applies to the extended sets (vggsound-extended, flickr-extended, "
-                             f"synthetic `split=extended`); {opts.dataset} has no negatives to score")
-        if getattr(opts, "seg_metrics", None):
-            raise ValueError(f"`seg_metrics` applies to the segmentation datasets; {opts.dataset} is scored with "
-                             f"boxes (cIoU, AP50, AUC)")
-
-    def is_done(self, row: dict, out: Path) -> bool:
-        return "ciou" in row and all(v.name in row for v in self.variants)
-
-    def score(self, record, maps: dict, i: int, out: Path) -> dict:
-        row = {"clip_id": record.clip_id}
-        if record.boxes is None:
-            row["scored"] = False  # a folder of videos has no boxes to score against
-            return row
-        gt = metrics.gt_map(record.boxes, record.box_format)
-        row["ciou"] = {m: metrics.ciou(maps[m][i], gt) for m in maps}
-        row["ciou"][BASELINE] = metrics.ciou(self.center, gt)
-        for variant in self.variants:
-            row[variant.name] = {m: _json_safe(variant.clip(_numpy(maps[m][i]), gt)) for m in maps}
-            row[variant.name][BASELINE] = _json_safe(variant.clip(self.center, gt))
-        return row
-
-    def save_overlay(self, path: Path, record, heatmap: torch.Tensor, image_size: int) -> None:
-        """frame | heatmap over the frame, at the frame's own size and aspect: the map (of the frame
-        squashed to the model's square input, as the benchmarks score it) is stretched back over it."""
-        import cv2
-
-        frame = record.frame
-        picture = overlay(frame, heatmap)
-        if record.boxes is not None:
-            # the GT map in the same square frame of reference as the heatmap, stretched back likewise
-            gt = cv2.resize(metrics.gt_map(record.boxes, record.box_format).astype(np.uint8),
-                            (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_NEAREST)
-            # outline of the GT region (drawn from the map, so corrupt boxes show as they are scored)
-            contours, _ = cv2.findContours((gt > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-            boxes = [(x, y, x + w - 1, y + h - 1) for x, y, w, h in map(cv2.boundingRect, contours)]
-            picture = draw_boxes(picture, boxes)
-        save_image(path, np.concatenate([frame, picture], axis=1))
-
-    def summarise(self, out: Path, scored: list[dict], methods: list[str]) -> dict:
-        summary = {"methods": {m: metrics.summarize([r["ciou"][m] for r in scored if m in r["ciou"]])
-                               for m in methods}}
-        for variant in self.variants:
-            for m in methods:
-                values = [r[variant.name][m] for r in scored if m in r.get(variant.name, {})]
-                summary["methods"][m][variant.name] = variant.summarise(values)
-        return summary
-
-    def format_table(self, summary: dict) -> str:
-        lines = [f"{'method':<16} {'N':>6} {'cIoU(AP50)':>11} {'mean cIoU':>10} {'AUC':>7}"]
-        for m, r in summary["methods"].items():
-            label = f"{m} (prior)" if m == BASELINE else m
-            lines.append(f"{label:<16} {r['n']:>6} {percent(r['ap50']):>11} {percent(r['mean_ciou']):>10} "
-                         f"{percent(r['auc']):>7}")
-        from .box_metrics import box_metric, list_box_metrics
-
-        for name in list_box_metrics():  # the variants this summary holds
-            rows = {m: r[name] for m, r in summary["methods"].items() if isinstance(r.get(name), dict)}
-            if rows:
-                variant = box_metric(name)
-                lines.append(f"{name}:")
-                lines += [f"  {m:<14} {variant.table(figures)}" for m, figures in rows.items()]
-        return "\n".join(lines)
-
-
-def _numpy(heatmap) -> np.ndarray:
-    return heatmap.detach().float().cpu().numpy() if torch.is_tensor(heatmap) else np.asarray(heatmap)
-
-
 def methods_needing_model(methods: list[str], scoring) -> list[str]:
     return [m for m in dict.fromkeys(methods) if m not in scoring.baselines]
-
-
-def percent(value) -> str:
-    """A fraction as papers print it (x100), '-' where there is none."""
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
 
 
 def scoring_for(opts: EvalOptions) -> Scoring:
     """How a dataset's clips are scored: the Scoring of the kind its registration names for the
     split (avlegrad.scoring: ``boxes``, ``masks``, ``sound-following``, ...); an unregistered name
     is scored with boxes. ValueError (from the scoring) for an option that does not apply to it."""
-    from .data.registry import _DATASETS
+    from ..data.registry import _DATASETS
 
     spec = _DATASETS.get(opts.dataset)
     return scoring_class(spec.scoring_kind(opts.split) if spec else "boxes")(opts)
-
-
-def refuse_box_metrics(opts: EvalOptions) -> None:
-    """ValueError when ``opts`` asks for box metric variants: for the scorings with rules of their own."""
-    if getattr(opts, "box_metrics", None):
-        raise ValueError(f"box metrics ({', '.join(opts.box_metrics)}) apply to the box benchmarks; "
-                         f"{opts.dataset} ({opts.split}) is scored by its own rules")
 
 
 def _evaluate(opts: EvalOptions, dist) -> dict | None:
@@ -478,7 +285,7 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
     ids = set(dataset.ids)
     faith = None
     if opts.faithfulness:
-        from .faithfulness import FaithfulnessScoring
+        from ..faithfulness import FaithfulnessScoring
 
         faith = FaithfulnessScoring(model, steps=opts.faithfulness_steps, batch_size=opts.faithfulness_batch)
     # a clip scored without --faithfulness is scored again when it is asked for
@@ -532,7 +339,7 @@ def _evaluate(opts: EvalOptions, dist) -> dict | None:
     if overlays_left:  # overlays already written for clips scored earlier count (one share per process)
         overlays_left -= len([cid for cid in sorted(done) if overlay_path(cid).is_file()][dist.rank::dist.world_size])
     rank_file = out / f"clips.rank{dist.rank}.jsonl"
-    _end_torn_line(rank_file)
+    end_torn_line(rank_file)
     with rank_file.open("a") as sink, tqdm(total=len(shard), desc=f"{opts.dataset} [{dist.rank}]",
                                             disable=not dist.is_main, unit="clip") as bar:
         for records, skipped, maps, extra in explained_batches(shard):
@@ -575,7 +382,7 @@ def _merge_and_summarise(out: Path, dataset, scoring, methods: list[str], settin
     ordered = [rows[cid] for cid in dataset.ids if cid in rows]
     ids = set(dataset.ids)  # rows of clips outside this run's list (a smaller --limit) are kept, not reported
     others = [r for cid, r in rows.items() if cid not in ids]
-    _write_atomic(out / "clips.jsonl", "".join(json.dumps(r) + "\n" for r in ordered + others))
+    write_text_atomic(out / "clips.jsonl", "".join(json.dumps(r) + "\n" for r in ordered + others))
     for path in out.glob("clips.rank*.jsonl"):
         path.unlink()
     scored = [r for r in ordered if scoring.is_done(r, out)]
@@ -598,7 +405,7 @@ def _merge_and_summarise(out: Path, dataset, scoring, methods: list[str], settin
         summary["faithfulness_steps"] = faith.steps
         for m, figures in faith.summarise(scored).items():
             summary["methods"].setdefault(m, {}).update(figures)
-    _write_atomic(out / "summary.json", json.dumps(_json_safe(summary), indent=2, allow_nan=False))
+    write_text_atomic(out / "summary.json", json.dumps(json_safe(summary), indent=2, allow_nan=False))
     return summary
 
 
@@ -623,7 +430,7 @@ def format_table(summary: dict, scoring=None) -> str:
     own = {**summary, "methods": {m: r for m, r in methods.items() if "n" in r and m != "random"}}
     table = head + "\n" + scoring.format_table(own)
     if any("deletion_auc" in r for r in methods.values()):
-        from .faithfulness import FaithfulnessScoring
+        from ..faithfulness import FaithfulnessScoring
 
         table += "\n" + FaithfulnessScoring.format_table(methods)
     return table
@@ -632,7 +439,7 @@ def format_table(summary: dict, scoring=None) -> str:
 def default_root(dataset: str) -> str:
     """Where a dataset is looked for when no root is given: ``$AVLEGRAD_DATA`` (default
     ``./datasets``) / the registered ``default_root`` (an unknown name: its own name)."""
-    from .data.registry import _DATASETS
+    from ..data.registry import _DATASETS
 
     base = Path(os.environ.get("AVLEGRAD_DATA", "datasets"))
     spec = _DATASETS.get(dataset)

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .fileio import write_text_atomic
-from .metrics_audio import loudness_prior, relevance_curve, tf_energy, time_auc
+from ..fileio import write_text_atomic
+from ..metrics_audio import loudness_prior, relevance_curve, tf_energy, time_auc
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ METRICS = ("tf_energy", "time_auc")
 
 def untrained_like(config) -> torch.nn.Module:
     """The encoder of a ``train.py`` config at its initialisation (what a run starts from)."""
-    from .train import build_encoder, load_config
+    from ..train import build_encoder, load_config
 
     cfg = load_config(config)
     torch.manual_seed(int(cfg["seed"]))  # as the trainer does before building the encoder
@@ -57,11 +57,11 @@ def evaluate_audio_side(root, encoders: dict, clip_model, preprocess_cfg: dict, 
     """
     from tqdm import tqdm
 
-    from .data.datasets import create_dataset
-    from .data.media import load_audio
-    from .data.synthetic import MIXTURE_DIR, MIXTURE_SPLIT, audio_truth, ensure_audio_mixture, ensure_synthetic
-    from .explain.audio import AudioLeGrad
-    from .models import image_tensor
+    from ..data.datasets import create_dataset
+    from ..data.media import load_audio
+    from ..data.synthetic import MIXTURE_DIR, MIXTURE_SPLIT, audio_truth, ensure_audio_mixture, ensure_synthetic
+    from ..explain.audio import AudioLeGrad
+    from ..models import image_tensor
 
     if split not in ("test", MIXTURE_SPLIT):
         raise ValueError(f"--explain audio: unknown split {split!r} of the synthetic set; choose test (the clips' "
@@ -176,8 +176,8 @@ def run_from_eval(opts, encoder_path=None) -> dict:
     """``eval.py --explain audio``: the world's audio ViT (shipped, or ``--audio-encoder``), trained
     and untrained, with the world CLIP, on ``opts.root`` (default ``datasets/synthetic``), split
     ``opts.split`` (``test``: the clips' own sound; ``audio-mixture``)."""
-    from .audio import create_audio_encoder
-    from .world_clip import WORLD_CHECKPOINTS, load_world_models
+    from ..audio import create_audio_encoder
+    from ..world_clip import WORLD_CHECKPOINTS, load_world_models
 
     if opts.dataset != "synthetic":
         raise ValueError(f"--explain audio needs the ground truth of the offline world: --dataset synthetic, "
@@ -188,7 +188,7 @@ def run_from_eval(opts, encoder_path=None) -> dict:
                          f"package it with scripts/package_world_audio.py)")
     clip_model, preprocess_cfg, _ = load_world_models()
     trained = create_audio_encoder(str(path)).eval()
-    config = Path(__file__).resolve().parents[1] / AUDIO_VIT_CONFIG
+    config = Path(__file__).resolve().parents[2] / AUDIO_VIT_CONFIG
     encoders = {"LeGrad, trained": trained}
     if config.is_file():
         encoders["LeGrad, untrained"] = untrained_like(config)
