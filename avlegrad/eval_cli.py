@@ -97,6 +97,8 @@ def parse_args(argv=None) -> EvalOptions:
                     help="audio: LeGrad on the sound's side, scored against the offline world's time-frequency "
                     "ground truth (--dataset synthetic; avlegrad/eval/audio.py)")
     a = ap.parse_args(argv)
+    if a.split == "audio-mixture" and a.explain != "audio":
+        ap.error("--split audio-mixture is a split of the audio side: add --explain audio")
     if a.explain == "audio":  # its own path: the world's audio ViT, trained and untrained
         opts = EvalOptions(dataset=a.dataset, root=a.root, split=a.split, layer_index=a.layer_index, limit=a.limit,
                            out=a.out)

@@ -163,6 +163,9 @@ def test_eval_explain_audio_runs_offline(tmp_path, capsys):
     assert "synthetic (audio-mixture)" in capsys.readouterr().out
     assert eval_script.main(["--dataset", "synthetic", "--root", str(root), "--explain", "audio",
                              "--split", "nope", "--out", str(out)]) == 2
+    with pytest.raises(SystemExit):  # the image side has no such split
+        eval_script.main(["--dataset", "synthetic", "--root", str(root), "--split", "audio-mixture"])
+    assert "add --explain audio" in capsys.readouterr().err
     # the audio side needs the world's ground truth
     assert eval_script.main(["--dataset", "vggsound", "--root", str(root), "--explain", "audio"]) == 2
 
