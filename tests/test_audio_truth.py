@@ -163,6 +163,18 @@ def test_eval_explain_audio_runs_offline(tmp_path, capsys):
     assert "synthetic (audio-mixture)" in capsys.readouterr().out
     assert eval_script.main(["--dataset", "synthetic", "--root", str(root), "--explain", "audio",
                              "--split", "nope", "--out", str(out)]) == 2
+    # the untrained control is the given checkpoint's own config at its initialisation (here an
+    # 8 x 4-patch ViT's, itself untrained: both rows are the same encoder), not the shipped config's
+    from avlegrad.world_clip import save_untrained_audio_encoder
+
+    u84 = save_untrained_audio_encoder(Path(__file__).resolve().parents[1] / "configs" / "world_audio_vit.yaml",
+                                       tmp_path / "u84.pt", ["encoder.backbone_kwargs.patch_size=[8,4]"],
+                                       clip_file=WORLD_CHECKPOINTS / "clip.pt")
+    out = tmp_path / "out-u84"
+    assert eval_script.main(["--dataset", "synthetic", "--root", str(root), "--explain", "audio", "--limit", "2",
+                             "--audio-encoder", str(u84), "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "clips.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["LeGrad, trained"] == r["LeGrad, untrained"] for r in rows)
     with pytest.raises(SystemExit):  # the image side has no such split
         eval_script.main(["--dataset", "synthetic", "--root", str(root), "--split", "audio-mixture"])
     assert "add --explain audio" in capsys.readouterr().err

@@ -39,10 +39,11 @@ METRICS = ("tf_energy", "time_auc")
 
 
 def untrained_like(config) -> torch.nn.Module:
-    """The encoder of a ``train.py`` config at its initialisation (what a run starts from)."""
+    """The encoder of a ``train.py`` config at its initialisation (what a run starts from).
+    ``config``: a YAML file, or the resolved config a ``train.py`` checkpoint stores."""
     from ..train import build_encoder, load_config
 
-    cfg = load_config(config)
+    cfg = config if isinstance(config, dict) else load_config(config)
     torch.manual_seed(int(cfg["seed"]))  # as the trainer does before building the encoder
     return build_encoder(cfg, int(cfg["clip"]["model_cfg"]["embed_dim"]), "cpu").eval()
 
@@ -187,10 +188,14 @@ def run_from_eval(opts, encoder_path=None) -> dict:
         raise ValueError(f"{path}: no audio ViT checkpoint (train one with configs/world_audio_vit.yaml and "
                          f"package it with scripts/package_world_audio.py)")
     clip_model, preprocess_cfg, _ = load_world_models()
+    from ..audio.factory import load_checkpoint_file
+
     trained = create_audio_encoder(str(path)).eval()
-    config = Path(__file__).resolve().parents[2] / AUDIO_VIT_CONFIG
+    # the control: the trained encoder's own config at its initialisation (stored by train.py), else
+    # the shipped ViT's config
+    config = load_checkpoint_file(path).get("config") or Path(__file__).resolve().parents[2] / AUDIO_VIT_CONFIG
     encoders = {"LeGrad, trained": trained}
-    if config.is_file():
+    if isinstance(config, dict) or config.is_file():
         encoders["LeGrad, untrained"] = untrained_like(config)
     root = opts.root or str(Path("datasets") / "synthetic")
     split = getattr(opts, "split", "test")
