@@ -215,7 +215,7 @@ def test_mixture_parts_against_their_definition():
     """The split's parts, rebuilt from the definition with the same draws: the clip's own object
     sound and noise, the object gated, an off-screen class gated on its own at the drawn ratio of
     mean powers, every part scaled alike so that nothing clips."""
-    from avlegrad.data.synthetic import MIXTURE_STREAM, generate_synthetic, make_clip, mixture_parts  # noqa: F401
+    from avlegrad.data.synthetic import MIXTURE_STREAM, make_clip, mixture_parts
 
     params = {"version": 3, "num_clips": 8, "seed": 11, "size": 64, "duration": 1.5, "fps": 10, "sample_rate": 16000,
               "classes": list(world.CLASSES), "object_counts": [0.1, 0.3, 0.6], "center_spread": 0.2,

@@ -421,7 +421,7 @@ def scene_audio(scene: Scene, duration: float, sample_rate: int, rng: np.random.
 # --------------------------------------------------------------------------------------------
 # The audio-mixture split: a second sound at comparable loudness, both intermittent
 # --------------------------------------------------------------------------------------------
-MIXTURE_SNR_DB = (-5.0, 5.0)  # object-to-distractor power ratio while each sounds, dB
+MIXTURE_SNR_DB = (-5.0, 5.0)  # object-to-distractor ratio of the class sounds' mean powers, dB
 MIXTURE_ON_S = (0.25, 0.6)  # each source (object, distractor) sounds for this long ...
 MIXTURE_OFF_S = (0.2, 0.5)  # ... then pauses for this long (seconds, uniform), independently
 MIXTURE_RAMP_S = 0.02  # linear fades at each on/off switch: no clicks
@@ -453,11 +453,12 @@ def mixture_audio_parts(parts: dict, scene_names, duration: float, sample_rate: 
     """A clip's parts for the audio-mixture split: the clip's own object sound and background
     noise (``parts`` from :func:`scene_audio_parts`; its distractor is dropped) with the object
     switched on and off by :func:`intermittent_gate`, plus an off-screen class (not among
-    ``scene_names``) switched by its own gate (same statistics, independent draws), at an object-to-distractor ratio drawn uniformly
-    in ``snr_db`` (the two class sounds' mean powers, before gating). The object
-    is then not simply the loudest sound: loudness alone cannot tell its spans and bands from
-    the distractor's. Every part is scaled alike so that the mix peaks at most ``MIXTURE_PEAK``.
-    Returns the same keys as :func:`scene_audio_parts` plus ``"snr_db"``; all draws from ``rng``.
+    ``scene_names``) switched by its own gate (same statistics, independent draws), at an
+    object-to-distractor ratio drawn uniformly in ``snr_db`` (the two class sounds' mean powers,
+    before gating). The object is then not simply the loudest sound: loudness alone cannot tell
+    its spans and bands from the distractor's. Every part is scaled alike so that the mix peaks
+    at most ``MIXTURE_PEAK``. Returns the same keys as :func:`scene_audio_parts` plus ``"snr_db"``;
+    all draws from ``rng``.
     """
     off_screen = [c for c in classes if c not in scene_names]
     if not off_screen:
