@@ -44,7 +44,8 @@ def parse_args(argv=None) -> EvalOptions:
     ap.add_argument("--dataset", default=d.dataset, help="registered benchmarks (splits): " + dataset_help())
     ap.add_argument("--root", help="dataset folder (default: $AVLEGRAD_DATA/<name>, else ./datasets/<name>)")
     ap.add_argument("--split", default=d.split, help="the dataset's split (listed with --dataset); ade20k-sound "
-                    "taco: TACO's image and mask; synthetic interactive: IS3's form, extended: with negatives; "
+                    "taco: TACO's image and mask; synthetic interactive: IS3's form, extended: with negatives, "
+                    "audio-mixture (--explain audio): a second sound at comparable loudness; "
                     "ade20k-speech test: the spoken word, test-full-prompt: the whole prompt")
     ap.add_argument("--annotations", help="annotation file or folder (default: under root, else the cache)")
     ap.add_argument("--method", default=",".join(d.methods),
@@ -93,8 +94,11 @@ def parse_args(argv=None) -> EvalOptions:
                     help="audio: LeGrad on the sound's side, scored against the offline world's time-frequency "
                     "ground truth (--dataset synthetic; avlegrad/eval/audio.py)")
     a = ap.parse_args(argv)
+    if a.split == "audio-mixture" and a.explain != "audio":
+        ap.error("--split audio-mixture is a split of the audio side: add --explain audio")
     if a.explain == "audio":  # its own path: the world's audio ViT, trained and untrained
-        opts = EvalOptions(dataset=a.dataset, root=a.root, layer_index=a.layer_index, limit=a.limit, out=a.out)
+        opts = EvalOptions(dataset=a.dataset, root=a.root, split=a.split, layer_index=a.layer_index, limit=a.limit,
+                           out=a.out)
         opts.explain, opts.audio_vit = "audio", a.audio_encoder
         return opts
 

@@ -340,5 +340,5 @@ def save_untrained_audio_encoder(config, dst, overrides=(), clip_file=None) -> P
     encoder = build_encoder(cfg, int(model_cfg["embed_dim"]), "cpu")
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "untrained.pt"
-        save_checkpoint_file(encoder_checkpoint(encoder, summary={"step": 0, "untrained": True}), raw)
+        save_checkpoint_file(encoder_checkpoint(encoder, summary={"step": 0, "untrained": True}, config=cfg), raw)
         return package_audio_checkpoint(raw, dst, clip_file)

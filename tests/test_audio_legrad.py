@@ -35,9 +35,10 @@ def _perturb(model, seed):
     return model
 
 
-def timm_vit(seed=0):
+def timm_vit(seed=0, patch_size=(8, 8)):
     torch.manual_seed(seed)
-    return _perturb(TimmAudioEncoder(**VIT), seed).eval()
+    kwargs = dict(VIT, backbone_kwargs=dict(VIT["backbone_kwargs"], patch_size=list(patch_size)))
+    return _perturb(TimmAudioEncoder(**kwargs), seed).eval()
 
 
 def imagebind_small(seed=0):
@@ -107,9 +108,10 @@ def test_grid_to_input_matches_loops():
                 np.testing.assert_allclose(fast[b, k].numpy(), ref, atol=1e-6)
 
 
-@pytest.mark.parametrize("layer_index", [-2, 0])
-def test_timm_audio_vit_matches_reference(layer_index):
-    enc = timm_vit()
+@pytest.mark.parametrize("layer_index,patch_size", [(-2, (8, 8)), (0, (8, 8)), (-2, (8, 4)), (0, (16, 2))])
+def test_timm_audio_vit_matches_reference(layer_index, patch_size):
+    """Square and narrow time patches (8 mel x 4 frames = 40 ms, 16 mel x 2 frames = 20 ms)."""
+    enc = timm_vit(patch_size=patch_size)
     torch.manual_seed(1)
     waves = torch.randn(2, 5000) * 0.3  # 32 frames: the 8-frame patches tile it after padding to 32? 1 + 5000 // 160 = 32
     waves = torch.cat([waves, torch.randn(2, 300)], dim=1)  # 34 frames: padded to 40 as timm pads

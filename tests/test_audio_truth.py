@@ -151,5 +151,189 @@ def test_eval_explain_audio_runs_offline(tmp_path, capsys):
     rows = [json.loads(line) for line in (out / "clips.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all("tf_energy" in r["loudness prior"] for r in rows)
     assert "loudness prior" in capsys.readouterr().out
+    # the audio-mixture split: the same pictures, the split's sounds and ground truth
+    out = tmp_path / "out-mixture"
+    assert eval_script.main(["--dataset", "synthetic", "--root", str(root), "--explain", "audio",
+                             "--split", "audio-mixture", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n"] == 4 and summary["split"] == "audio-mixture" and summary["n_with_distractor"] == 0
+    rows = [json.loads(line) for line in (out / "clips.jsonl").read_text().splitlines()]
+    stamp = json.loads((root / "audio_mixture.json").read_text())["clips"]
+    assert all(r["distractor"] == stamp[r["clip"]]["distractor"] and -5 <= r["snr_db"] <= 5 for r in rows)
+    assert "synthetic (audio-mixture)" in capsys.readouterr().out
+    assert eval_script.main(["--dataset", "synthetic", "--root", str(root), "--explain", "audio",
+                             "--split", "nope", "--out", str(out)]) == 2
+    # the untrained control is the given checkpoint's own config at its initialisation (here an
+    # 8 x 4-patch ViT's, itself untrained: both rows are the same encoder), not the shipped config's
+    from avlegrad.world_clip import save_untrained_audio_encoder
+
+    u84 = save_untrained_audio_encoder(Path(__file__).resolve().parents[1] / "configs" / "world_audio_vit.yaml",
+                                       tmp_path / "u84.pt", ["encoder.backbone_kwargs.patch_size=[8,4]"],
+                                       clip_file=WORLD_CHECKPOINTS / "clip.pt")
+    out = tmp_path / "out-u84"
+    assert eval_script.main(["--dataset", "synthetic", "--root", str(root), "--explain", "audio", "--limit", "2",
+                             "--audio-encoder", str(u84), "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "clips.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["LeGrad, trained"] == r["LeGrad, untrained"] for r in rows)
+    with pytest.raises(SystemExit):  # the image side has no such split
+        eval_script.main(["--dataset", "synthetic", "--root", str(root), "--split", "audio-mixture"])
+    assert "add --explain audio" in capsys.readouterr().err
     # the audio side needs the world's ground truth
     assert eval_script.main(["--dataset", "vggsound", "--root", str(root), "--explain", "audio"]) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# The audio-mixture split
+# --------------------------------------------------------------------------------------------
+
+def _spans(gate):
+    """(state, length in samples) of the runs of a gate: on where > 0."""
+    on = gate > 0
+    edges = np.flatnonzero(np.diff(on.astype(np.int8))) + 1
+    bounds = np.concatenate([[0], edges, [len(gate)]])
+    return [(bool(on[a]), b - a, a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def test_intermittent_gate_spans_and_fades():
+    sr = 16000
+    ramp = int(world.MIXTURE_RAMP_S * sr)
+    for seed in range(8):
+        gate = world.intermittent_gate(3 * sr, sr, np.random.default_rng(seed))
+        np.testing.assert_array_equal(gate, world.intermittent_gate(3 * sr, sr, np.random.default_rng(seed)))
+        assert gate.shape == (3 * sr,) and gate.min() >= 0 and gate.max() <= 1
+        spans = _spans(gate)
+        assert any(s for s, *_ in spans) and any(not s for s, *_ in spans)
+        for state, length, a, b in spans[1:-1]:  # whole spans (the first and last are cut by the clip)
+            lo, hi = (world.MIXTURE_ON_S if state else world.MIXTURE_OFF_S)
+            assert lo * sr - 2 <= length <= hi * sr + 2, (seed, state, length)
+            if state:  # linear fades in and out, fully on between them
+                np.testing.assert_allclose(gate[a:a + ramp], np.arange(1, ramp + 1) / ramp)
+                assert (gate[a + ramp:b - ramp] == 1).all()
+
+
+def test_mixture_parts_against_their_definition():
+    """The split's parts, rebuilt from the definition with the same draws: the clip's own object
+    sound and noise, the object gated, an off-screen class gated on its own at the drawn ratio of
+    mean powers, every part scaled alike so that nothing clips."""
+    from avlegrad.data.synthetic import MIXTURE_STREAM, make_clip, mixture_parts
+
+    params = {"version": 3, "num_clips": 8, "seed": 11, "size": 64, "duration": 1.5, "fps": 10, "sample_rate": 16000,
+              "classes": list(world.CLASSES), "object_counts": [0.1, 0.3, 0.6], "center_spread": 0.2,
+              "distractor_prob": 0.3}
+    sr, ratios = 16000, []
+    for index in range(8):
+        clip = make_clip(index, params)
+        parts = mixture_parts(index, params)
+        rng = np.random.default_rng([11, index, MIXTURE_STREAM])
+        obj0 = clip["audio_parts"]["object"].astype(np.float64)
+        obj = obj0 * world.intermittent_gate(len(obj0), sr, rng)
+        off = [c for c in world.CLASSES if c not in {o["class"] for o in clip["objects"]}]
+        name = off[int(rng.integers(0, len(off)))]
+        other = world.class_sound(name, 1.5, sr, rng).astype(np.float64)
+        snr = rng.uniform(-5, 5)
+        other = other * np.sqrt(np.mean(obj0 ** 2) / np.mean(other ** 2) / 10 ** (snr / 10))
+        other = other * world.intermittent_gate(len(obj0), sr, rng)
+        noise = clip["audio_parts"]["noise"].astype(np.float64)
+        scale = min(1.0, 0.95 / np.abs(obj + noise + other).max())
+        assert parts["distractor_name"] == name and name not in [o["class"] for o in clip["objects"]]
+        assert parts["snr_db"] == pytest.approx(snr, abs=1e-3)
+        np.testing.assert_allclose(parts["object"], obj * scale, atol=1e-6)
+        np.testing.assert_allclose(parts["distractor"], other * scale, atol=1e-6)
+        np.testing.assert_allclose(parts["noise"], noise * scale, atol=1e-6)
+        mix = world.mix_parts(parts)
+        assert np.abs(mix).max() <= 0.95 + 1e-6
+        np.testing.assert_allclose(mix, parts["object"] + parts["noise"] + parts["distractor"], atol=1e-6)  # unclipped
+        ratios.append(snr)
+    assert min(ratios) >= -5 and max(ratios) <= 5 and max(ratios) - min(ratios) > 3
+
+
+def test_mixture_truth_leaves_the_distractor_out():
+    """On the split's parts: the mask holds no bin where the distractor is at least as loud as the
+    object, no frame where the object's gate silences it is active, and the mask is what
+    object_tf_mask gives (slow check on a few frames)."""
+    from avlegrad.data.synthetic import make_clip, mixture_parts
+
+    fe = LogMel(16000, n_fft=512, hop_length=160, n_mels=64)
+    params = {"version": 3, "num_clips": 6, "seed": 4, "size": 64, "duration": 2.0, "fps": 10, "sample_rate": 16000,
+              "classes": list(world.CLASSES), "object_counts": [0.1, 0.3, 0.6], "center_spread": 0.2,
+              "distractor_prob": 0.3}
+    silent_frames = 0
+    for index in range(6):
+        parts = mixture_parts(index, params)
+        mask, active = world.object_tf_mask(parts, fe)
+        assert mask.shape == (64, 201)
+        p_obj = fe.mel(torch.from_numpy(parts["object"])[None])[0].double().numpy()
+        p_dist = fe.mel(torch.from_numpy(parts["distractor"])[None])[0].double().numpy()
+        p_rest = fe.mel(torch.from_numpy(parts["distractor"] + parts["noise"])[None])[0].double().numpy()
+        assert not mask[p_rest >= p_obj].any()  # the rest's bins are never the object's
+        # nor the distractor's (a 3 dB margin: the noise may cancel a little of it in a bin)
+        assert not mask[p_dist >= 2 * p_obj].any()
+        assert mask.any() and (p_dist > 2 * p_obj).any()
+        # frames whose whole analysis window the object's gate silences are inactive
+        obj = np.pad(parts["object"], 256)  # the front-end centres its 512-sample windows
+        for t in range(201):
+            if not np.any(obj[t * 160:t * 160 + 512]):
+                silent_frames += 1
+                assert not active[t]
+        # the clip's own object sound, silenced in the gate's pauses: the same sound where it plays
+        clip_obj = make_clip(index, params)["audio_parts"]["object"]
+        playing = np.abs(parts["object"]) > 0
+        ratio = parts["object"][playing] / clip_obj[playing]
+        assert ratio.max() <= 1 + 1e-5 and ratio.min() >= 0
+    assert silent_frames > 50  # the object pauses
+
+
+def test_audio_mixture_split_written_once_and_deterministic(tmp_path):
+    import json
+
+    from avlegrad.data.media import load_audio
+    from avlegrad.data.synthetic import (MIXTURE_DIR, audio_truth, ensure_audio_mixture, generate_synthetic,
+                                         mixture_parts)
+
+    roots = [generate_synthetic(tmp_path / name, num_clips=3, seed=5, size=64, duration=1.0) for name in "ab"]
+    videos = {p.name: p.read_bytes() for p in (roots[0] / "videos").iterdir()}
+    manifest = (roots[0] / "synthetic.json").read_text()
+    for root in roots:
+        assert ensure_audio_mixture(root) == root
+    # the standard clips are untouched; both folders hold the same split, byte for byte
+    assert {p.name: p.read_bytes() for p in (roots[0] / "videos").iterdir()} == videos
+    assert (roots[0] / "synthetic.json").read_text() == manifest
+    params = json.loads(manifest)["params"]
+    stamp = json.loads((roots[0] / f"{MIXTURE_DIR}.json").read_text())
+    fe = LogMel(16000, n_fft=512, hop_length=160, n_mels=64)
+    truth = audio_truth(roots[0], list(stamp["clips"]), fe, split="audio-mixture")
+    for index, clip_id in enumerate(json.loads(manifest)["clips"]):
+        wav = roots[0] / MIXTURE_DIR / f"{clip_id}.wav"
+        assert wav.read_bytes() == (roots[1] / MIXTURE_DIR / f"{clip_id}.wav").read_bytes()
+        parts = mixture_parts(index, params)
+        audio, sr = load_audio(wav)
+        assert sr == 16000
+        np.testing.assert_allclose(audio, world.mix_parts(parts), atol=1 / 32768 + 1e-6)  # 16-bit
+        assert stamp["clips"][clip_id] == {"distractor": parts["distractor_name"], "snr_db": parts["snr_db"]}
+        expect = world.object_tf_mask(parts, fe)
+        np.testing.assert_array_equal(truth[clip_id][0], expect[0])
+        np.testing.assert_array_equal(truth[clip_id][1], expect[1])
+    # once: a second call rewrites nothing; a missing file is rewritten
+    mtimes = {p: p.stat().st_mtime_ns for p in (roots[0] / MIXTURE_DIR).iterdir()}
+    ensure_audio_mixture(roots[0])
+    assert {p: p.stat().st_mtime_ns for p in (roots[0] / MIXTURE_DIR).iterdir()} == mtimes
+    first = next(iter(mtimes))
+    first.unlink()
+    ensure_audio_mixture(roots[0])
+    assert first.is_file()
+    with pytest.raises(ValueError, match="unknown audio split 'mix'"):
+        audio_truth(roots[0], list(stamp["clips"]), fe, split="mix")
+    assert "audio_mixture" not in params  # the standard sets' parameters are unchanged
+    # a set whose clips carry the split's sound in the mp4 itself (training data): same pictures
+    mixed = generate_synthetic(tmp_path / "m", num_clips=3, seed=5, size=64, duration=1.0, audio_mixture=True)
+    m_manifest = json.loads((mixed / "synthetic.json").read_text())
+    assert m_manifest["params"] == {**params, "audio_mixture": True}
+    assert m_manifest["clips"] == json.loads(manifest)["clips"]
+    own = audio_truth(mixed, m_manifest["clips"], fe)  # its own sound's truth is the split's
+    for index, clip_id in enumerate(m_manifest["clips"]):
+        np.testing.assert_array_equal(own[clip_id][0], truth[clip_id][0])
+        assert m_manifest["scenes"][index]["distractor"] == stamp["clips"][clip_id]["distractor"]
+        decoded, _ = load_audio(mixed / "videos" / f"{clip_id}.mp4", 16000)
+        ref, _ = load_audio(roots[0] / MIXTURE_DIR / f"{clip_id}.wav")
+        n = min(len(decoded), len(ref))
+        assert np.corrcoef(decoded[:n], ref[:n])[0, 1] > 0.98  # AAC: lossy, sample-aligned

@@ -64,6 +64,10 @@ def make_clip(index: int, params: dict) -> dict:
                              center_spread=params["center_spread"])
     parts = world.scene_audio_parts(scene, params["duration"], params["sample_rate"], rng, params["classes"],
                                     distractor_prob=params["distractor_prob"])
+    if params.get("audio_mixture"):  # a set of mixtures (training data): the split's sound, its own draws
+        parts = world.mixture_audio_parts(parts, scene.names, params["duration"], params["sample_rate"],
+                                          np.random.default_rng([params["seed"], index, MIXTURE_STREAM]),
+                                          params["classes"])
     audio, distractor = world.mix_parts(parts), parts["distractor_name"]
     sounding = scene.sounding_object
     order = rng.permutation(len(scene.objects))  # the caption's order of the objects
@@ -97,13 +101,16 @@ def _is_complete(root: Path, manifest: dict | None, params: dict) -> bool:
 def generate_synthetic(root, num_clips: int = 32, seed: int = 0, size: int = 160,
                        duration: float = 3.0, fps: int = 10, sample_rate: int = 16000,
                        classes=tuple(CLASSES), object_counts=OBJECT_COUNTS,
-                       center_spread: float | None = CENTER_SPREAD, distractor_prob: float = 0.3) -> Path:
+                       center_spread: float | None = CENTER_SPREAD, distractor_prob: float = 0.3,
+                       audio_mixture: bool = False) -> Path:
     """Write the synthetic benchmark under ``root`` (see the module docstring); returns root.
 
     ``classes``: names from :data:`CLASSES` the scenes draw from; ``object_counts``: relative
     frequencies of pictures with 1, 2, ... objects; ``center_spread``: standard deviation of the
     sounding object's centre about the picture's (share of the side; None: anywhere);
-    ``distractor_prob``: share of clips with a quieter off-screen sound.
+    ``distractor_prob``: share of clips with a quieter off-screen sound; ``audio_mixture``: every
+    clip's sound is that of the audio-mixture split (:func:`ensure_audio_mixture`) instead, in the
+    mp4 itself: training data for an encoder that must ignore off-screen sounds.
     Does nothing when root already holds a complete set made with the same parameters.
     """
     root = Path(root).expanduser()
@@ -119,6 +126,8 @@ def generate_synthetic(root, num_clips: int = 32, seed: int = 0, size: int = 160
               "sample_rate": int(sample_rate), "classes": classes, "object_counts": counts,
               "center_spread": center_spread,
               "distractor_prob": float(distractor_prob)}
+    if audio_mixture:  # only then: the parameters (and so the manifests) of every other set are unchanged
+        params["audio_mixture"] = True
     old = _read_manifest(root)
     if _is_complete(root, old, params):
         return root
@@ -177,7 +186,8 @@ def ensure_synthetic(root) -> Path:
     if manifest.get("generator") == "avlegrad.data.synthetic" and params.get("version") != GENERATOR_VERSION:
         log.warning("%s was made by version %s of the synthetic generator; "
                     "regenerating it with version %d", root, params.get("version"), GENERATOR_VERSION)
-        kept = ("num_clips", "seed", "size", "duration", "fps", "sample_rate", "classes", "distractor_prob")
+        kept = ("num_clips", "seed", "size", "duration", "fps", "sample_rate", "classes", "distractor_prob",
+                "audio_mixture")
         settings = {k: params[k] for k in kept if k in params}
         if params.get("max_objects", world.MAX_OBJECTS) != world.MAX_OBJECTS:  # versions 1-2: 1..max_objects
             settings["object_counts"] = [1.0] * int(params["max_objects"])
@@ -186,14 +196,18 @@ def ensure_synthetic(root) -> Path:
 
 
 
-def audio_truth(root, clip_ids, frontend) -> dict:
+def audio_truth(root, clip_ids, frontend, split: str = "test") -> dict:
     """The sounding object's time-frequency mask and per-frame activity of clips of a synthetic set.
 
     The clips are regenerated from the set's manifest (seed, index: the same draws that wrote
     them) and their parts (object, noise, distractor) scored by :func:`world.object_tf_mask` on
-    ``frontend``'s grid (a ``LogMel``: the encoder's own). Returns ``{clip_id: (mask [n_mels,
-    frames] bool, active [frames] bool)}``; an id not in the set raises ``ValueError`` naming it.
+    ``frontend``'s grid (a ``LogMel``: the encoder's own). ``split``: ``test`` (the clips' own
+    sound) or ``audio-mixture`` (the sound of :func:`ensure_audio_mixture`). Returns ``{clip_id:
+    (mask [n_mels, frames] bool, active [frames] bool)}``; an id not in the set raises
+    ``ValueError`` naming it.
     """
+    if split not in ("test", MIXTURE_SPLIT):
+        raise ValueError(f"unknown audio split {split!r}; choose test or {MIXTURE_SPLIT}")
     root = Path(root).expanduser()
     manifest = _read_manifest(root)
     if manifest is None or manifest.get("generator") != "avlegrad.data.synthetic":
@@ -211,9 +225,69 @@ def audio_truth(root, clip_ids, frontend) -> dict:
     for clip_id in clip_ids:
         if clip_id not in index:
             raise ValueError(f"clip {clip_id!r} is not in the synthetic set at {root}")
-        clip = make_clip(index[clip_id], params)
-        out[clip_id] = world.object_tf_mask(clip["audio_parts"], frontend)
+        if split == MIXTURE_SPLIT:
+            parts = mixture_parts(index[clip_id], params)
+        else:
+            parts = make_clip(index[clip_id], params)["audio_parts"]
+        out[clip_id] = world.object_tf_mask(parts, frontend)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# The audio-mixture split: which part of the sound does the picture show?
+# --------------------------------------------------------------------------------------------
+MIXTURE_SPLIT = "audio-mixture"
+MIXTURE_VERSION = 1
+MIXTURE_DIR = "audio_mixture"  # <root>/audio_mixture/<clip>.wav, and <root>/audio_mixture.json
+MIXTURE_STREAM = 7727  # the split's draws: numpy.random.default_rng([seed, clip index, MIXTURE_STREAM])
+
+
+def mixture_parts(index: int, params: dict) -> dict:
+    """The parts of clip ``index``'s sound in the audio-mixture split (see :func:`ensure_audio_mixture`)."""
+    return make_clip(index, {**params, "audio_mixture": True})["audio_parts"]
+
+
+def ensure_audio_mixture(root) -> Path:
+    """Write the audio-mixture split beside the synthetic clips of ``root`` (generated first when
+    missing), once; returns root.
+
+    Each clip keeps its picture, its sounding object's sound and its background noise, but the
+    object now sounds in spans (:func:`world.intermittent_gate`) and an off-screen class sounds
+    in spans of its own at a comparable loudness (object-to-distractor ratio uniform in
+    ``world.MIXTURE_SNR_DB``; :func:`world.mixture_audio_parts`), replacing the clip's quieter
+    distractor: the object is no longer simply the loudest sound, so the spectrogram's loudness
+    does not tell where and when it sounds. The draws come from ``default_rng([seed, index,
+    MIXTURE_STREAM])``, apart from the clip's own: the standard clips are untouched.
+    Files: ``audio_mixture/<clip>.wav`` (16-bit) and ``audio_mixture.json`` (the settings and,
+    per clip, the distractor's class and the ratio in dB). The ground truth comes from the
+    parts, as for the standard clips: ``audio_truth(root, ids, frontend, split="audio-mixture")``.
+    """
+    from .media import write_audio
+
+    root = ensure_synthetic(root)
+    manifest = _read_manifest(root)
+    if manifest is None or "scenes" not in manifest:
+        raise ValueError(f"{root} holds no synthetic manifest ({MANIFEST}) with scenes: the {MIXTURE_SPLIT} "
+                         f"split is made from the generator's clips (generate_synthetic)")
+    params = manifest["params"]
+    stamp_file = root / f"{MIXTURE_DIR}.json"
+    settings = {"version": MIXTURE_VERSION, "stream": MIXTURE_STREAM, "snr_db": list(world.MIXTURE_SNR_DB),
+                "on_s": list(world.MIXTURE_ON_S), "off_s": list(world.MIXTURE_OFF_S), "params": params}
+    try:
+        old = json.loads(stamp_file.read_text())
+        if old.get("settings") == settings and old.get("clips", {}).keys() == set(manifest["clips"]) and all(
+                (root / MIXTURE_DIR / f"{c}.wav").is_file() for c in manifest["clips"]):
+            return root
+    except (OSError, ValueError, AttributeError):
+        pass
+    stamp_file.unlink(missing_ok=True)
+    clips = {}
+    for index, clip_id in enumerate(manifest["clips"]):
+        parts = mixture_parts(index, params)
+        write_audio(root / MIXTURE_DIR / f"{clip_id}.wav", world.mix_parts(parts), params["sample_rate"])
+        clips[clip_id] = {"distractor": parts["distractor_name"], "snr_db": parts["snr_db"]}
+    _write_text(stamp_file, json.dumps({"split": MIXTURE_SPLIT, "settings": settings, "clips": clips}, indent=1))
+    return root
 
 
 # --------------------------------------------------------------------------------------------

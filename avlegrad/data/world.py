@@ -419,6 +419,68 @@ def scene_audio(scene: Scene, duration: float, sample_rate: int, rng: np.random.
 
 
 # --------------------------------------------------------------------------------------------
+# The audio-mixture split: a second sound at comparable loudness, both intermittent
+# --------------------------------------------------------------------------------------------
+MIXTURE_SNR_DB = (-5.0, 5.0)  # object-to-distractor ratio of the class sounds' mean powers, dB
+MIXTURE_ON_S = (0.25, 0.6)  # each source (object, distractor) sounds for this long ...
+MIXTURE_OFF_S = (0.2, 0.5)  # ... then pauses for this long (seconds, uniform), independently
+MIXTURE_RAMP_S = 0.02  # linear fades at each on/off switch: no clicks
+MIXTURE_PEAK = 0.95  # the mix is scaled (every part alike) to peak at most here: nothing is clipped
+
+
+def intermittent_gate(num_samples: int, sample_rate: int, rng: np.random.Generator,
+                      on_s=MIXTURE_ON_S, off_s=MIXTURE_OFF_S) -> np.ndarray:
+    """A gain in [0, 1] that switches a source on and off: spans of ``on_s`` seconds on, ``off_s``
+    off (each uniform in its range), starting in either state part-way into a span, with linear
+    ``MIXTURE_RAMP_S`` fades (float64 ``[num_samples]``)."""
+    gate = np.zeros(num_samples)
+    on = bool(rng.random() < 0.5)
+    pos = -int(rng.uniform(0, on_s[1] if on else off_s[1]) * sample_rate)  # enter mid-span
+    ramp = max(1, int(MIXTURE_RAMP_S * sample_rate))
+    while pos < num_samples:
+        length = int(rng.uniform(*(on_s if on else off_s)) * sample_rate)
+        lo, hi = max(pos, 0), min(pos + length, num_samples)
+        if on and lo < hi:
+            k = np.arange(lo, hi) - pos
+            gate[lo:hi] = np.minimum(1.0, np.minimum(k + 1, length - k) / ramp)
+        pos += length
+        on = not on
+    return gate
+
+
+def mixture_audio_parts(parts: dict, scene_names, duration: float, sample_rate: int, rng: np.random.Generator,
+                        classes=tuple(CLASSES), snr_db=MIXTURE_SNR_DB) -> dict:
+    """A clip's parts for the audio-mixture split: the clip's own object sound and background
+    noise (``parts`` from :func:`scene_audio_parts`; its distractor is dropped) with the object
+    switched on and off by :func:`intermittent_gate`, plus an off-screen class (not among
+    ``scene_names``) switched by its own gate (same statistics, independent draws), at an
+    object-to-distractor ratio drawn uniformly in ``snr_db`` (the two class sounds' mean powers,
+    before gating). The object is then not simply the loudest sound: loudness alone cannot tell
+    its spans and bands from the distractor's. Every part is scaled alike so that the mix peaks
+    at most ``MIXTURE_PEAK``. Returns the same keys as :func:`scene_audio_parts` plus ``"snr_db"``;
+    all draws from ``rng``.
+    """
+    off_screen = [c for c in classes if c not in scene_names]
+    if not off_screen:
+        raise ValueError(f"the scene holds every class of {list(classes)}: no off-screen class for the distractor")
+    n = len(parts["object"])
+    obj = parts["object"].astype(np.float64) * intermittent_gate(n, sample_rate, rng)
+    name = off_screen[int(rng.integers(0, len(off_screen)))]
+    other = class_sound(name, duration, sample_rate, rng).astype(np.float64)
+    snr = float(rng.uniform(*snr_db))
+    # the two class sounds' mean powers before gating (a rhythm's own pauses count, as in its class)
+    gain = np.sqrt(np.mean(parts["object"].astype(np.float64) ** 2) / max(np.mean(other ** 2), 1e-20)
+                   / 10 ** (snr / 10))
+    other = other * gain * intermittent_gate(n, sample_rate, rng)
+    noise = parts["noise"].astype(np.float64)
+    peak = np.abs(obj + noise + other).max()
+    scale = min(1.0, MIXTURE_PEAK / peak) if peak > 0 else 1.0
+    return {"object": (obj * scale).astype(np.float32), "noise": (noise * scale).astype(np.float32),
+            "distractor": (other * scale).astype(np.float32), "distractor_name": name,
+            "snr_db": round(snr, 3)}
+
+
+# --------------------------------------------------------------------------------------------
 # The sound's ground truth: when and at which frequencies the sounding object is heard
 # --------------------------------------------------------------------------------------------
 TF_FLOOR_DB = 40.0  # T-F bins more than this below the object's loudest bin are not the object's

@@ -10,6 +10,11 @@ scored against the sounding object's time-frequency mask and its per-frame activ
 ``time_auc``. Beside it: the same explainer on the untrained encoder (the config's
 initialisation) and the loudness prior (the log-mel itself, min-max normalised).
 
+``--split audio-mixture`` (:func:`avlegrad.data.synthetic.ensure_audio_mixture`): the same clips'
+pictures, with the object sounding in spans and an off-screen class sounding in spans of its own at
+a comparable loudness (-5..+5 dB), so that the spectrogram's loudness no longer tells the object's
+bins and frames; the ground truth comes from the separated parts as for the standard clips.
+
 Output (``--out``): ``summary.json`` (means per method, N, skipped clips and why) and
 ``clips.jsonl`` (per clip: class, distractor, each method's scores), written atomically; the
 table is printed. A run takes seconds, so it is recomputed rather than resumed.
@@ -34,29 +39,35 @@ METRICS = ("tf_energy", "time_auc")
 
 
 def untrained_like(config) -> torch.nn.Module:
-    """The encoder of a ``train.py`` config at its initialisation (what a run starts from)."""
+    """The encoder of a ``train.py`` config at its initialisation (what a run starts from).
+    ``config``: a YAML file, or the resolved config a ``train.py`` checkpoint stores."""
     from ..train import build_encoder, load_config
 
-    cfg = load_config(config)
+    cfg = config if isinstance(config, dict) else load_config(config)
     torch.manual_seed(int(cfg["seed"]))  # as the trainer does before building the encoder
     return build_encoder(cfg, int(cfg["clip"]["model_cfg"]["embed_dim"]), "cpu").eval()
 
 
 def evaluate_audio_side(root, encoders: dict, clip_model, preprocess_cfg: dict, *, limit: int | None = None,
-                        layer_index: int = -2, out=None, progress: bool = True) -> dict:
+                        layer_index: int = -2, out=None, progress: bool = True, split: str = "test") -> dict:
     """Score audio-side LeGrad maps on a synthetic set; returns the summary (also written under ``out``).
 
     ``encoders``: ``{name: audio encoder}`` (each a ViT the audio explainer supports, all on the
-    same log-mel front-end); ``clip_model``: the image tower whose frame embeddings are the targets.
+    same log-mel front-end); ``clip_model``: the image tower whose frame embeddings are the targets;
+    ``split``: ``test`` (the clips' own sound) or ``audio-mixture`` (see the module docstring).
     """
     from tqdm import tqdm
 
     from ..data.datasets import create_dataset
-    from ..data.synthetic import audio_truth, ensure_synthetic
+    from ..data.media import load_audio
+    from ..data.synthetic import MIXTURE_DIR, MIXTURE_SPLIT, audio_truth, ensure_audio_mixture, ensure_synthetic
     from ..explain.audio import AudioLeGrad
     from ..models import image_tensor
 
-    root = ensure_synthetic(root)
+    if split not in ("test", MIXTURE_SPLIT):
+        raise ValueError(f"--explain audio: unknown split {split!r} of the synthetic set; choose test (the clips' "
+                         f"own sound) or {MIXTURE_SPLIT}")
+    root = ensure_audio_mixture(root) if split == MIXTURE_SPLIT else ensure_synthetic(root)
     names = list(encoders)
     first = encoders[names[0]]
     frontend = first.frontend
@@ -68,6 +79,9 @@ def evaluate_audio_side(root, encoders: dict, clip_model, preprocess_cfg: dict, 
     explainers = {name: AudioLeGrad(enc, layer_index=layer_index) for name, enc in encoders.items()}
     dataset = create_dataset("synthetic", root, sample_rate=first.sample_rate, limit=limit)
     scenes = {s["file"]: s for s in json.loads((Path(root) / "synthetic.json").read_text()).get("scenes", [])}
+    if split == MIXTURE_SPLIT:  # the distractor is the split's own
+        mixture = json.loads((Path(root) / f"{MIXTURE_DIR}.json").read_text())["clips"]
+        scenes = {c: dict(scenes.get(c, {}), **m) for c, m in mixture.items()}
     rows, skipped = [], []
     device = next(clip_model.parameters()).device
     items = range(len(dataset))
@@ -76,12 +90,19 @@ def evaluate_audio_side(root, encoders: dict, clip_model, preprocess_cfg: dict, 
         if not hasattr(item, "waveform"):  # a SkippedClip
             skipped.append({"clip": item.clip_id, "reason": item.reason})
             continue
-        problem = first.check_waveform(item.waveform)
+        waveform = item.waveform
+        if split == MIXTURE_SPLIT:  # the picture is the clip's, the sound the split's
+            try:
+                waveform, _ = load_audio(Path(root) / MIXTURE_DIR / f"{item.clip_id}.wav", first.sample_rate)
+            except (OSError, ValueError, RuntimeError) as e:
+                skipped.append({"clip": item.clip_id, "reason": str(e)})
+                continue
+        problem = first.check_waveform(waveform)
         if problem:
             skipped.append({"clip": item.clip_id, "reason": problem})
             continue
-        mask, active = audio_truth(root, [item.clip_id], frontend)[item.clip_id]
-        wave = torch.from_numpy(np.ascontiguousarray(item.waveform))[None]
+        mask, active = audio_truth(root, [item.clip_id], frontend, split=split)[item.clip_id]
+        wave = torch.from_numpy(np.ascontiguousarray(waveform))[None]
         with torch.no_grad():
             image = image_tensor(item.frame, preprocess_cfg)[None].to(device)
             target = clip_model.encode_image(image).float().cpu()
@@ -92,12 +113,14 @@ def evaluate_audio_side(root, encoders: dict, clip_model, preprocess_cfg: dict, 
         maps = {name: ex.explain_waveforms(wave, target).maps[0].numpy() for name, ex in explainers.items()}
         maps["loudness prior"] = loudness_prior(log_mel)
         row = {"clip": item.clip_id, "class": item.label, "distractor": scenes.get(item.clip_id, {}).get("distractor"),
+               **({"snr_db": scenes.get(item.clip_id, {}).get("snr_db")} if split == MIXTURE_SPLIT else {}),
                "mask_share": round(float(mask.mean()), 4), "active_share": round(float(active.mean()), 4)}
         for name, m in maps.items():
             row[name] = {"tf_energy": tf_energy(m, mask), "time_auc": time_auc(relevance_curve(m), active)}
         rows.append(row)
     methods = names + ["loudness prior"]
-    summary = {"dataset": "synthetic", "root": str(root), "explain": "audio", "layer_index": layer_index,
+    summary = {"dataset": "synthetic", "root": str(root), "split": split, "explain": "audio",
+               "layer_index": layer_index,
                "n": len(rows), "methods": {}, "skipped": skipped,
                "mask_share": float(np.mean([r["mask_share"] for r in rows])) if rows else None}
     def means(subset):
@@ -113,7 +136,8 @@ def evaluate_audio_side(root, encoders: dict, clip_model, preprocess_cfg: dict, 
 
     summary["methods"] = means(rows)
     # the clips with an off-screen distractor: loudness alone no longer tells the object's bins
-    with_distractor = [r for r in rows if r["distractor"]]
+    # (every clip of the audio-mixture split: the subset would repeat the table)
+    with_distractor = [r for r in rows if r["distractor"]] if split != MIXTURE_SPLIT else []
     summary["n_with_distractor"] = len(with_distractor)
     summary["methods_with_distractor"] = means(with_distractor)
     # the summary keys the issue names: the first (trained) encoder's figures
@@ -133,9 +157,13 @@ def format_audio_table(summary: dict) -> str:
     def pct(v):
         return f"{100 * v:8.2f}" if v is not None else "     n/a"
 
-    lines = [f"{'method':34s} {'N':>5s} {'tf_energy':>9s} {'N(time)':>8s} {'time_auc':>9s}"]
+    lines = [f"synthetic ({summary.get('split', 'test')}), audio side: {summary['n']} clips scored, "
+             f"{len(summary.get('skipped', []))} skipped",
+             f"{'method':34s} {'N':>5s} {'tf_energy':>9s} {'N(time)':>8s} {'time_auc':>9s}"]
     for key, n, suffix in (("methods", summary["n"], ""),
                            ("methods_with_distractor", summary.get("n_with_distractor", 0), " (distractor)")):
+        if not n:
+            continue
         for name, entry in summary.get(key, {}).items():
             lines.append(f"{name + suffix:34s} {n:5d} {pct(entry['tf_energy']):>9s} {entry['n_time_auc']:8d} "
                          f"{pct(entry['time_auc']):>9s}")
@@ -147,7 +175,8 @@ def format_audio_table(summary: dict) -> str:
 
 def run_from_eval(opts, encoder_path=None) -> dict:
     """``eval.py --explain audio``: the world's audio ViT (shipped, or ``--audio-encoder``), trained
-    and untrained, with the world CLIP, on ``opts.root`` (default ``datasets/synthetic``)."""
+    and untrained, with the world CLIP, on ``opts.root`` (default ``datasets/synthetic``), split
+    ``opts.split`` (``test``: the clips' own sound; ``audio-mixture``)."""
     from ..audio import create_audio_encoder
     from ..world_clip import WORLD_CHECKPOINTS, load_world_models
 
@@ -159,15 +188,20 @@ def run_from_eval(opts, encoder_path=None) -> dict:
         raise ValueError(f"{path}: no audio ViT checkpoint (train one with configs/world_audio_vit.yaml and "
                          f"package it with scripts/package_world_audio.py)")
     clip_model, preprocess_cfg, _ = load_world_models()
+    from ..audio.factory import load_checkpoint_file
+
     trained = create_audio_encoder(str(path)).eval()
-    config = Path(__file__).resolve().parents[2] / AUDIO_VIT_CONFIG
+    # the control: the trained encoder's own config at its initialisation (stored by train.py), else
+    # the shipped ViT's config
+    config = load_checkpoint_file(path).get("config") or Path(__file__).resolve().parents[2] / AUDIO_VIT_CONFIG
     encoders = {"LeGrad, trained": trained}
-    if config.is_file():
+    if isinstance(config, dict) or config.is_file():
         encoders["LeGrad, untrained"] = untrained_like(config)
     root = opts.root or str(Path("datasets") / "synthetic")
-    out = opts.out or str(Path("outputs") / "synthetic-audio")
+    split = getattr(opts, "split", "test")
+    out = opts.out or str(Path("outputs") / ("synthetic-audio" if split == "test" else f"synthetic-{split}"))
     summary = evaluate_audio_side(root, encoders, clip_model, preprocess_cfg, limit=opts.limit,
-                                  layer_index=opts.layer_index, out=out)
+                                  layer_index=opts.layer_index, out=out, split=split)
     print(format_audio_table(summary))
     print(f"results in {out}")
     return summary
