@@ -1,7 +1,6 @@
 """The synthetic benchmark: real mp4s, the exact vggss.json format, determinism, idempotence."""
 import json
 import re
-import time
 
 import av
 import numpy as np
@@ -113,11 +112,8 @@ def test_bad_parameters(tmp_path):
 
 
 def test_create_dataset_generates_defaults(tmp_path):
-    start = time.perf_counter()
     ds = create_dataset("synthetic", tmp_path / "new")
-    elapsed = time.perf_counter() - start
     assert len(ds) == 32 and ds.name == "synthetic"
-    assert elapsed < 30  # a few seconds on 2 cores; generous for a shared machine
     record = ds[0]
     assert isinstance(record, ClipRecord) and record.box_format == "vggss" and record.label in CLASSES
     assert record.frame.shape == (160, 160, 3) and len(record.waveform) == pytest.approx(48000, abs=1100)
