@@ -65,7 +65,7 @@ def evaluate_audio_side(root, encoders: dict, clip_model, preprocess_cfg: dict, 
     from ..models import image_tensor
 
     if split not in ("test", MIXTURE_SPLIT):
-        raise ValueError(f"--explain audio: unknown split {split!r} of the synthetic set; choose test (the clips' "
+        raise ValueError(f"`explain=audio`: unknown `split` {split!r} of the synthetic set; choose test (the clips' "
                          f"own sound) or {MIXTURE_SPLIT}")
     root = ensure_audio_mixture(root) if split == MIXTURE_SPLIT else ensure_synthetic(root)
     names = list(encoders)
