@@ -491,6 +491,9 @@ class ContactSheet:
 
 
 # ----------------------------------------------------------------------------- the localizer
+AUDIO_MAP_NEEDS_SOUND = ("`audio_map` explains each frame's sound against the frame: it needs an audio encoder "
+                         "(`audio_encoder`), not a text target")
+
 @dataclass
 class VideoResult:
     input: Path
@@ -568,8 +571,7 @@ class Localizer:
             raise ValueError("`strip_seconds` sets the span of the `audio_map` strip: add `audio_map`")
         if audio_map:
             if encoder is None:
-                raise ValueError("`audio_map` explains each frame's sound against the frame: it needs an audio "
-                                 "encoder (`audio_encoder`), not a text target")
+                raise ValueError(AUDIO_MAP_NEEDS_SOUND)
             self.audio_explainer = audio_side_explainer(encoder, layer_index)
             self.strip_seconds = float(strip_seconds) if strip_seconds is not None else 2 * self.window
             if not self.strip_seconds > 0:
@@ -593,6 +595,8 @@ class Localizer:
         if (audio_encoder is None) == (target_text is None):
             raise ValueError("give `audio_encoder` (a name or checkpoint: localize the sound) or `target_text` "
                              "(a prompt: localize it in every frame), not both nor neither")
+        if kwargs.get("audio_map") and target_text is not None:  # said before any weights load (or fail to)
+            raise ValueError(AUDIO_MAP_NEEDS_SOUND)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         clip, cfg, model, _, encoder = load_pair(audio_encoder, model, pretrained, device=device)
         if kwargs.get("audio_map") and encoder is not None:  # refused naming the encoder as the user did

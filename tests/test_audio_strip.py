@@ -246,7 +246,14 @@ def test_audio_map_refusals(tmp_path, caplog):
     assert len(line) == 1 and "\n" not in line[0]
     assert "checkpoints/world/audio.pt" in line[0] and "ResNet" in line[0] and "ImageBind" in line[0]
     assert not (tmp_path / "o").exists()
-    # a text target: nothing to explain on the audio side
+    # a text target: nothing to explain on the audio side, said before any weights load (offline,
+    # ViT-B-16's openai weights would fail first with a long download error)
+    caplog.clear()
+    code = localize.main([str(path), "-o", str(tmp_path / "o"), "--quiet", "--target-text", "a dog", "--audio-map"])
+    line = [r.getMessage() for r in caplog.records]
+    assert code == 2 and len(line) == 1 and "\n" not in line[0]
+    assert "--audio-map" in line[0] and "--audio-encoder" in line[0] and "not a text target" in line[0]
+    assert "weights" not in line[0]
     with pytest.raises(ValueError, match="needs an audio encoder"):
         localize.Localizer(make_tiny_clip(), {"size": 32}, text_embedding=torch.ones(32), audio_map=True)
     clip, enc = tiny_pair()
