@@ -223,15 +223,29 @@ def test_heatmap_video_with_the_strip(vit_checkpoint, tmp_path, monkeypatch):
         assert (w[63:, x] == 255).all()
         colour = (np.abs(w[63:].astype(int) - w[63:, :, :1]) > 8).any(-1)
         assert colour[:, x - 20:x + 20].mean() > 0.5  # the window's (0.5 s of the 1 s strip) around the playhead
-    # the contact sheet is made of these frames, strips included
+    # the contact sheet is made of these frames, strips included, and says what they show under them
     sheet = localize.ContactSheet()
     for i, w in enumerate(written):
         sheet.add(i, i / 10, w)
+    grid = sheet.render()
     import cv2
 
+    from avlegrad.visualize import colorize
+
     saved = cv2.cvtColor(cv2.imread(str(out / "box_legrad_sheet.png")), cv2.COLOR_BGR2RGB)
-    np.testing.assert_array_equal(saved, sheet.render())
-    assert saved.shape[0] > 2 * 240 * 128 / 98  # two rows of thumbnails as tall as frame + strip
+    np.testing.assert_array_equal(saved[:grid.shape[0]], grid)
+    assert grid.shape[0] > 2 * 240 * 128 / 98  # two rows of thumbnails as tall as frame + strip
+    footer = saved[grid.shape[0]:]
+    lines = 3  # the frames' map; the strip and its playhead; the window's audio-side map
+    assert footer.shape[0] == 4 + 10 + 4 + lines * localize.ContactSheet.LINE + 4
+    bar = colorize(np.tile(np.linspace(0, 1, 160), (10, 1)), "jet")  # the colour bar: the default colormap, low to high
+    np.testing.assert_array_equal(footer[4:14, 44:204], bar)
+    legend = localize.Localizer.from_names(str(vit_checkpoint), window=0.5, stride=3, audio_map=True).sheet_legend()
+    assert len(legend) == lines and "0.50 s" in legend[0] and "one frame in 3" in legend[0]
+    assert "1.00 s" in legend[1] and "white line" in legend[1] and "audio-side LeGrad" in legend[2]
+    ink = (footer[18:] < 128).all(-1)  # dark text pixels, a band per line
+    for k in range(lines):
+        assert ink[k * localize.ContactSheet.LINE:(k + 1) * localize.ContactSheet.LINE].any()
 
 
 def test_audio_map_refusals(tmp_path, caplog):
