@@ -104,7 +104,8 @@ class EvaViT(TimmViT):
                                                                  dtype=p.dtype)).shape[-1]
         elif pool is not None and trunk.num_classes:
             # timm's Perception Encoder (vit_pe_core_*) keeps its CLIP projection as the attention-pooled
-            # model's `head` (num_classes = the CLIP width): targets live after it, as for open_clip's
+            # model's `head` (timm eva.py `_convert_pe`: `proj` -> `head.weight`, zero bias; num_classes =
+            # the CLIP width): targets live after it, as for open_clip's
             # PE-Core tower; pooled models take no class indices (as before)
             self.embedding_head = trunk.head
             self.embed_dim = trunk.num_classes
