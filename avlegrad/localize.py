@@ -716,12 +716,21 @@ class Localizer:
         :class:`~avlegrad.explain.audio.AudioMaps` of the window with the batch axis removed
         (``maps [F, Tw]`` in [0, 1], ``curve [Tw]``, ``times [Tw]`` s from the window's start), else None.
         """
+        rgb = np.asarray(rgb)
+        if rgb.ndim != 3 or rgb.shape[-1] != 3 or min(rgb.shape[:2]) < 1:
+            raise ValueError(f"explain_frame needs an RGB frame [H, W, 3] (uint8), got shape {tuple(rgb.shape)}")
         images = self.to_model([self.prepare(np.ascontiguousarray(rgb, dtype=np.uint8))])
         waves = None
         if self.encoder is not None:
             if audio_window is None:
                 raise ValueError("explain_frame needs the frame's audio window [T] (mono, at the encoder's rate)")
-            waves = torch.as_tensor(np.asarray(audio_window, np.float32)).reshape(1, -1).to(self.encoder.device)
+            audio_window = np.asarray(audio_window, np.float32)
+            if audio_window.ndim != 1:
+                raise ValueError(f"explain_frame needs a mono audio window [T], got shape {audio_window.shape}")
+            bad = int((~np.isfinite(audio_window)).sum())
+            if bad:
+                raise ValueError(f"the audio window holds {bad} NaN/inf samples of {audio_window.size}")
+            waves = torch.from_numpy(audio_window).reshape(1, -1).to(self.encoder.device)
         with self._autocast():
             target = self.text_embedding.to(self.device)[None] if waves is None else self.targets([], None, waves)
             image_map = self.explainer(images, target)[0].float().cpu().numpy()

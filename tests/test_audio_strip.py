@@ -163,6 +163,16 @@ def test_localizer_audio_maps_are_audio_legrad_of_each_window_against_its_frame(
     np.testing.assert_allclose(image_map, frames[1].map, atol=1e-5)
     np.testing.assert_allclose(audio_maps.maps.numpy(), frames[1].audio.map, atol=1e-5)
     assert audio_maps.curve.shape == (audio_maps.maps.shape[1],) == audio_maps.times.shape
+    # bad input: one line naming what is wrong (a grey frame failed deep inside torch's permute,
+    # a NaN window was reported as a bad target embedding, a stereo window was silently flattened)
+    wave = waves[1].numpy()
+    stereo, nans = np.stack([wave, wave], 1), wave.copy()
+    nans[[3, 7]] = np.nan
+    for rgb, window, message in ((rgbs[1][..., 0], wave, r"RGB frame \[H, W, 3\].*shape \(40, 56\)"),
+                                 (rgbs[1], stereo, r"mono audio window \[T\], got shape \(8000, 2\)"),
+                                 (rgbs[1], nans, "holds 2 NaN/inf samples of 8000")):
+        with pytest.raises(ValueError, match=message):
+            loc.explain_frame(rgb, window)
     assert_model_unchanged(before[0], model_snapshot(clip))
     assert_model_unchanged(before[1], model_snapshot(enc))
 
