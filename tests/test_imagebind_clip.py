@@ -167,3 +167,4 @@ def test_tower_comparison_script(tmp_path):
     with pytest.raises(SystemExit) as exit_:
         script.main(["--imagebind", str(tmp_path / "missing.pth"), "--laion2b", str(a)])
     assert str(exit_.value).startswith("imagebind_vs_laion2b: ") and "missing.pth" in str(exit_.value)
+    assert torch.is_grad_enabled()  # the caller's autograd state is left as it was
