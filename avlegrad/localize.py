@@ -446,10 +446,13 @@ class ContactSheet:
 
     Every ``step``-th frame is kept; when more than ``2 * count`` are held, ``step`` doubles and
     half are dropped. ``render`` picks the ``count`` nearest to evenly spaced times, the last included.
+    ``legend``: lines of text written under the grid, after a colour bar of ``colormap`` (low to
+    high) when one is given, so that the picture says what it shows without the docs.
     """
 
-    def __init__(self, count: int = 6, columns: int = 3, width: int = 240):
+    def __init__(self, count: int = 6, columns: int = 3, width: int = 240, legend=(), colormap: str | None = None):
         self.count, self.columns, self.width = count, columns, width
+        self.legend, self.colormap = list(legend), colormap
         self.step, self.tiles, self.last = 1, {}, None
 
     def _thumb(self, image):
@@ -487,10 +490,43 @@ class ContactSheet:
             cv2.putText(tile, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
             y, x = gap + (n // self.columns) * (h + gap), gap + (n % self.columns) * (self.width + gap)
             sheet[y:y + tile.shape[0], x:x + tile.shape[1]] = tile
+        if self.legend or self.colormap:
+            sheet = np.concatenate([sheet, self.footer(sheet.shape[1], gap)])
         return sheet
+
+    LINE = 16  # px per legend line (cv2's simplex font at scale 0.4 is about 9 px tall)
+    BAR = (160, 10)  # colour bar width, height in px
+
+    def footer(self, width: int, gap: int = 4) -> np.ndarray:
+        """The legend under the grid: ``[h, width, 3]`` uint8 on white; the colour bar (if any) at
+        ``(gap + 40, gap)``, then one line of text per ``legend`` entry."""
+        import cv2
+
+        from .visualize import colorize
+
+        def text(img, label, x, y):
+            cv2.putText(img, label, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+
+        h = gap + (self.BAR[1] + gap if self.colormap else 0) + self.LINE * len(self.legend) + gap
+        out = np.full((h, width, 3), 255, np.uint8)
+        y = gap
+        if self.colormap:
+            x = gap + 40
+            bar = colorize(np.tile(np.linspace(0, 1, self.BAR[0]), (self.BAR[1], 1)), self.colormap)
+            out[y:y + self.BAR[1], x:x + self.BAR[0]] = bar
+            text(out, "low", gap + 8, y + self.BAR[1] - 1)
+            text(out, "high  relevance (each map min-max normalised)", x + self.BAR[0] + 6, y + self.BAR[1] - 1)
+            y += self.BAR[1] + gap
+        for line in self.legend:
+            text(out, line, gap, y + self.LINE - 4)
+            y += self.LINE
+        return out
 
 
 # ----------------------------------------------------------------------------- the localizer
+AUDIO_MAP_NEEDS_SOUND = ("`audio_map` explains each frame's sound against the frame: it needs an audio encoder "
+                         "(`audio_encoder`), not a text target")
+
 @dataclass
 class VideoResult:
     input: Path
@@ -568,8 +604,7 @@ class Localizer:
             raise ValueError("`strip_seconds` sets the span of the `audio_map` strip: add `audio_map`")
         if audio_map:
             if encoder is None:
-                raise ValueError("`audio_map` explains each frame's sound against the frame: it needs an audio "
-                                 "encoder (`audio_encoder`), not a text target")
+                raise ValueError(AUDIO_MAP_NEEDS_SOUND)
             self.audio_explainer = audio_side_explainer(encoder, layer_index)
             self.strip_seconds = float(strip_seconds) if strip_seconds is not None else 2 * self.window
             if not self.strip_seconds > 0:
@@ -593,6 +628,8 @@ class Localizer:
         if (audio_encoder is None) == (target_text is None):
             raise ValueError("give `audio_encoder` (a name or checkpoint: localize the sound) or `target_text` "
                              "(a prompt: localize it in every frame), not both nor neither")
+        if kwargs.get("audio_map") and target_text is not None:  # said before any weights load (or fail to)
+            raise ValueError(AUDIO_MAP_NEEDS_SOUND)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         clip, cfg, model, _, encoder = load_pair(audio_encoder, model, pretrained, device=device)
         if kwargs.get("audio_map") and encoder is not None:  # refused naming the encoder as the user did
@@ -679,12 +716,21 @@ class Localizer:
         :class:`~avlegrad.explain.audio.AudioMaps` of the window with the batch axis removed
         (``maps [F, Tw]`` in [0, 1], ``curve [Tw]``, ``times [Tw]`` s from the window's start), else None.
         """
+        rgb = np.asarray(rgb)
+        if rgb.ndim != 3 or rgb.shape[-1] != 3 or min(rgb.shape[:2]) < 1:
+            raise ValueError(f"explain_frame needs an RGB frame [H, W, 3] (uint8), got shape {tuple(rgb.shape)}")
         images = self.to_model([self.prepare(np.ascontiguousarray(rgb, dtype=np.uint8))])
         waves = None
         if self.encoder is not None:
             if audio_window is None:
                 raise ValueError("explain_frame needs the frame's audio window [T] (mono, at the encoder's rate)")
-            waves = torch.as_tensor(np.asarray(audio_window, np.float32)).reshape(1, -1).to(self.encoder.device)
+            audio_window = np.asarray(audio_window, np.float32)
+            if audio_window.ndim != 1:
+                raise ValueError(f"explain_frame needs a mono audio window [T], got shape {audio_window.shape}")
+            bad = int((~np.isfinite(audio_window)).sum())
+            if bad:
+                raise ValueError(f"the audio window holds {bad} NaN/inf samples of {audio_window.size}")
+            waves = torch.from_numpy(audio_window).reshape(1, -1).to(self.encoder.device)
         with self._autocast():
             target = self.text_embedding.to(self.device)[None] if waves is None else self.targets([], None, waves)
             image_map = self.explainer(images, target)[0].float().cpu().numpy()
@@ -693,6 +739,19 @@ class Localizer:
         out = self.audio_maps(images, waves)
         out.maps, out.curve, out.clips = out.maps[0], out.curve[0], out.clips[0]
         return image_map, out
+
+    def sheet_legend(self) -> list[str]:
+        """What the contact sheet's pictures show, a line each (written under them)."""
+        explained = "every frame" if self.stride == 1 else f"one frame in {self.stride} (interpolated between)"
+        if self.encoder is None:
+            lines = [f"Frames: LeGrad map of the text prompt, {explained}."]
+        else:
+            lines = [f"Frames: LeGrad map of the frame's sound ({self.window:.2f} s centred on it), {explained}."]
+        if self.audio_explainer is not None:
+            lines += [f"Strip: log-mel of {self.strip_seconds:.2f} s of sound (low frequencies at the bottom), "
+                      "white line: the frame's time;",
+                      "the box: the audio encoder's window, coloured by the audio-side LeGrad map against the frame."]
+        return lines
 
     def spectrogram_strip(self, track: AudioTrack) -> SpectrogramStrip:
         """The strip drawer for one video's sound (``audio_map``)."""
@@ -791,7 +850,7 @@ class _Output:
         self.loc, self.reader, self.track, self.out_dir, self.name, self.bar = loc, reader, track, out_dir, name, bar
         self.tmp = out_dir / f".{name}.tmp{os.getpid()}.mp4"
         self.writer = self.maps = None
-        self.sheet = ContactSheet() if loc.contact_sheet else None
+        self.sheet = ContactSheet(legend=loc.sheet_legend(), colormap=loc.colormap) if loc.contact_sheet else None
         self.strip = loc.spectrogram_strip(track) if loc.audio_explainer is not None else None
         self.notes: list[str] = []
         self.times: list[float] = []

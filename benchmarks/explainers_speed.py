@@ -11,6 +11,7 @@ weights, nothing downloaded), each beside that model's own forward pass:
 """
 from __future__ import annotations
 
+import logging
 
 import torch
 
@@ -27,7 +28,11 @@ def family_models(size: int):
 
     def clip(name, **kw):
         torch.manual_seed(0)
-        return open_clip.create_model(name, pretrained=None, **kw).visual.eval()
+        logging.disable(logging.WARNING)  # open_clip's "no pretrained weights" per model: the table says so once
+        try:
+            return open_clip.create_model(name, pretrained=None, **kw).visual.eval()
+        finally:
+            logging.disable(logging.NOTSET)
 
     models = {
         "open_clip ViT-B-16": clip("ViT-B-16", force_image_size=size),

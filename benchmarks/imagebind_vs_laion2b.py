@@ -73,11 +73,13 @@ def main(argv=None):
     ap.add_argument("--images", default=None, help="a folder of jpg/png images (default: 8 random images)")
     ap.add_argument("--out", default=None, help="write the figures as JSON here")
     args = ap.parse_args(argv)
-    torch.set_grad_enabled(False)
-    ib, cfg = load_clip(args.model, args.imagebind)
-    laion, _ = load_clip(args.model, args.laion2b)
-    images = load_images(args.images, cfg)
-    torch.set_grad_enabled(True)
+    try:
+        with torch.no_grad():
+            ib, cfg = load_clip(args.model, args.imagebind)
+            laion, _ = load_clip(args.model, args.laion2b)
+            images = load_images(args.images, cfg)
+    except (OSError, RuntimeError, ValueError) as e:  # a weight file missing offline, or not the tower's
+        raise SystemExit(f"imagebind_vs_laion2b: {e}") from None
     report = {"weights": weight_differences(ib, laion), "embeddings": embedding_agreement(ib, laion, images),
               "maps": map_agreement(ib, laion, images), "images": len(images)}
     w = report["weights"]

@@ -163,6 +163,16 @@ def test_localizer_audio_maps_are_audio_legrad_of_each_window_against_its_frame(
     np.testing.assert_allclose(image_map, frames[1].map, atol=1e-5)
     np.testing.assert_allclose(audio_maps.maps.numpy(), frames[1].audio.map, atol=1e-5)
     assert audio_maps.curve.shape == (audio_maps.maps.shape[1],) == audio_maps.times.shape
+    # bad input: one line naming what is wrong (a grey frame failed deep inside torch's permute,
+    # a NaN window was reported as a bad target embedding, a stereo window was silently flattened)
+    wave = waves[1].numpy()
+    stereo, nans = np.stack([wave, wave], 1), wave.copy()
+    nans[[3, 7]] = np.nan
+    for rgb, window, message in ((rgbs[1][..., 0], wave, r"RGB frame \[H, W, 3\].*shape \(40, 56\)"),
+                                 (rgbs[1], stereo, r"mono audio window \[T\], got shape \(8000, 2\)"),
+                                 (rgbs[1], nans, "holds 2 NaN/inf samples of 8000")):
+        with pytest.raises(ValueError, match=message):
+            loc.explain_frame(rgb, window)
     assert_model_unchanged(before[0], model_snapshot(clip))
     assert_model_unchanged(before[1], model_snapshot(enc))
 
@@ -223,15 +233,29 @@ def test_heatmap_video_with_the_strip(vit_checkpoint, tmp_path, monkeypatch):
         assert (w[63:, x] == 255).all()
         colour = (np.abs(w[63:].astype(int) - w[63:, :, :1]) > 8).any(-1)
         assert colour[:, x - 20:x + 20].mean() > 0.5  # the window's (0.5 s of the 1 s strip) around the playhead
-    # the contact sheet is made of these frames, strips included
+    # the contact sheet is made of these frames, strips included, and says what they show under them
     sheet = localize.ContactSheet()
     for i, w in enumerate(written):
         sheet.add(i, i / 10, w)
+    grid = sheet.render()
     import cv2
 
+    from avlegrad.visualize import colorize
+
     saved = cv2.cvtColor(cv2.imread(str(out / "box_legrad_sheet.png")), cv2.COLOR_BGR2RGB)
-    np.testing.assert_array_equal(saved, sheet.render())
-    assert saved.shape[0] > 2 * 240 * 128 / 98  # two rows of thumbnails as tall as frame + strip
+    np.testing.assert_array_equal(saved[:grid.shape[0]], grid)
+    assert grid.shape[0] > 2 * 240 * 128 / 98  # two rows of thumbnails as tall as frame + strip
+    footer = saved[grid.shape[0]:]
+    lines = 3  # the frames' map; the strip and its playhead; the window's audio-side map
+    assert footer.shape[0] == 4 + 10 + 4 + lines * localize.ContactSheet.LINE + 4
+    bar = colorize(np.tile(np.linspace(0, 1, 160), (10, 1)), "jet")  # the colour bar: the default colormap, low to high
+    np.testing.assert_array_equal(footer[4:14, 44:204], bar)
+    legend = localize.Localizer.from_names(str(vit_checkpoint), window=0.5, stride=3, audio_map=True).sheet_legend()
+    assert len(legend) == lines and "0.50 s" in legend[0] and "one frame in 3" in legend[0]
+    assert "1.00 s" in legend[1] and "white line" in legend[1] and "audio-side LeGrad" in legend[2]
+    ink = (footer[18:] < 128).all(-1)  # dark text pixels, a band per line
+    for k in range(lines):
+        assert ink[k * localize.ContactSheet.LINE:(k + 1) * localize.ContactSheet.LINE].any()
 
 
 def test_audio_map_refusals(tmp_path, caplog):
@@ -246,7 +270,14 @@ def test_audio_map_refusals(tmp_path, caplog):
     assert len(line) == 1 and "\n" not in line[0]
     assert "checkpoints/world/audio.pt" in line[0] and "ResNet" in line[0] and "ImageBind" in line[0]
     assert not (tmp_path / "o").exists()
-    # a text target: nothing to explain on the audio side
+    # a text target: nothing to explain on the audio side, said before any weights load (offline,
+    # ViT-B-16's openai weights would fail first with a long download error)
+    caplog.clear()
+    code = localize.main([str(path), "-o", str(tmp_path / "o"), "--quiet", "--target-text", "a dog", "--audio-map"])
+    line = [r.getMessage() for r in caplog.records]
+    assert code == 2 and len(line) == 1 and "\n" not in line[0]
+    assert "--audio-map" in line[0] and "--audio-encoder" in line[0] and "not a text target" in line[0]
+    assert "weights" not in line[0]
     with pytest.raises(ValueError, match="needs an audio encoder"):
         localize.Localizer(make_tiny_clip(), {"size": 32}, text_embedding=torch.ones(32), audio_map=True)
     clip, enc = tiny_pair()

@@ -163,3 +163,8 @@ def test_tower_comparison_script(tmp_path):
     assert same["maps"]["legrad_map_max_abs_diff"] == 0 and (tmp_path / "r.json").is_file()
     other = script.main(["--imagebind", str(a), "--laion2b", str(b)])
     assert other["weights"]["max"] > 0 and other["embeddings"]["cosine_mean"] < 0.999
+    # a weight file that is not there: one line naming it, no traceback (exit status 1)
+    with pytest.raises(SystemExit) as exit_:
+        script.main(["--imagebind", str(tmp_path / "missing.pth"), "--laion2b", str(a)])
+    assert str(exit_.value).startswith("imagebind_vs_laion2b: ") and "missing.pth" in str(exit_.value)
+    assert torch.is_grad_enabled()  # the caller's autograd state is left as it was

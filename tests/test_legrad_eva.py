@@ -215,6 +215,26 @@ def test_open_clip_eva_tower():
     assert_model_unchanged(before, model_snapshot(tower))
 
 
+def test_timm_perception_encoder_keeps_its_clip_projection():
+    """timm's vit_pe_core_* carry the CLIP projection as the attention-pooled model's ``head``
+    (``num_classes`` = the CLIP width, 512 for vit_pe_core_tiny_patch16_384): the embedding is timm's
+    whole forward, and targets of that width (a PE text embedding) are explained through it."""
+    model = eva("pe", seed=4, num_classes=12)
+    before = model_snapshot(model)
+    vit = adapter_for(model)
+    assert vit.embed_dim == 12 and vit.num_classes is None
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        x = vit.tokens_before(images, vit.num_layers)
+        torch.testing.assert_close(vit.model_embedding(x), model(images), atol=1e-5, rtol=1e-5)
+    targets = torch.randn(2, 12)
+    maps = LeGrad(model, layer_index=-2)(images, targets)
+    for b in range(2):
+        ref = reference_legrad(model, images[b:b + 1], targets[b], -2, model.rope.get_embed(), head=model.head)
+        torch.testing.assert_close(maps[b], ref, atol=1e-4, rtol=1e-4)
+    assert_model_unchanged(before, model_snapshot(model))
+
+
 def test_unsupported_eva_variants_are_refused():
     from avlegrad.explain.vit import UnsupportedModelError
 

@@ -19,7 +19,7 @@ from avlegrad import localize
 from avlegrad.audio import AudioEncoder, create_audio_encoder
 from avlegrad.audio.factory import encoder_checkpoint, save_checkpoint_file
 from avlegrad.data.media import write_video
-from avlegrad.visualize import overlay
+from avlegrad.visualize import colorize, overlay
 from conftest import make_tiny_clip
 
 TINY_CLIP = {"embed_dim": 32,
@@ -152,6 +152,10 @@ def test_heatmap_video_keeps_frames_duration_and_sound(models, clip_with_sound, 
         assert np.abs(dst[k].astype(np.float32) - expected).mean() < 6  # up to H.264 losses
     sheet = cv2.imread(str(out / "box_legrad_sheet.png"))
     assert sheet is not None and sheet.shape[0] > 100 and sheet.shape[1] > 500
+    # under the grid, the legend: a colour bar of the chosen colormap, then one line of text
+    footer = cv2.cvtColor(sheet, cv2.COLOR_BGR2RGB)[-(4 + 10 + 4 + localize.ContactSheet.LINE + 4):]
+    bar = colorize(np.tile(np.linspace(0, 1, 160), (10, 1)), "inferno")
+    np.testing.assert_array_equal(footer[4:14, 44:204], bar)
 
 
 def test_stride_interpolates_between_explained_frames(models, clip_with_sound, tmp_path):

@@ -206,6 +206,23 @@ def test_pe_av_pairs_with_its_own_frame_tower():
         load_pair(encoder, model="ViT-B-16", pretrained="openai")
 
 
+def test_building_prints_nothing_but_keeps_other_output(capsys, caplog):
+    # transformers 5.24 prints an "[ERROR] ... not documented" line per PeVideoModel built (its own
+    # docstring check); the README's PE-AV snippet printed it twice before the library dropped it
+    encoder = create_audio_encoder("pe-av", **test_config("pe-av"))
+    with caplog.at_level("WARNING", logger="avlegrad"):
+        load_pair(encoder)
+    assert capsys.readouterr().out == ""
+    assert "the PE-AV frame tower of the given config (not facebook/pe-av-large's) has RANDOM weights" in caplog.text
+    from avlegrad.audio.pe_av import _without_docstring_check_lines
+
+    with _without_docstring_check_lines():
+        print("[ERROR] `x` is part of f's signature, but not documented. Make sure to add it to the docstring of it")
+        print("[ERROR] something else")
+        print("kept")
+    assert capsys.readouterr().out == "[ERROR] something else\nkept\n"
+
+
 def test_weights_from_a_local_folder_and_the_offline_error(tmp_path, monkeypatch):
     import avlegrad.download
 

@@ -26,7 +26,10 @@ config and seed.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -75,6 +78,28 @@ def _transformers():
     return transformers
 
 
+# transformers 5.24's ``auto_docstring`` checks the docstring of the methods ``PeVideoModel.__init__``
+# defines, every time one is built, and ``print``s an "[ERROR] `padding_mask_videos` is part of ...'s
+# signature, but not documented" line to stdout for each (its own docstring gap, nothing wrong with
+# the model); the library drops exactly those lines so a user's output is not littered with them.
+_DOCSTRING_CHECK = ("[ERROR] `", "but not documented. Make sure to add it to the docstring")
+
+
+@contextlib.contextmanager
+def _without_docstring_check_lines():
+    """Capture stdout while a PE-AV model is built; write back every line but transformers'
+    docstring-check messages (:data:`_DOCSTRING_CHECK`)."""
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        kept = [line for line in buffer.getvalue().splitlines(keepends=True)
+                if not (line.startswith(_DOCSTRING_CHECK[0]) and _DOCSTRING_CHECK[1] in line)]
+        if kept:
+            sys.stdout.write("".join(kept))
+
+
 def build_random_model(config: dict, seed: int = 0):
     """A random-weight ``PeAudioVideoModel`` from a config dict, drawn from ``seed`` without
     touching the caller's random state (so the audio encoder and the tower built from the same
@@ -84,7 +109,7 @@ def build_random_model(config: dict, seed: int = 0):
         cfg = transformers.PeAudioVideoConfig(**config)
     except (TypeError, ValueError) as e:
         raise ValueError(f"PE-AV config {config!r} is not a valid PeAudioVideoConfig: {e}") from None
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _without_docstring_check_lines():
         torch.manual_seed(int(seed))
         model = transformers.PeAudioVideoModel(cfg)
     return model.eval()
@@ -125,8 +150,9 @@ def load_pretrained_model(model_id: str = DEFAULT_MODEL, path=None):
         source, offline = model_id, not _hub_reachable()
     try:
         config = _config(transformers, source, offline)
-        model = transformers.PeAudioVideoModel.from_pretrained(source, config=config, local_files_only=offline,
-                                                               dtype=torch.float32)
+        with _without_docstring_check_lines():
+            model = transformers.PeAudioVideoModel.from_pretrained(source, config=config, local_files_only=offline,
+                                                                   dtype=torch.float32)
     except OSError as e:
         where = "not in the Hugging Face cache and the hub cannot be reached" if offline else str(e).splitlines()[0]
         raise WeightsUnavailableError(
@@ -228,8 +254,9 @@ def load_pe_av_tower(model_name: str, pretrained=None, model_cfg: dict | None = 
     if pretrained in RANDOM_WEIGHTS:
         import logging
 
+        what = model_name if not model_cfg else f"the PE-AV frame tower of the given config (not {model_name}'s)"
         logging.getLogger("avlegrad").warning(
-            "%s has RANDOM weights (pretrained=%r): maps and scores are not meaningful", model_name, pretrained)
+            "%s has RANDOM weights (pretrained=%r): maps and scores are not meaningful", what, pretrained)
         model = build_random_model(model_cfg or {}, init_seed)  # default: PeAudioVideoConfig's defaults
     elif str(pretrained).lower() == TAG:
         model = load_pretrained_model(model_name)

@@ -102,6 +102,13 @@ class EvaViT(TimmViT):
                 p = next(trunk.parameters())
                 self.embed_dim = self.embedding_head(torch.zeros(1, trunk.num_features, device=p.device,
                                                                  dtype=p.dtype)).shape[-1]
+        elif pool is not None and trunk.num_classes:
+            # timm's Perception Encoder (vit_pe_core_*) keeps its CLIP projection as the attention-pooled
+            # model's `head` (timm eva.py `_convert_pe`: `proj` -> `head.weight`, zero bias; num_classes =
+            # the CLIP width): targets live after it, as for open_clip's
+            # PE-Core tower; pooled models take no class indices (as before)
+            self.embedding_head = trunk.head
+            self.embed_dim = trunk.num_classes
         else:
             self.embedding_head = None
             self.embed_dim = trunk.num_features
