@@ -277,3 +277,30 @@ def test_text_targets_use_the_checkpoints_tokenizer_and_text_head(tmp_path):
     random_tower, _ = load_clip("facebook/pe-av-large", None, model_cfg=tiny_config())
     with pytest.raises(ValueError, match="has no tokenizer"):
         encode_text(random_tower, "facebook/pe-av-large", prompts)
+
+
+def test_image_embedding_of_any_tower_is_its_own_forward(model):
+    """``adapters.image_embedding`` (the extended sets' cosine confidence, the audio side's targets):
+    PE-AV's one-frame ``video_embeds`` from transformers' full forward, a transformers CLIP's
+    ``get_image_features``, open_clip's ``encode_image``."""
+    import open_clip
+    import transformers
+
+    from avlegrad.explain.adapters import image_embedding
+
+    frames = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out = model(input_values=torch.randn(2, 1, 64), pixel_values_videos=frames[:, None])
+        torch.testing.assert_close(image_embedding(model, frames), out.video_embeds, atol=1e-5, rtol=1e-5)
+        cfg = transformers.CLIPConfig(
+            vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                               image_size=32, patch_size=8),
+            text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
+            projection_dim=16)
+        hf = transformers.CLIPModel(cfg).eval()
+        expected = hf.get_image_features(pixel_values=frames)
+        expected = getattr(expected, "pooler_output", expected)
+        torch.testing.assert_close(image_embedding(hf, frames), expected, atol=1e-5, rtol=1e-5)
+        oc = open_clip.create_model("ViT-B-32", pretrained=None).eval()
+        images = torch.randn(1, 3, 224, 224)
+        torch.testing.assert_close(image_embedding(oc, images), oc.encode_image(images).float())

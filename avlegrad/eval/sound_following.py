@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from .. import metrics
 from .. import metrics_sslalignment as ssl
 from ..data.sslalignment import is_grouped, sound_following_kind
+from ..explain.adapters import image_embedding
 from ..scoring import register_scoring
 from .boxes import BASELINE, BoxScoring, refuse_box_metrics
 from .results import percent
@@ -72,7 +73,7 @@ class SoundFollowingScoring(BoxScoring):
             return
         with torch.no_grad():
             if self.confidence == "cosine":
-                image_embeddings = model.encode_image(images).float()
+                image_embeddings = image_embedding(model, images)  # any family: open_clip, transformers, PE-AV
                 cosine = F.cosine_similarity(targets.float(), image_embeddings, dim=-1).cpu().numpy()
                 self._batch_confidence = {m: cosine for m in maps}
                 return

@@ -383,9 +383,11 @@ class AudioLeGrad:
 
 
 def image_embedding(clip_model, images: torch.Tensor) -> torch.Tensor:
-    """The pictures' embeddings ``[B, D]`` float32 (``encode_image``, or the tower's output): the
-    audio side's targets."""
-    return (clip_model.encode_image(images) if hasattr(clip_model, "encode_image") else clip_model(images)).float()
+    """The pictures' embeddings ``[B, D]`` float32, the audio side's targets: ``encode_image``, or
+    the tower's adapter's own forward (:func:`avlegrad.explain.adapters.image_embedding`)."""
+    from .adapters import image_embedding as tower_embedding
+
+    return tower_embedding(clip_model, images)
 
 
 def explain_both(clip_model, encoder, images: torch.Tensor, waveforms: torch.Tensor, layer_index: int = -2):

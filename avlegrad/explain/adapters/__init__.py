@@ -4,7 +4,7 @@ Importing this package registers the built-in families; a new family is one more
 (and its import below), see ``docs/extending.md``.
 """
 from .base import (  # noqa: F401
-    ModelAdapter, PatchLayout, UnsupportedModelError, ViTAdapter, adapter_for, cosines, refuse,
+    ModelAdapter, PatchLayout, UnsupportedModelError, ViTAdapter, adapter_for, cosines, image_embedding, refuse,
     register_adapter, registered_adapters, supported_models, supported_models_markdown)
 from .open_clip import OpenCLIPViT  # noqa: F401
 from .timm import TimmViT  # noqa: F401

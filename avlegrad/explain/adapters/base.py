@@ -92,6 +92,15 @@ def adapter_for(model: nn.Module) -> "ModelAdapter":
     refuse(f"cannot explain a {type(visual).__module__}.{type(visual).__name__}{inner}")
 
 
+def image_embedding(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The images' embeddings ``[B, D]`` float32 by any supported tower: open_clip's
+    ``encode_image`` where the model has one, else its adapter's :meth:`ModelAdapter.model_forward`
+    (the family's own forward: ``get_image_features`` of a ``transformers`` CLIP/SigLIP, PE-AV's
+    one-frame ``video_embeds``, ...). Raises :class:`UnsupportedModelError` for other models."""
+    encode = getattr(model, "encode_image", None)
+    return (encode(images) if callable(encode) else adapter_for(model).model_forward(images)).float()
+
+
 def cosines(embedding: torch.Tensor, targets: torch.Tensor, pattern: str = "bd,bkd->bk") -> torch.Tensor:
     """Cosines of (unnormalised) embeddings with unit ``targets``, in fp32 whatever the autocast:
     ``[B, D]`` and ``[B, K, D]`` -> ``[B, K]`` (or as ``pattern`` says)."""
