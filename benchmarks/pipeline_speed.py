@@ -34,7 +34,6 @@ import csv
 import datetime
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -48,6 +47,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from avlegrad import profiling  # noqa: E402
+from localize_speed import cpu_name, sync  # noqa: E402  (benchmarks/, this script's folder)
 from avlegrad.fileio import atomic_path, write_text_atomic  # noqa: E402
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -152,11 +152,6 @@ def make_pair(args, folder: Path, device):
 
 
 # ----------------------------------------------------------------------------- timing helpers
-def sync(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def rate(fn, items: int, device, min_seconds: float, min_calls: int = 2) -> float:
     """Items/s of ``fn`` (one warm-up call, then calls until ``min_seconds`` and ``min_calls``)."""
     fn()
@@ -167,16 +162,6 @@ def rate(fn, items: int, device, min_seconds: float, min_calls: int = 2) -> floa
         calls += 1
     sync(device)
     return items * calls / (time.perf_counter() - start)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 # ----------------------------------------------------------------------------- the measurements
