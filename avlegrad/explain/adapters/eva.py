@@ -30,20 +30,14 @@ import torch
 import torch.nn as nn
 
 from .base import randomised_example, refuse, register_adapter
-from .timm import TimmViT
+from .timm import TimmViT, timm_trunk_and_head
 
 
 def _trunk_and_head(model):
     """(the timm Eva, the open_clip ``TimmModel`` head or None), or (None, None)."""
-    from open_clip.timm_model import TimmModel
     from timm.models.eva import Eva
 
-    visual = getattr(model, "visual", model)
-    if isinstance(visual, TimmModel) and isinstance(visual.trunk, Eva):
-        return visual.trunk, visual.head
-    if isinstance(visual, Eva):
-        return visual, None
-    return None, None
+    return timm_trunk_and_head(model, Eva)
 
 
 @register_adapter("eva", matches=lambda model: _trunk_and_head(model)[0] is not None, priority=10)

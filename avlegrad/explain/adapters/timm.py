@@ -7,17 +7,24 @@ import torch.nn as nn
 from .base import ModelAdapter, randomised_example, refuse, register_adapter
 
 
-def _trunk_and_head(model):
-    """(the timm ViT, the open_clip embedding head or None), or (None, None)."""
+def timm_trunk_and_head(model, trunk_class: type):
+    """(the timm model of ``trunk_class``, alone or the trunk of an open_clip ``TimmModel``; that
+    tower's embedding head or None), or (None, None) for any other model."""
     from open_clip.timm_model import TimmModel
-    from timm.models.vision_transformer import VisionTransformer
 
     visual = getattr(model, "visual", model)
-    if isinstance(visual, TimmModel) and isinstance(visual.trunk, VisionTransformer):
+    if isinstance(visual, TimmModel) and isinstance(visual.trunk, trunk_class):
         return visual.trunk, visual.head
-    if isinstance(visual, VisionTransformer):
+    if isinstance(visual, trunk_class):
         return visual, None
     return None, None
+
+
+def _trunk_and_head(model):
+    """(the timm ViT, the open_clip embedding head or None), or (None, None)."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    return timm_trunk_and_head(model, VisionTransformer)
 
 
 @register_adapter("timm", matches=lambda model: _trunk_and_head(model)[0] is not None, priority=10)
