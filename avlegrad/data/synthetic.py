@@ -247,6 +247,17 @@ def mixture_parts(index: int, params: dict) -> dict:
     return make_clip(index, {**params, "audio_mixture": True})["audio_parts"]
 
 
+def _scenes_manifest(root, split: str) -> tuple[Path, dict]:
+    """``(root, manifest)`` of a generated set (generated first when missing) whose manifest holds
+    the scenes that the derived ``split`` is made from; ValueError otherwise."""
+    root = ensure_synthetic(root)
+    manifest = _read_manifest(root)
+    if manifest is None or "scenes" not in manifest:
+        raise ValueError(f"{root} holds no synthetic manifest ({MANIFEST}) with scenes: the {split} split is "
+                         f"made from the generator's scenes (generate_synthetic)")
+    return root, manifest
+
+
 def ensure_audio_mixture(root) -> Path:
     """Write the audio-mixture split beside the synthetic clips of ``root`` (generated first when
     missing), once; returns root.
@@ -264,11 +275,7 @@ def ensure_audio_mixture(root) -> Path:
     """
     from .media import write_audio
 
-    root = ensure_synthetic(root)
-    manifest = _read_manifest(root)
-    if manifest is None or "scenes" not in manifest:
-        raise ValueError(f"{root} holds no synthetic manifest ({MANIFEST}) with scenes: the {MIXTURE_SPLIT} "
-                         f"split is made from the generator's clips (generate_synthetic)")
+    root, manifest = _scenes_manifest(root, MIXTURE_SPLIT)
     params = manifest["params"]
     stamp_file = root / f"{MIXTURE_DIR}.json"
     settings = {"version": MIXTURE_VERSION, "stream": MIXTURE_STREAM, "snr_db": list(world.MIXTURE_SNR_DB),
@@ -332,11 +339,7 @@ def ensure_sound_following(root, split: str) -> Path:
     """
     from .media import write_audio
 
-    root = ensure_synthetic(root)
-    manifest = _read_manifest(root)
-    if manifest is None or "scenes" not in manifest:
-        raise ValueError(f"{root} holds no synthetic manifest ({MANIFEST}) with scenes: the {split} split is "
-                         f"made from the generator's scenes (generate_synthetic)")
+    root, manifest = _scenes_manifest(root, split)
     params = manifest["params"]
     stamp_file = root / f"sound_following_{split}.json"
     stamp = {"version": SOUND_FOLLOWING_VERSION, "split": split, "params": params, "clips": manifest["clips"]}
