@@ -699,7 +699,7 @@ class Localizer:
         """Audio-side LeGrad of each window ``waves [B, T]`` against its frame's image embedding
         (``images [B, 3, S, S]`` as :meth:`to_model` gives) -> :class:`~avlegrad.explain.audio.AudioMaps`
         (maps ``[B, F, Tw]`` in [0, 1] on the window's frames, frame ``k`` at ``k * hop`` samples)."""
-        from .explain.audio import image_embedding
+        from .explain.adapters import image_embedding
 
         with torch.no_grad(), self._autocast():
             picture = image_embedding(self.model, images)

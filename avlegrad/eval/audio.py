@@ -61,6 +61,7 @@ def evaluate_audio_side(root, encoders: dict, clip_model, preprocess_cfg: dict, 
     from ..data.datasets import create_dataset
     from ..data.media import load_audio
     from ..data.synthetic import MIXTURE_DIR, MIXTURE_SPLIT, audio_truth, ensure_audio_mixture, ensure_synthetic
+    from ..explain.adapters import image_embedding
     from ..explain.audio import AudioLeGrad
     from ..models import image_tensor
 
@@ -105,7 +106,7 @@ def evaluate_audio_side(root, encoders: dict, clip_model, preprocess_cfg: dict, 
         wave = torch.from_numpy(np.ascontiguousarray(waveform))[None]
         with torch.no_grad():
             image = image_tensor(item.frame, preprocess_cfg)[None].to(device)
-            target = clip_model.encode_image(image).float().cpu()
+            target = image_embedding(clip_model, image).cpu()
             log_mel = frontend(wave)[0, 0]
         if tuple(log_mel.shape) != mask.shape:
             raise ValueError(f"clip {item.clip_id}: the ground truth's grid {mask.shape} differs from the "

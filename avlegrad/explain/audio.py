@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .adapters import image_embedding
 from .base import min_max_normalize
 from .vit import UnsupportedModelError
 
@@ -380,14 +381,6 @@ class AudioLeGrad:
         if single:
             maps, curve, raw = maps[:, 0], curve[:, 0], raw[:, :, 0]
         return AudioMaps(maps, curve, times, raw, list(bounds))
-
-
-def image_embedding(clip_model, images: torch.Tensor) -> torch.Tensor:
-    """The pictures' embeddings ``[B, D]`` float32, the audio side's targets: ``encode_image``, or
-    the tower's adapter's own forward (:func:`avlegrad.explain.adapters.image_embedding`)."""
-    from .adapters import image_embedding as tower_embedding
-
-    return tower_embedding(clip_model, images)
 
 
 def explain_both(clip_model, encoder, images: torch.Tensor, waveforms: torch.Tensor, layer_index: int = -2):
