@@ -255,12 +255,7 @@ class EvaViT(TimmViT):
     def finish_pool(self, o: torch.Tensor, project: bool = True) -> torch.Tensor:
         """The pooled features from the pooler's per-head attention output ``o``; with
         ``project``, through ``fc_norm`` and the head into the embedding space."""
-        p = self.attention_pool
-        B, H, Lq, d = o.shape
-        x = p.proj(o.transpose(1, 2).reshape(B, Lq, H * d))
-        if p.mlp is not None:
-            x = x + self._mlp(p.mlp, p.norm(x))
-        x = x[:, 0] if p.pool == "token" else x.mean(dim=1)
+        x = self.pooled_features(o)
         if not project:
             return x
         x = self.trunk.fc_norm(x)

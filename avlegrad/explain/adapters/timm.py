@@ -168,14 +168,19 @@ class TimmViT(ModelAdapter):
         k, v = p.kv(keys).reshape(B, N, 2, p.num_heads, p.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         return p.q_norm(q), p.k_norm(k), v
 
-    def finish_pool(self, o: torch.Tensor) -> torch.Tensor:
-        """The pooled embedding from the pooler's per-head attention output ``o``."""
+    def pooled_features(self, o: torch.Tensor) -> torch.Tensor:
+        """The pooler's output ``[B, C]`` (timm ``AttentionPoolLatent.forward`` after its attention)
+        from its per-head attention output ``o`` ``[B, heads, latents, d]``."""
         p = self.attention_pool
         B, H, Lq, d = o.shape
         x = p.proj(o.transpose(1, 2).reshape(B, Lq, H * d))
         if p.mlp is not None:
             x = x + self._mlp(p.mlp, p.norm(x))
-        x = x[:, 0] if p.pool == "token" else x.mean(dim=1)
+        return x[:, 0] if p.pool == "token" else x.mean(dim=1)
+
+    def finish_pool(self, o: torch.Tensor) -> torch.Tensor:
+        """The pooled embedding from the pooler's per-head attention output ``o``."""
+        x = self.pooled_features(o)
         return self.embedding_head(x) if self.embedding_head is not None else x
 
     def model_forward(self, images: torch.Tensor) -> torch.Tensor:
