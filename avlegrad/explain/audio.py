@@ -108,6 +108,7 @@ class AudioViTAdapter:
     keys after ``prefix + gh * gw`` (ImageBind's learned bias key) are not patches."""
 
     prefix: int = 1
+    model_adapter: object  # the encoder's registered model adapter (avlegrad.explain.adapters.audio)
     blocks: list
     sample_rate: int
     hop: int  # samples between spectrogram frames
@@ -127,18 +128,20 @@ class AudioViTAdapter:
         """Spectrograms ``[N, 1, F, T]`` -> (tokens entering block 0 ``[N, L, D]``, the patch layout)."""
         raise NotImplementedError
 
+    # the blocks, head and post-processing are the registered model adapter's
+    # (``model_adapter``, avlegrad.explain.adapters.audio): the same pieces LeGrad(encoder) uses
     def qkv(self, block, x: torch.Tensor):
         """Tokens entering ``block`` -> q, k, v ``[N, heads, L(+extra keys), head_dim]``."""
-        raise NotImplementedError
+        return self.model_adapter.qkv(block, x)
 
     def finish_block(self, block, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
         """The block's output tokens from its input ``x`` and per-head attention output ``o``."""
-        raise NotImplementedError
+        return self.model_adapter.finish_block(block, x, o)
 
     def clip_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
         """A block's output tokens ``[N, L, D]`` -> the clip's embedding ``[N, E]`` (the encoder's head
         and post-processing)."""
-        raise NotImplementedError
+        return self.model_adapter.layer_embedding(tokens)
 
     def combine(self, clip_embeddings: torch.Tensor) -> torch.Tensor:
         """``[B, S, E]`` -> the waveform's embedding ``[B, E]`` (as the encoder combines its clips)."""
@@ -169,9 +172,9 @@ class TimmAudioViT(AudioViTAdapter):
             raise UnsupportedModelError(f"TimmAudioViT explains a TimmAudioEncoder with a timm VisionTransformer "
                                         f"backbone; got {type(getattr(encoder, 'backbone', encoder)).__name__}")
         self.encoder = encoder
-        self.vit = Registered(encoder)
-        self.blocks = self.vit.blocks
-        self.prefix = self.vit.num_prefix_tokens
+        self.model_adapter = vit = Registered(encoder)
+        self.blocks = vit.blocks
+        self.prefix = vit.num_prefix_tokens
         self.sample_rate, self.hop = encoder.frontend.sample_rate, encoder.frontend.hop_length
         self.n_mels = encoder.frontend.n_mels
         self.frame_offset = 0  # torchaudio's centred STFT: frame f is centred on sample f * hop
@@ -183,20 +186,12 @@ class TimmAudioViT(AudioViTAdapter):
 
     def embed(self, specs):
         fh, ft = specs.shape[-2:]
-        lay = self.vit.layout
+        vit = self.model_adapter
+        lay = vit.layout
         weight = self.encoder.backbone.patch_embed.proj.weight
-        tokens = self.vit.embed(specs.to(dtype=weight.dtype))
-        return tokens, PatchLayout(tuple(lay.patch_size), tuple(lay.step), self.vit.grid(fh, ft), (fh, ft),
+        tokens = vit.embed(specs.to(dtype=weight.dtype))
+        return tokens, PatchLayout(tuple(lay.patch_size), tuple(lay.step), vit.grid(fh, ft), (fh, ft),
                                    lay.padded(fh, ft))
-
-    def qkv(self, block, x):
-        return self.vit.qkv(block, x)
-
-    def finish_block(self, block, x, o):
-        return self.vit.finish_block(block, x, o)
-
-    def clip_embedding(self, tokens):
-        return self.vit.layer_embedding(tokens)
 
 
 class ImageBindAudioViT(AudioViTAdapter):
@@ -210,8 +205,8 @@ class ImageBindAudioViT(AudioViTAdapter):
         from .adapters.audio import ImageBindAudioTower
 
         self.encoder = encoder
-        self.tower = ImageBindAudioTower(encoder)  # the registered model adapter: the same pieces LeGrad uses
-        self.blocks = self.tower.blocks
+        self.model_adapter = ImageBindAudioTower(encoder)
+        self.blocks = self.model_adapter.blocks
         self.prefix = 1
         self.sample_rate, self.hop, self.frame_offset = encoder.sample_rate, 160, 200
         self.n_mels = encoder.num_mel_bins
@@ -226,17 +221,8 @@ class ImageBindAudioViT(AudioViTAdapter):
 
     def embed(self, specs):
         fh, ft = specs.shape[-2:]
-        t = self.tower
+        t = self.model_adapter
         return t.embed(specs), PatchLayout(t.patch_size, t.stride, t.native_grid, (fh, ft), (fh, ft))
-
-    def qkv(self, block, x):
-        return self.tower.qkv(block, x)
-
-    def finish_block(self, block, x, o):
-        return self.tower.finish_block(block, x, o)
-
-    def clip_embedding(self, tokens):
-        return self.tower.layer_embedding(tokens)
 
 
 def audio_adapter_for(encoder) -> AudioViTAdapter:
