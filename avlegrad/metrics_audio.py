@@ -13,6 +13,9 @@ each clip's parts before they are mixed). Maps are ``[F, T]`` (mel bands x frame
   steady sounds are heard in every frame).
 - the loudness prior, the audio analogue of the centre prior: the spectrogram's own log-mel
   loudness as a map, min-max normalised.
+- ``time_auc_bound``: the highest ``time_auc`` any relevance constant over blocks of frames can
+  score (a patch-level explainer's ceiling where patches do not overlap: each column of patches
+  is one block).
 """
 from __future__ import annotations
 
@@ -71,3 +74,29 @@ def loudness_prior(log_mel) -> np.ndarray:
     m = _as_map(log_mel, "the log-mel spectrogram")
     low, high = m.min(), m.max()
     return (m - low) / (high - low) if high > low else np.zeros_like(m)
+
+
+def block_oracle_curve(active, width: int, offset: int = 0) -> np.ndarray:
+    """The best per-frame relevance that is constant over blocks of ``width`` frames (blocks start
+    at frame ``offset``; the frames before it form a block of their own): each frame gets its
+    block's share of active frames, ``[T]`` float64. Ranking blocks by that share maximises the
+    ROC-AUC among block-constant curves (swapping two adjacent blocks with ``p`` active and ``n``
+    silent frames each changes the AUC by ``p2 * n1 - p1 * n2``)."""
+    a = np.asarray(active, dtype=bool).reshape(-1)
+    if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 1:
+        raise ValueError(f"the block width must be a positive number of frames, got {width!r}")
+    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or offset < 0:
+        raise ValueError(f"the block offset must be a non-negative number of frames, got {offset!r}")
+    edges = sorted({0, *range(int(offset), a.size, int(width)), a.size})
+    curve = np.empty(a.size)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        curve[lo:hi] = a[lo:hi].mean()
+    return curve
+
+
+def time_auc_bound(active, width: int, offset: int = 0, min_each: int = MIN_FRAMES_EACH) -> float | None:
+    """The highest :func:`time_auc` a relevance constant over blocks of ``width`` frames can score
+    against ``active`` (see :func:`block_oracle_curve`); None where the AUC is undefined. For a ViT
+    with non-overlapping patches ``width`` is the patch's width in frames: a map at the input's
+    resolution is constant over each patch column, whatever the explainer."""
+    return time_auc(block_oracle_curve(active, width, offset), active, min_each)

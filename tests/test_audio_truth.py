@@ -160,7 +160,22 @@ def test_eval_explain_audio_runs_offline(tmp_path, capsys):
     rows = [json.loads(line) for line in (out / "clips.jsonl").read_text().splitlines()]
     stamp = json.loads((root / "audio_mixture.json").read_text())["clips"]
     assert all(r["distractor"] == stamp[r["clip"]]["distractor"] and -5 <= r["snr_db"] <= 5 for r in rows)
-    assert "synthetic (audio-mixture)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "synthetic (audio-mixture)" in printed and "time_auc ceiling" in printed
+    # the ceiling of the 8-frame patch columns bounds LeGrad's time_auc on every clip (its curve is
+    # constant over each column), and it is each clip's own bound
+    from avlegrad.data.synthetic import audio_truth
+    from avlegrad.metrics_audio import time_auc_bound
+
+    assert summary["time_auc_ceiling"]["patch_frames"] == 8
+    truth = audio_truth(root, [r["clip"] for r in rows], LogMel(16000, n_fft=512, hop_length=160, n_mels=64),
+                        split="audio-mixture")
+    for r in rows:
+        if r["time_auc_ceiling"] is None:
+            continue
+        assert r["time_auc_ceiling"] == pytest.approx(time_auc_bound(truth[r["clip"]][1], 8))
+        for name in ("LeGrad, trained", "LeGrad, untrained"):
+            assert r[name]["time_auc"] <= r["time_auc_ceiling"] + 1e-6
     assert eval_script.main(["--dataset", "synthetic", "--root", str(root), "--explain", "audio",
                              "--split", "nope", "--out", str(out)]) == 2
     # the untrained control is the given checkpoint's own config at its initialisation (here an
@@ -337,3 +352,36 @@ def test_audio_mixture_split_written_once_and_deterministic(tmp_path):
         ref, _ = load_audio(roots[0] / MIXTURE_DIR / f"{clip_id}.wav")
         n = min(len(decoded), len(ref))
         assert np.corrcoef(decoded[:n], ref[:n])[0, 1] > 0.98  # AAC: lossy, sample-aligned
+
+
+def test_time_auc_bound_is_the_best_block_constant_curve():
+    """Against brute force: every assignment of ranks (ties included) to the blocks of small
+    activities; the bound is the best of them and is reached."""
+    import itertools
+
+    from avlegrad.metrics_audio import block_oracle_curve, time_auc_bound
+
+    rng = np.random.default_rng(3)
+    for trial in range(12):
+        n, width, offset = int(rng.integers(9, 14)), int(rng.integers(3, 5)), int(rng.integers(0, 3))
+        active = rng.random(n) < 0.5
+        if active.sum() < 3 or (~active).sum() < 3:
+            assert time_auc_bound(active, width, offset) is None
+            continue
+        edges = sorted({0, *range(offset, n, width), n})
+        blocks = list(zip(edges[:-1], edges[1:]))
+        best = 0.0
+        for ranks in itertools.product(range(len(blocks)), repeat=len(blocks)):  # ties allowed
+            curve = np.empty(n)
+            for (lo, hi), r in zip(blocks, ranks):
+                curve[lo:hi] = r
+            best = max(best, slow_auc(curve, active))
+        assert time_auc_bound(active, width, offset) == pytest.approx(best, abs=1e-6)  # torchmetrics: float32
+    # width 1: every frame its own block, the activity itself
+    active = np.arange(10) % 3 == 0
+    assert time_auc_bound(active, 1) == pytest.approx(1.0)
+    np.testing.assert_array_equal(block_oracle_curve(active, 1), active.astype(float))
+    # blocks straddling the events: one active frame in each block of 2 -> no block ranks above another
+    assert time_auc_bound(np.arange(12) % 2 == 0, 2) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="block width"):
+        block_oracle_curve(active, 0)

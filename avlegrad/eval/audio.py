@@ -15,7 +15,10 @@ pictures, with the object sounding in spans and an off-screen class sounding in 
 a comparable loudness (-5..+5 dB), so that the spectrogram's loudness no longer tells the object's
 bins and frames; the ground truth comes from the separated parts as for the standard clips.
 
-Output (``--out``): ``summary.json`` (means per method, N, skipped clips and why) and
+Beside them, the time_auc ceiling (:func:`avlegrad.metrics_audio.time_auc_bound`): the best any map
+constant over the encoder's patch columns can score, which bounds every patch-level explainer.
+
+Output (``--out``): ``summary.json`` (means per method, N, skipped clips and why, the ceiling) and
 ``clips.jsonl`` (per clip: class, distractor, each method's scores), written atomically; the
 table is printed. A run takes seconds, so it is recomputed rather than resumed.
 """
@@ -29,7 +32,7 @@ import numpy as np
 import torch
 
 from ..fileio import write_text_atomic
-from ..metrics_audio import loudness_prior, relevance_curve, tf_energy, time_auc
+from ..metrics_audio import loudness_prior, relevance_curve, tf_energy, time_auc, time_auc_bound
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,8 @@ def evaluate_audio_side(root, encoders: dict, clip_model, preprocess_cfg: dict, 
             raise ValueError(f"audio encoder {name!r}: its front-end differs from {names[0]!r}'s; the ground truth "
                              f"is computed on one log-mel grid")
     explainers = {name: AudioLeGrad(enc, layer_index=layer_index) for name, enc in encoders.items()}
+    # the ceiling of time_auc for any map constant over the first encoder's patch columns
+    patch_frames = explainers[names[0]].adapter.patch_frames
     dataset = create_dataset("synthetic", root, sample_rate=first.sample_rate, limit=limit)
     scenes = {s["file"]: s for s in json.loads((Path(root) / "synthetic.json").read_text()).get("scenes", [])}
     if split == MIXTURE_SPLIT:  # the distractor is the split's own
@@ -118,6 +123,8 @@ def evaluate_audio_side(root, encoders: dict, clip_model, preprocess_cfg: dict, 
                "mask_share": round(float(mask.mean()), 4), "active_share": round(float(active.mean()), 4)}
         for name, m in maps.items():
             row[name] = {"tf_energy": tf_energy(m, mask), "time_auc": time_auc(relevance_curve(m), active)}
+        if patch_frames:
+            row["time_auc_ceiling"] = time_auc_bound(active, patch_frames)
         rows.append(row)
     methods = names + ["loudness prior"]
     summary = {"dataset": "synthetic", "root": str(root), "split": split, "explain": "audio",
@@ -136,6 +143,9 @@ def evaluate_audio_side(root, encoders: dict, clip_model, preprocess_cfg: dict, 
         return table
 
     summary["methods"] = means(rows)
+    ceilings = [r["time_auc_ceiling"] for r in rows if r.get("time_auc_ceiling") is not None]
+    summary["time_auc_ceiling"] = ({"patch_frames": patch_frames, "time_auc": float(np.mean(ceilings)),
+                                    "n_time_auc": len(ceilings)} if ceilings else None)
     # the clips with an off-screen distractor: loudness alone no longer tells the object's bins
     # (every clip of the audio-mixture split: the subset would repeat the table)
     with_distractor = [r for r in rows if r["distractor"]] if split != MIXTURE_SPLIT else []
@@ -168,6 +178,10 @@ def format_audio_table(summary: dict) -> str:
         for name, entry in summary.get(key, {}).items():
             lines.append(f"{name + suffix:34s} {n:5d} {pct(entry['tf_energy']):>9s} {entry['n_time_auc']:8d} "
                          f"{pct(entry['time_auc']):>9s}")
+    ceiling = summary.get("time_auc_ceiling")
+    if ceiling:
+        lines.append(f"(time_auc ceiling {100 * ceiling['time_auc']:.2f}: the best any map constant over the encoder's "
+                     f"{ceiling['patch_frames']}-frame patch columns can score on these {ceiling['n_time_auc']} clips)")
     if summary.get("mask_share") is not None:
         lines.append(f"(the object's T-F mask covers {100 * summary['mask_share']:.1f}% of the spectrogram on average: "
                      f"a uniform map's tf_energy)")

@@ -114,6 +114,9 @@ class AudioViTAdapter:
     hop: int  # samples between spectrogram frames
     n_mels: int  # mel bands of the spectrograms
     frame_offset: int = 0  # sample of a clip's frame 0 centre, relative to the clip's start
+    # frames per patch column where patches tile one clip's time axis from frame 0 without overlap
+    # (every map at the input's resolution is then constant over such blocks); None otherwise
+    patch_frames: int | None = None
 
     @property
     def num_layers(self) -> int:
@@ -178,6 +181,8 @@ class TimmAudioViT(AudioViTAdapter):
         self.sample_rate, self.hop = encoder.frontend.sample_rate, encoder.frontend.hop_length
         self.n_mels = encoder.frontend.n_mels
         self.frame_offset = 0  # torchaudio's centred STFT: frame f is centred on sample f * hop
+        lay = vit.layout
+        self.patch_frames = int(lay.patch_size[1]) if lay.step[1] == lay.patch_size[1] else None
 
     def clips(self, waveforms):
         specs = self.encoder.frontend(waveforms)  # [B, 1, F, T]

@@ -49,6 +49,13 @@ DEFAULTS = {
         "temperature_init": 0.07,     # logit scale starts at 1/0.07, clamped to [1, 100] as CLIP does
         "learn_temperature": True,
         "distill_weight": 0.0,        # weight of the cosine distillation term mean(1 - cos(audio, image))
+        "mix": {                      # mixing two clips' sounds, targets mixed alike (avlegrad/train/mix.py)
+            "prob": 0.0,              # share of each micro-batch's clips whose sound gets another clip's added
+            "ratio": [0.25, 0.75],    # the clip's own amplitude weight, uniform in this range; the other's: the rest
+            "gate_prob": 0.0,         # each of the two sounds is switched on and off in spans with this probability
+            "gate_on_s": [0.25, 0.6],  # the spans' lengths in seconds, uniform: on ...
+            "gate_off_s": [0.2, 0.5],  # ... and off
+        },
         "gather_negatives": True,     # under torchrun: InfoNCE over every process's batch, as one process
                                       # with the whole batch would; false: each process's own batch only
         "amp": True,                  # bf16 autocast on CUDA (no effect on CPU)
@@ -181,6 +188,9 @@ def check_values(cfg: dict) -> None:
     fraction = get("data.val_fraction")
     if fraction is not None and not 0 <= fraction < 1:
         raise ValueError(f"data.val_fraction must be in [0, 1), got {fraction!r}")
+    from .mix import check_mix
+
+    check_mix(get("train.mix"))
 
 
 def plain_config(value):

@@ -31,6 +31,27 @@ def info_nce(audio: torch.Tensor, image: torch.Tensor, logit_scale: torch.Tensor
     return (audio_to_image + image_to_audio) / 2
 
 
+def soft_info_nce(audio: torch.Tensor, image: torch.Tensor, weights: torch.Tensor, logit_scale: torch.Tensor,
+                  all_audio: torch.Tensor | None = None, all_image: torch.Tensor | None = None,
+                  offset: int = 0) -> torch.Tensor:
+    """Symmetric InfoNCE with soft labels, for mixed sounds (``train.mix``): audio row ``i`` holds
+    the pictures of these rows with ``weights[i]`` (``[b, b]``, rows sum to 1), so its audio->image
+    cross-entropy has those weights as its target distribution; image ``j``'s image->audio target
+    is column ``j`` of ``weights`` normalised to sum 1. Mean over these rows; ``all_*``/``offset`` as
+    for :func:`info_nce`, which this equals when ``weights`` is the identity."""
+    all_audio = audio if all_audio is None else all_audio
+    all_image = image if all_image is None else all_image
+    b = len(audio)
+    rows = weights.new_zeros(b, len(all_image))
+    rows[:, offset:offset + b] = weights
+    cols = weights.t() / weights.sum(0)[:, None]
+    columns = weights.new_zeros(b, len(all_audio))
+    columns[:, offset:offset + b] = cols
+    audio_to_image = -(rows * F.log_softmax(logit_scale * audio @ all_image.t(), dim=1)).sum(1).mean()
+    image_to_audio = -(columns * F.log_softmax(logit_scale * image @ all_audio.t(), dim=1)).sum(1).mean()
+    return (audio_to_image + image_to_audio) / 2
+
+
 class ContrastiveModel(nn.Module):
     """The audio encoder plus the learnable temperature, so DDP averages both.
 
@@ -52,7 +73,9 @@ class ContrastiveModel(nn.Module):
         with torch.no_grad():
             self.logit_scale.clamp_(0, math.log(100))  # CLIP's bounds: scale in [1, 100]
 
-    def forward(self, waveforms, targets):
+    def forward(self, waveforms, targets, mix_weights=None):
+        """``mix_weights`` ``[b, b]``: how much of each row's picture each (mixed) sound holds
+        (:func:`avlegrad.train.mix.mix_batch`); None: every sound is its own clip's."""
         image = targets.float()
         dim = image.shape[1]
         if len(waveforms):
@@ -68,8 +91,13 @@ class ContrastiveModel(nn.Module):
         if len(audio) == 0:
             zero = zero + all_audio.sum() * 0.0
             return zero, {"infonce": zero.detach(), "distill": zero.detach()}
-        contrastive = info_nce(audio, image, self.logit_scale.exp(), all_audio, all_image, offset)
-        distill = (1 - (audio * image).sum(-1)).mean()
+        if mix_weights is None:
+            contrastive = info_nce(audio, image, self.logit_scale.exp(), all_audio, all_image, offset)
+            distill = (1 - (audio * image).sum(-1)).mean()
+        else:  # a mixed sound's targets: its pictures' targets in the same proportions
+            w = mix_weights.to(image)
+            contrastive = soft_info_nce(audio, image, w, self.logit_scale.exp(), all_audio, all_image, offset)
+            distill = (1 - (audio * F.normalize(w @ image, dim=-1)).sum(-1)).mean()
         loss = contrastive + self.distill_weight * distill if self.distill_weight else contrastive
         gathered = self.gather_negatives and dist.is_available() and dist.is_initialized()
         share = len(audio) * (dist.get_world_size() if gathered else 1) / len(all_audio)

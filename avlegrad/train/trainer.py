@@ -24,6 +24,7 @@ from ..distributed import DistInfo, all_gather_objects, init_distributed
 from .config import CSV_FIELDS, DEFAULTS, _merge, apply_override, check_values, load_config, plain_config
 from .data import (ClipAudioDataset, EpochBatchSampler, _log_skipped, build_clip_tower, collate_clips,
                    compute_targets, locate_clips, refuse_vggss_test_ids, split_ids)
+from .mix import check_mix, mix_batch, mix_rng
 from .model import (ContrastiveModel, NonFiniteError, _autocast, build_encoder, build_optimizer, evaluate,
                     warmup_cosine)
 
@@ -269,6 +270,7 @@ class Trainer:
             self.ddp = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[d.device] if d.device.type == "cuda" else None)
         self.sample_rate = self.encoder.sample_rate
+        self.mix = check_mix(t["mix"])
         self.num_samples = int(round(float(self.data["audio_seconds"]) * self.sample_rate))
         min_samples = self.encoder.min_samples  # clips shorter than the encoder's minimum are skipped
         self.train_set = ClipAudioDataset(self.train_clips, self.train_targets, self.sample_rate,
@@ -431,10 +433,14 @@ class Trainer:
             else:
                 waves = item[0].to(d.device, non_blocking=True)
                 targets = item[1].to(d.device, non_blocking=True)
+            mix_weights = None
+            if self.mix["prob"] > 0:  # drawn from (seed, epoch, micro-batch, rank): a resumed run mixes alike
+                waves, mix_weights = mix_batch(waves, self.mix, self.sample_rate,
+                                               mix_rng(self.seed, epoch, micro, d.rank))
             sync = (micro + 1) % accum == 0
             with (self.ddp.no_sync() if d.enabled and not sync else contextlib.nullcontext()):
                 with _autocast(d.device, bool(t["amp"])):
-                    loss, parts = self.ddp(waves, targets)
+                    loss, parts = self.ddp(waves, targets, mix_weights)
                 finite = torch.isfinite(loss.detach()).float()
                 if d.enabled:  # every process stops together, whichever saw it
                     dist.all_reduce(finite, op=dist.ReduceOp.MIN)
