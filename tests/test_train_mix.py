@@ -103,7 +103,9 @@ def test_mix_config_is_checked(tmp_path):
     assert cfg["train"]["mix"]["ratio"] == [0.25, 0.75]  # the other keys keep their defaults
     for override, key in (("train.mix.prob=1.5", "train.mix.prob"), ("train.mix.ratio=[0.8, 0.2]", "train.mix.ratio"),
                           ("train.mix.ratio=[0.0, 0.5]", "train.mix.ratio"),
-                          ("train.mix.gate_on_s=[0.3]", "train.mix.gate_on_s")):
+                          ("train.mix.gate_on_s=[0.3]", "train.mix.gate_on_s"),
+                          ("train.mix.gate_off_s=[0.00001, 0.00001]", "train.mix.gate_off_s"),  # 0 samples
+                          ("train.mix=0.5", "train.mix"), ("train.mix=null", "train.mix")):
         with pytest.raises(ValueError, match=key.replace(".", r"\.")):
             check_values(load_config(None, [override]))
     with pytest.raises(ValueError, match="unknown config key"):

@@ -438,7 +438,7 @@ def intermittent_gate(num_samples: int, sample_rate: int, rng: np.random.Generat
     pos = -int(rng.uniform(0, on_s[1] if on else off_s[1]) * sample_rate)  # enter mid-span
     ramp = max(1, int(MIXTURE_RAMP_S * sample_rate))
     while pos < num_samples:
-        length = int(rng.uniform(*(on_s if on else off_s)) * sample_rate)
+        length = max(1, int(rng.uniform(*(on_s if on else off_s)) * sample_rate))  # a 0-sample span never ends the loop
         lo, hi = max(pos, 0), min(pos + length, num_samples)
         if on and lo < hi:
             k = np.arange(lo, hi) - pos

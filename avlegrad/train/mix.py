@@ -21,21 +21,27 @@ import torch
 MIX_STREAM = 6607  # keeps the mixing draws apart from every other stream seeded from the run's seed
 
 
-def _span(value, key: str, low: float, high: float | None) -> tuple[float, float]:
+def _span(value, key: str, low: float, high: float | None, inclusive: bool = False) -> tuple[float, float]:
     ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
     if ok:
         a, b = float(value[0]), float(value[1])
-        ok = low < a <= b and (high is None or b <= high)
+        ok = (low <= a if inclusive else low < a) and a <= b and (high is None or b <= high)
     if not ok:
-        bound = f"in ({low}, {high}]" if high is not None else f"above {low}"
+        bound = (f"in ({low}, {high}]" if high is not None else
+                 f"at least {low} s" if inclusive else f"above {low}")
         raise ValueError(f"train.mix.{key} must be [low, high] with low <= high, both {bound}; got {value!r}")
     return a, b
+
+
+MIN_SPAN_S = 0.01  # gate spans shorter than this switch a sound at audio rate (and round to 0 samples)
 
 
 def check_mix(mix: dict) -> dict:
     """``train.mix`` validated: ``{prob, ratio, gate_prob, gate_on_s, gate_off_s}`` with floats;
     ValueError naming the key otherwise."""
+    if not isinstance(mix, dict):
+        raise ValueError(f"train.mix must be a mapping of prob, ratio, gate_prob, gate_on_s, gate_off_s; got {mix!r}")
     out = {}
     for key in ("prob", "gate_prob"):
         v = mix[key]
@@ -43,8 +49,8 @@ def check_mix(mix: dict) -> dict:
             raise ValueError(f"train.mix.{key} must be a probability in [0, 1], got {v!r}")
         out[key] = float(v)
     out["ratio"] = _span(mix["ratio"], "ratio", 0.0, 1.0)
-    out["gate_on_s"] = _span(mix["gate_on_s"], "gate_on_s", 0.0, None)
-    out["gate_off_s"] = _span(mix["gate_off_s"], "gate_off_s", 0.0, None)
+    out["gate_on_s"] = _span(mix["gate_on_s"], "gate_on_s", MIN_SPAN_S, None, inclusive=True)
+    out["gate_off_s"] = _span(mix["gate_off_s"], "gate_off_s", MIN_SPAN_S, None, inclusive=True)
     return out
 
 

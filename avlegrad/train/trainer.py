@@ -440,7 +440,8 @@ class Trainer:
             sync = (micro + 1) % accum == 0
             with (self.ddp.no_sync() if d.enabled and not sync else contextlib.nullcontext()):
                 with _autocast(d.device, bool(t["amp"])):
-                    loss, parts = self.ddp(waves, targets, mix_weights)
+                    loss, parts = (self.ddp(waves, targets) if mix_weights is None  # unmixed: the plain call
+                                   else self.ddp(waves, targets, mix_weights))
                 finite = torch.isfinite(loss.detach()).float()
                 if d.enabled:  # every process stops together, whichever saw it
                     dist.all_reduce(finite, op=dist.ReduceOp.MIN)
