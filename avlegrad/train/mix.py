@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 MIX_STREAM = 6607  # keeps the mixing draws apart from every other stream seeded from the run's seed
+MIN_SPAN_S = 0.01  # gate spans shorter than this switch a sound at audio rate (and round to 0 samples)
 
 
 def _span(value, key: str, low: float, high: float | None, inclusive: bool = False) -> tuple[float, float]:
@@ -32,9 +33,6 @@ def _span(value, key: str, low: float, high: float | None, inclusive: bool = Fal
                  f"at least {low} s" if inclusive else f"above {low}")
         raise ValueError(f"train.mix.{key} must be [low, high] with low <= high, both {bound}; got {value!r}")
     return a, b
-
-
-MIN_SPAN_S = 0.01  # gate spans shorter than this switch a sound at audio rate (and round to 0 samples)
 
 
 def check_mix(mix: dict) -> dict:
@@ -70,17 +68,17 @@ def mix_batch(waveforms: torch.Tensor, mix: dict, sample_rate: int, rng: np.rand
     chosen = np.flatnonzero(rng.random(b) < mix["prob"])
     partners = (chosen + rng.integers(1, b, size=len(chosen))) % b  # never the clip itself
     lams = rng.uniform(*mix["ratio"], size=len(chosen))
-    source = waveforms.detach().float().cpu().numpy()
 
-    def gated(k: int) -> np.ndarray:
+    def gated(k: int) -> torch.Tensor:
+        # only the gate is drawn on the host; the sounds stay where they are (the GPU in training)
         if rng.random() < mix["gate_prob"]:
-            return source[k] * intermittent_gate(n, sample_rate, rng, mix["gate_on_s"], mix["gate_off_s"])
-        return source[k]
+            gate = intermittent_gate(n, sample_rate, rng, mix["gate_on_s"], mix["gate_off_s"])
+            return waveforms[k] * torch.from_numpy(gate).to(waveforms)
+        return waveforms[k]
 
     out = waveforms.clone()
     for i, p, lam in zip(chosen.tolist(), partners.tolist(), lams.tolist()):
-        own, other = gated(i), gated(p)
-        out[i] = torch.from_numpy((lam * own + (1 - lam) * other).astype(np.float32)).to(out)
+        out[i] = lam * gated(i) + (1 - lam) * gated(p)
         weights[i, i], weights[i, p] = lam, 1 - lam
     return out, weights
 
