@@ -105,3 +105,21 @@ def explained_images(monkeypatch):
 
     monkeypatch.setattr(run, "create_explainer", counting)
     return seen
+
+
+def count_live_frames(localizer, monkeypatch) -> list:
+    """Wrap ``localizer.explain`` so that each call first records how many decoded frames
+    (``localize.Frame`` objects still holding pixels) are alive; returns the list it fills."""
+    import gc
+
+    from avlegrad import localize
+
+    alive = []
+    explain = localizer.explain
+
+    def counting_explain(frames, audio):
+        alive.append(sum(type(o) is localize.Frame and o.rgb is not None for o in gc.get_objects()))
+        explain(frames, audio)
+
+    monkeypatch.setattr(localizer, "explain", counting_explain)
+    return alive

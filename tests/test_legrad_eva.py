@@ -199,20 +199,7 @@ def test_open_clip_eva_tower():
     tower.head = nn.Sequential()
     tower.image_size = (32, 32)
     tower.eval()
-    before = model_snapshot(tower)
-    vit = adapter_for(tower)
-    assert vit.embed_dim == 16 and vit.num_classes is None
-    images = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        x = vit.tokens_before(images, vit.num_layers)
-        torch.testing.assert_close(vit.model_embedding(x), tower(images), atol=1e-5, rtol=1e-5)
-    targets = torch.randn(2, 16)
-    maps = LeGrad(tower, layer_index=-2)(images, targets)
-    t = tower.trunk
-    for b in range(2):
-        ref = reference_legrad(t, images[b:b + 1], targets[b], -2, t.rope.get_embed(), head=t.head)
-        torch.testing.assert_close(maps[b], ref, atol=1e-4, rtol=1e-4)
-    assert_model_unchanged(before, model_snapshot(tower))
+    _check_embedding_model(tower, tower.trunk, 16)
 
 
 def test_timm_perception_encoder_keeps_its_clip_projection():
@@ -220,19 +207,7 @@ def test_timm_perception_encoder_keeps_its_clip_projection():
     (``num_classes`` = the CLIP width, 512 for vit_pe_core_tiny_patch16_384): the embedding is timm's
     whole forward, and targets of that width (a PE text embedding) are explained through it."""
     model = eva("pe", seed=4, num_classes=12)
-    before = model_snapshot(model)
-    vit = adapter_for(model)
-    assert vit.embed_dim == 12 and vit.num_classes is None
-    images = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        x = vit.tokens_before(images, vit.num_layers)
-        torch.testing.assert_close(vit.model_embedding(x), model(images), atol=1e-5, rtol=1e-5)
-    targets = torch.randn(2, 12)
-    maps = LeGrad(model, layer_index=-2)(images, targets)
-    for b in range(2):
-        ref = reference_legrad(model, images[b:b + 1], targets[b], -2, model.rope.get_embed(), head=model.head)
-        torch.testing.assert_close(maps[b], ref, atol=1e-4, rtol=1e-4)
-    assert_model_unchanged(before, model_snapshot(model))
+    _check_embedding_model(model, model, 12)
 
 
 def test_unsupported_eva_variants_are_refused():
@@ -245,3 +220,22 @@ def test_unsupported_eva_variants_are_refused():
     mixed = eva("eva02", rope_type="mixed")
     with pytest.raises(UnsupportedModelError, match="rotary embedding"):
         LeGrad(mixed)
+
+
+def _check_embedding_model(model, trunk, width: int):
+    """``model``'s whole forward is its embedding (``width`` wide, no classifier): the adapter's
+    embedding equals it, and LeGrad on it equals the slow reference through ``trunk``'s head;
+    the model is left unchanged."""
+    before = model_snapshot(model)
+    vit = adapter_for(model)
+    assert vit.embed_dim == width and vit.num_classes is None
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        x = vit.tokens_before(images, vit.num_layers)
+        torch.testing.assert_close(vit.model_embedding(x), model(images), atol=1e-5, rtol=1e-5)
+    targets = torch.randn(2, width)
+    maps = LeGrad(model, layer_index=-2)(images, targets)
+    for b in range(2):
+        ref = reference_legrad(trunk, images[b:b + 1], targets[b], -2, trunk.rope.get_embed(), head=trunk.head)
+        torch.testing.assert_close(maps[b], ref, atol=1e-4, rtol=1e-4)
+    assert_model_unchanged(before, model_snapshot(model))

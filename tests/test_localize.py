@@ -20,7 +20,7 @@ from avlegrad.audio import AudioEncoder, create_audio_encoder
 from avlegrad.audio.factory import encoder_checkpoint, save_checkpoint_file
 from avlegrad.data.media import write_video
 from avlegrad.visualize import colorize, overlay
-from conftest import make_tiny_clip
+from conftest import count_live_frames, make_tiny_clip
 
 TINY_CLIP = {"embed_dim": 32,
              "vision_cfg": {"image_size": 64, "patch_size": 16, "width": 64, "layers": 2, "head_width": 16},
@@ -315,14 +315,7 @@ def test_memory_is_bounded_and_a_failing_model_leaves_nothing_behind(tmp_path, m
     write_video(path, moving_box_frames(60, 64, 64), 25, audio=tone(2.4), sample_rate=SR)
     localizer = localize.Localizer(make_tiny_clip(), {"size": 32}, RecordingEncoder(), batch_size=4, stride=2,
                                    progress=False)
-    alive = []
-    explain = localizer.explain
-
-    def counting_explain(frames, audio):
-        alive.append(sum(type(o) is localize.Frame and o.rgb is not None for o in gc.get_objects()))
-        explain(frames, audio)
-
-    monkeypatch.setattr(localizer, "explain", counting_explain)
+    alive = count_live_frames(localizer, monkeypatch)
     localizer.localize(path, tmp_path / "out")
     # at most batch * stride frames wait for the model, plus the decode and encode queues: never the whole video
     assert 0 < max(alive) <= 4 * 2 + 8 + 8 + 3 < 60

@@ -139,25 +139,16 @@ def test_localize_queues_hold_a_batch_within_a_memory_bound(tmp_path, monkeypatc
 
 
 def test_localize_holds_at_most_a_batch_in_each_queue(tmp_path, monkeypatch):
-    import gc
-
     import torch
 
     from avlegrad import localize
     from avlegrad.data.media import write_video
-    from conftest import make_tiny_clip
+    from conftest import count_live_frames, make_tiny_clip
 
     path = tmp_path / "long.mp4"
     write_video(path, [np.full((48, 64, 3), 3 * i, np.uint8) for i in range(80)], 25)
     loc = localize.Localizer(make_tiny_clip(), {"size": 32}, None, torch.ones(32), batch_size=10, progress=False)
-    alive = []
-    explain = loc.explain
-
-    def counting_explain(frames, audio):
-        alive.append(sum(type(o) is localize.Frame and o.rgb is not None for o in gc.get_objects()))
-        explain(frames, audio)
-
-    monkeypatch.setattr(loc, "explain", counting_explain)
+    alive = count_live_frames(loc, monkeypatch)
     result = loc.localize(path, tmp_path / "out")
     assert result.frames == 80
     # a batch waiting for the model, a batch decoded ahead, a batch being written (and one in hand)
