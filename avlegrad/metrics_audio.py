@@ -11,6 +11,9 @@ each clip's parts before they are mixed). Maps are ``[F, T]`` (mel bands x frame
   object's activity, computed with torchmetrics' ``binary_auroc`` (ties count one half); defined
   for clips with at least ``MIN_FRAMES_EACH`` active and as many silent frames (None otherwise:
   steady sounds are heard in every frame).
+- ``time_auc_against``: the same against only some of the silent frames (the frames where the
+  off-screen sound is heard, or where neither is): which of the two a map tells apart from the
+  object.
 - the loudness prior, the audio analogue of the centre prior: the spectrogram's own log-mel
   loudness as a map, min-max normalised.
 - ``time_auc_bound``: the highest ``time_auc`` any relevance constant over blocks of frames can
@@ -47,9 +50,18 @@ def tf_energy(saliency, mask) -> float:
     return float((m * g).sum() / total)
 
 
-def relevance_curve(saliency) -> np.ndarray:
-    """The per-frame relevance of a map ``[F, T]``: its mean over mel bands, ``[T]``."""
-    return _as_map(saliency, "the map").mean(axis=0)
+CURVE_REDUCTIONS = ("mean", "max")
+
+
+def relevance_curve(saliency, reduce: str = "mean") -> np.ndarray:
+    """The per-frame relevance of a map ``[F, T]``, ``[T]``: its mean over mel bands (``reduce="mean"``,
+    the definition ``time_auc`` is reported with) or its maximum (``"max"``: a frame is as relevant as
+    its most relevant band, which does not dilute a narrow-band sound's relevance over the bands it
+    does not occupy)."""
+    if reduce not in CURVE_REDUCTIONS:
+        raise ValueError(f"unknown reduction over mel bands {reduce!r}; choose one of {', '.join(CURVE_REDUCTIONS)}")
+    m = _as_map(saliency, "the map")
+    return m.mean(axis=0) if reduce == "mean" else m.max(axis=0)
 
 
 def time_auc(curve, active, min_each: int = MIN_FRAMES_EACH) -> float | None:
@@ -66,6 +78,25 @@ def time_auc(curve, active, min_each: int = MIN_FRAMES_EACH) -> float | None:
     if a.sum() < min_each or (~a).sum() < min_each:
         return None
     return float(binary_auroc(torch.from_numpy(c), torch.from_numpy(a.astype(np.int64)), thresholds=None))
+
+
+def time_auc_against(curve, active, negatives, min_each: int = MIN_FRAMES_EACH) -> float | None:
+    """:func:`time_auc` with only some of the silent frames as negatives: the ROC-AUC of a per-frame
+    relevance ``[T]`` between the ``active`` frames and the ``negatives`` frames (bool ``[T]`` each,
+    disjoint; other frames are left out). On the audio-mixture split, negatives = the frames where
+    only the other sound is heard ("does the map tell the pictured sound from the other one?") or
+    where neither is ("from silence?"). None where either side has fewer than ``min_each`` frames."""
+    a = np.asarray(active, dtype=bool).reshape(-1)
+    n = np.asarray(negatives, dtype=bool).reshape(-1)
+    if a.shape != n.shape:
+        raise ValueError(f"the activity ({a.size} frames) and the negatives ({n.size} frames) differ in length")
+    if (a & n).any():
+        raise ValueError(f"{int((a & n).sum())} frames are both active and negative: the two must be disjoint")
+    c = np.asarray(curve, dtype=np.float64).reshape(-1)
+    if c.shape != a.shape:
+        raise ValueError(f"the relevance curve ({c.size} frames) and the activity ({a.size} frames) differ in length")
+    keep = a | n
+    return time_auc(c[keep], a[keep], min_each)
 
 
 def loudness_prior(log_mel) -> np.ndarray:

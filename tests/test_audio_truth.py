@@ -5,7 +5,7 @@ import torch
 
 from avlegrad.audio.frontend import LogMel
 from avlegrad.data import world
-from avlegrad.metrics_audio import loudness_prior, relevance_curve, tf_energy, time_auc
+from avlegrad.metrics_audio import loudness_prior, relevance_curve, tf_energy, time_auc, time_auc_against
 
 
 def slow_auc(scores, labels):
@@ -34,6 +34,37 @@ def test_time_auc_matches_pairwise_reference_with_ties():
     assert time_auc(np.arange(10.0), np.ones(10, bool)) is None  # heard in every frame: undefined
     with pytest.raises(ValueError, match="differ in length"):
         time_auc(np.arange(5.0), np.ones(6, bool))
+
+
+def test_time_auc_against_some_negatives_and_the_max_band_curve():
+    """Against the pairwise reference on the positives and the chosen negatives only (ties, frames
+    left out); the max-band curve is the per-frame maximum."""
+    rng = np.random.default_rng(7)
+    for trial in range(20):
+        n = int(rng.integers(10, 60))
+        curve = rng.integers(0, 4, size=n).astype(float)
+        kind = rng.integers(0, 3, size=n)  # 0: active, 1: negative, 2: left out
+        active, negatives = kind == 0, kind == 1
+        got = time_auc_against(curve, active, negatives)
+        if active.sum() < 3 or negatives.sum() < 3:
+            assert got is None
+            continue
+        keep = kind < 2
+        assert got == pytest.approx(slow_auc(curve[keep], active[keep]), abs=1e-6)
+    # the left-out frames do not count: a curve that ranks them anywhere scores the same
+    active = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0], bool)
+    negatives = np.array([0, 0, 0, 1, 1, 1, 0, 0, 0], bool)
+    for left_out in (0.0, 5.0, 10.0):
+        assert time_auc_against([3, 4, 5, 0, 1, 2, left_out, left_out, left_out], active, negatives) == 1.0
+    with pytest.raises(ValueError, match="both active and negative"):
+        time_auc_against(np.arange(6.0), np.ones(6, bool), np.ones(6, bool))
+    with pytest.raises(ValueError, match="differ in length"):
+        time_auc_against(np.arange(6.0), np.ones(6, bool), np.zeros(5, bool))
+    m = rng.random((5, 7))
+    np.testing.assert_array_equal(relevance_curve(m, "max"), [max(m[:, t]) for t in range(7)])
+    np.testing.assert_allclose(relevance_curve(m), [sum(m[:, t]) / 5 for t in range(7)])
+    with pytest.raises(ValueError, match="unknown reduction over mel bands 'median'"):
+        relevance_curve(m, "median")
 
 
 def test_tf_energy_and_prior_against_definition():
@@ -104,6 +135,32 @@ def test_object_mask_knows_when_and_where():
     assert not mask_d.any()
 
 
+def test_distractor_activity_is_the_swapped_rule():
+    """The frames where the distractor is heard: some bin where its power beats the object's plus
+    the noise's, within the floor of its loudest bin (slow check); none without a distractor."""
+    from avlegrad.data.synthetic import mixture_parts
+
+    fe = LogMel(16000, n_fft=512, hop_length=160, n_mels=64)
+    params = {"version": 3, "num_clips": 3, "seed": 4, "size": 64, "duration": 2.0, "fps": 10, "sample_rate": 16000,
+              "classes": list(world.CLASSES), "object_counts": [0.1, 0.3, 0.6], "center_spread": 0.2,
+              "distractor_prob": 0.3}
+    for index in range(3):
+        parts = mixture_parts(index, params)
+        heard = world.distractor_activity(parts, fe)
+        _, active = world.object_tf_mask(parts, fe)
+        assert heard.shape == active.shape == (201,) and heard.dtype == bool
+        p_dist = fe.mel(torch.from_numpy(parts["distractor"])[None])[0].double().numpy()
+        p_rest = fe.mel(torch.from_numpy(parts["object"] + parts["noise"])[None])[0].double().numpy()
+        floor = p_dist.max() * 10 ** (-world.TF_FLOOR_DB / 10)
+        for t in range(201):
+            expect = any(p_dist[f, t] > p_rest[f, t] and p_dist[f, t] >= floor and p_dist[f, t] > 0 for f in range(64))
+            assert bool(heard[t]) == expect
+        assert heard.any() and (~heard & ~active).any()  # both sources pause: some frames hold neither
+    rng = np.random.default_rng(3)
+    parts = world.scene_audio_parts(_scene(rng, "red disc"), 2.0, 16000, rng, distractor_prob=0.0)
+    assert parts["distractor_name"] is None and not world.distractor_activity(parts, fe).any()
+
+
 def test_audio_truth_of_a_generated_set(tmp_path):
     from avlegrad.data.synthetic import audio_truth, generate_synthetic, make_clip
     import json
@@ -117,6 +174,10 @@ def test_audio_truth_of_a_generated_set(tmp_path):
         expect = world.object_tf_mask(make_clip(i, manifest["params"])["audio_parts"], fe)
         np.testing.assert_array_equal(mask, expect[0])
         assert mask.shape == (64, 101)
+        with_other = audio_truth(root, [clip_id], fe, distractor=True)[clip_id]
+        np.testing.assert_array_equal(with_other[1], active)
+        np.testing.assert_array_equal(with_other[2], world.distractor_activity(
+            make_clip(i, manifest["params"])["audio_parts"], fe))
     with pytest.raises(ValueError, match="'nope' is not in the synthetic set"):
         audio_truth(root, ["nope"], fe)
     with pytest.raises(ValueError, match="sample rate"):
@@ -176,6 +237,27 @@ def test_eval_explain_audio_runs_offline(tmp_path, capsys):
         assert r["time_auc_ceiling"] == pytest.approx(time_auc_bound(truth[r["clip"]][1], 8))
         for name in ("LeGrad, trained", "LeGrad, untrained"):
             assert r[name]["time_auc"] <= r["time_auc_ceiling"] + 1e-6
+    # the loudness prior's four time scores of each clip, from the definitions (pairwise reference)
+    from avlegrad.data.media import load_audio
+
+    fe = LogMel(16000, n_fft=512, hop_length=160, n_mels=64)
+    truth = audio_truth(root, [r["clip"] for r in rows], fe, split="audio-mixture", distractor=True)
+    for r in rows:
+        _, active, other = truth[r["clip"]]
+        wave, _ = load_audio(root / "audio_mixture" / f"{r['clip']}.wav", 16000)
+        prior = loudness_prior(fe(torch.from_numpy(np.ascontiguousarray(wave))[None])[0, 0])
+        mean_curve, max_curve = prior.mean(axis=0), prior.max(axis=0)
+        expect = {"time_auc": (mean_curve, active, ~active), "time_auc_max": (max_curve, active, ~active),
+                  "time_auc_other": (mean_curve, active, other & ~active),
+                  "time_auc_silence": (mean_curve, active, ~other & ~active)}
+        for key, (curve, pos, neg) in expect.items():
+            got = r["loudness prior"][key]
+            if pos.sum() < 3 or neg.sum() < 3:
+                assert got is None
+            else:
+                keep = pos | neg
+                assert got == pytest.approx(slow_auc(curve[keep], pos[keep]), abs=1e-4), (r["clip"], key)
+    assert "vs silence" in printed and "max-band" in printed
     assert eval_script.main(["--dataset", "synthetic", "--root", str(root), "--explain", "audio",
                              "--split", "nope", "--out", str(out)]) == 2
     # the untrained control is the given checkpoint's own config at its initialisation (here an

@@ -196,14 +196,16 @@ def ensure_synthetic(root) -> Path:
 
 
 
-def audio_truth(root, clip_ids, frontend, split: str = "test") -> dict:
+def audio_truth(root, clip_ids, frontend, split: str = "test", distractor: bool = False) -> dict:
     """The sounding object's time-frequency mask and per-frame activity of clips of a synthetic set.
 
     The clips are regenerated from the set's manifest (seed, index: the same draws that wrote
     them) and their parts (object, noise, distractor) scored by :func:`world.object_tf_mask` on
     ``frontend``'s grid (a ``LogMel``: the encoder's own). ``split``: ``test`` (the clips' own
     sound) or ``audio-mixture`` (the sound of :func:`ensure_audio_mixture`). Returns ``{clip_id:
-    (mask [n_mels, frames] bool, active [frames] bool)}``; an id not in the set raises
+    (mask [n_mels, frames] bool, active [frames] bool)}``; with ``distractor=True``, ``{clip_id:
+    (mask, active, distractor_active [frames] bool)}``, the last the frames where the off-screen
+    distractor is heard (:func:`world.distractor_activity`). An id not in the set raises
     ``ValueError`` naming it.
     """
     if split not in ("test", MIXTURE_SPLIT):
@@ -229,7 +231,8 @@ def audio_truth(root, clip_ids, frontend, split: str = "test") -> dict:
             parts = mixture_parts(index[clip_id], params)
         else:
             parts = make_clip(index[clip_id], params)["audio_parts"]
-        out[clip_id] = world.object_tf_mask(parts, frontend)
+        mask, active = world.object_tf_mask(parts, frontend)
+        out[clip_id] = (mask, active, world.distractor_activity(parts, frontend)) if distractor else (mask, active)
     return out
 
 

@@ -508,3 +508,16 @@ def object_tf_mask(parts: dict, frontend, floor_db: float = TF_FLOOR_DB) -> tupl
     floor = p_obj.max() * 10 ** (-floor_db / 10)
     mask = (p_obj > p_rest) & (p_obj >= floor) & (p_obj > 0)
     return mask, mask.any(axis=0)
+
+
+def distractor_activity(parts: dict, frontend, floor_db: float = TF_FLOOR_DB) -> np.ndarray:
+    """The frames where the off-screen distractor is heard, ``[frames]`` bool on the same grid as
+    :func:`object_tf_mask`, by the same rule with the roles swapped: a frame where some bin's
+    distractor power exceeds that of the object plus the background noise, within ``floor_db`` of
+    the distractor's loudest bin. All False for a clip without a distractor. With the object's
+    activity it splits the object's silent frames into *the other sound* and *neither*.
+    """
+    if parts["distractor_name"] is None:
+        return np.zeros_like(object_tf_mask(parts, frontend, floor_db)[1])
+    swapped = dict(parts, object=parts["distractor"], distractor=parts["object"])
+    return object_tf_mask(swapped, frontend, floor_db)[1]

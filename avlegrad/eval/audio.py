@@ -18,6 +18,12 @@ bins and frames; the ground truth comes from the separated parts as for the stan
 Beside them, the time_auc ceiling (:func:`avlegrad.metrics_audio.time_auc_bound`): the best any map
 constant over the encoder's patch columns can score, which bounds every patch-level explainer.
 
+Two readings of ``time_auc`` beside it, per method: ``time_auc_max`` (the per-frame curve as the
+maximum over mel bands, :func:`~avlegrad.metrics_audio.relevance_curve`), and the object's active
+frames against only part of its silent frames (:func:`~avlegrad.metrics_audio.time_auc_against`):
+``time_auc_other``, the frames where only the off-screen distractor is heard (does the map tell the
+pictured sound from the other one?), and ``time_auc_silence``, the frames where neither is.
+
 Output (``--out``): ``summary.json`` (means per method, N, skipped clips and why, the ceiling) and
 ``clips.jsonl`` (per clip: class, distractor, each method's scores), written atomically; the
 table is printed. A run takes seconds, so it is recomputed rather than resumed.
@@ -32,13 +38,16 @@ import numpy as np
 import torch
 
 from ..fileio import write_text_atomic
-from ..metrics_audio import loudness_prior, relevance_curve, tf_energy, time_auc, time_auc_bound
+from ..metrics_audio import loudness_prior, relevance_curve, tf_energy, time_auc, time_auc_against, time_auc_bound
 
 log = logging.getLogger(__name__)
 
 AUDIO_VIT_FILE = "audio_vit.pt"  # the world's audio encoder as a ViT (configs/world_audio_vit.yaml)
 AUDIO_VIT_CONFIG = "configs/world_audio_vit.yaml"
-METRICS = ("tf_energy", "time_auc")
+# time_auc_max: the per-frame curve as the maximum over mel bands instead of the mean;
+# time_auc_other / time_auc_silence: the active frames against only the frames where the off-screen
+# sound alone is heard / where neither is (mean curve)
+METRICS = ("tf_energy", "time_auc", "time_auc_max", "time_auc_other", "time_auc_silence")
 
 
 def untrained_like(config) -> torch.nn.Module:
@@ -107,7 +116,7 @@ def evaluate_audio_side(root, encoders: dict, clip_model, preprocess_cfg: dict, 
         if problem:
             skipped.append({"clip": item.clip_id, "reason": problem})
             continue
-        mask, active = audio_truth(root, [item.clip_id], frontend, split=split)[item.clip_id]
+        mask, active, other = audio_truth(root, [item.clip_id], frontend, split=split, distractor=True)[item.clip_id]
         wave = torch.from_numpy(np.ascontiguousarray(waveform))[None]
         with torch.no_grad():
             image = image_tensor(item.frame, preprocess_cfg)[None].to(device)
@@ -122,7 +131,11 @@ def evaluate_audio_side(root, encoders: dict, clip_model, preprocess_cfg: dict, 
                **({"snr_db": scenes.get(item.clip_id, {}).get("snr_db")} if split == MIXTURE_SPLIT else {}),
                "mask_share": round(float(mask.mean()), 4), "active_share": round(float(active.mean()), 4)}
         for name, m in maps.items():
-            row[name] = {"tf_energy": tf_energy(m, mask), "time_auc": time_auc(relevance_curve(m), active)}
+            curve = relevance_curve(m)
+            row[name] = {"tf_energy": tf_energy(m, mask), "time_auc": time_auc(curve, active),
+                         "time_auc_max": time_auc(relevance_curve(m, "max"), active),
+                         "time_auc_other": time_auc_against(curve, active, other & ~active),
+                         "time_auc_silence": time_auc_against(curve, active, ~other & ~active)}
         if patch_frames:
             row["time_auc_ceiling"] = time_auc_bound(active, patch_frames)
         rows.append(row)
@@ -170,18 +183,25 @@ def format_audio_table(summary: dict) -> str:
 
     lines = [f"synthetic ({summary.get('split', 'test')}), audio side: {summary['n']} clips scored, "
              f"{len(summary.get('skipped', []))} skipped",
-             f"{'method':34s} {'N':>5s} {'tf_energy':>9s} {'N(time)':>8s} {'time_auc':>9s}"]
+             f"{'method':34s} {'N':>5s} {'tf_energy':>9s} {'N(time)':>8s} {'time_auc':>9s} {'max-band':>9s} "
+             f"{'vs other':>9s} {'vs silence':>10s}"]
     for key, n, suffix in (("methods", summary["n"], ""),
                            ("methods_with_distractor", summary.get("n_with_distractor", 0), " (distractor)")):
         if not n:
             continue
         for name, entry in summary.get(key, {}).items():
             lines.append(f"{name + suffix:34s} {n:5d} {pct(entry['tf_energy']):>9s} {entry['n_time_auc']:8d} "
-                         f"{pct(entry['time_auc']):>9s}")
+                         f"{pct(entry['time_auc']):>9s} {pct(entry['time_auc_max']):>9s} "
+                         f"{pct(entry['time_auc_other']):>9s} {pct(entry['time_auc_silence']):>10s}")
     ceiling = summary.get("time_auc_ceiling")
     if ceiling:
         lines.append(f"(time_auc ceiling {100 * ceiling['time_auc']:.2f}: the best any map constant over the encoder's "
                      f"{ceiling['patch_frames']}-frame patch columns can score on these {ceiling['n_time_auc']} clips)")
+    first = next(iter(summary.get("methods", {}).values()), None)
+    counts = (f", on {first['n_time_auc_other']} / {first['n_time_auc_silence']} clips" if first else "")
+    lines.append(f"(max-band: time_auc with the per-frame maximum over mel bands instead of the mean; vs other / "
+                 f"vs silence: time_auc against only the frames where the off-screen sound alone is heard / where "
+                 f"neither is{counts})")
     if summary.get("mask_share") is not None:
         lines.append(f"(the object's T-F mask covers {100 * summary['mask_share']:.1f}% of the spectrogram on average: "
                      f"a uniform map's tf_energy)")
