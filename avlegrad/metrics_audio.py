@@ -7,7 +7,8 @@ each clip's parts before they are mixed). Maps are ``[F, T]`` (mel bands x frame
 - ``tf_energy``: the share of the map's energy inside the mask, ``sum(map * mask) / sum(map)``
   (the energy-based pointing game of Score-CAM, Wang et al. 2020, on the spectrogram). An
   all-zero map (a constant map after min-max) is scored as a uniform one: the mask's area share.
-- ``time_auc``: the ROC-AUC of the per-frame relevance (the map's mean over mel bands) against the
+- ``time_auc``: the ROC-AUC of the per-frame relevance (the map's mean over mel bands; or its
+  maximum, ``relevance_curve(m, "max")``, reported as max-band) against the
   object's activity, computed with torchmetrics' ``binary_auroc`` (ties count one half); defined
   for clips with at least ``MIN_FRAMES_EACH`` active and as many silent frames (None otherwise:
   steady sounds are heard in every frame).
@@ -85,7 +86,9 @@ def time_auc_against(curve, active, negatives, min_each: int = MIN_FRAMES_EACH) 
     relevance ``[T]`` between the ``active`` frames and the ``negatives`` frames (bool ``[T]`` each,
     disjoint; other frames are left out). On the audio-mixture split, negatives = the frames where
     only the other sound is heard ("does the map tell the pictured sound from the other one?") or
-    where neither is ("from silence?"). None where either side has fewer than ``min_each`` frames."""
+    where neither is ("from silence?"); "heard" as in the object's activity: louder than everything
+    else in at least one mel bin, so a frame where the object sounds but is drowned in every bin
+    counts as the other sound's. None where either side has fewer than ``min_each`` frames."""
     a = np.asarray(active, dtype=bool).reshape(-1)
     n = np.asarray(negatives, dtype=bool).reshape(-1)
     if a.shape != n.shape:
@@ -95,6 +98,8 @@ def time_auc_against(curve, active, negatives, min_each: int = MIN_FRAMES_EACH) 
     c = np.asarray(curve, dtype=np.float64).reshape(-1)
     if c.shape != a.shape:
         raise ValueError(f"the relevance curve ({c.size} frames) and the activity ({a.size} frames) differ in length")
+    if not np.isfinite(c).all():  # also in the frames left out: a broken map is never scored
+        raise ValueError("the relevance curve holds NaN or infinite values")
     keep = a | n
     return time_auc(c[keep], a[keep], min_each)
 

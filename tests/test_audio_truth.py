@@ -56,6 +56,9 @@ def test_time_auc_against_some_negatives_and_the_max_band_curve():
     negatives = np.array([0, 0, 0, 1, 1, 1, 0, 0, 0], bool)
     for left_out in (0.0, 5.0, 10.0):
         assert time_auc_against([3, 4, 5, 0, 1, 2, left_out, left_out, left_out], active, negatives) == 1.0
+    assert time_auc_against(np.arange(9.0), active, np.zeros(9, bool)) is None  # no negatives
+    with pytest.raises(ValueError, match="NaN"):  # also in a frame left out
+        time_auc_against([3, 4, 5, 0, 1, 2, np.nan, 0, 0], active, negatives)
     with pytest.raises(ValueError, match="both active and negative"):
         time_auc_against(np.arange(6.0), np.ones(6, bool), np.ones(6, bool))
     with pytest.raises(ValueError, match="differ in length"):
@@ -211,7 +214,11 @@ def test_eval_explain_audio_runs_offline(tmp_path, capsys):
     assert summary["time_auc"] is None or 0 <= summary["time_auc"] <= 1
     rows = [json.loads(line) for line in (out / "clips.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all("tf_energy" in r["loudness prior"] for r in rows)
-    assert "loudness prior" in capsys.readouterr().out
+    # vs other / vs silence are the mixtures' (here the distractor sounds throughout: they would
+    # divide clips, not frames)
+    assert all(r[m]["time_auc_other"] is None and r[m]["time_auc_silence"] is None for r in rows for m in summary["methods"])
+    printed = capsys.readouterr().out
+    assert "loudness prior" in printed and "max-band" in printed and "vs silence" not in printed
     # the audio-mixture split: the same pictures, the split's sounds and ground truth
     out = tmp_path / "out-mixture"
     assert eval_script.main(["--dataset", "synthetic", "--root", str(root), "--explain", "audio",
@@ -242,8 +249,10 @@ def test_eval_explain_audio_runs_offline(tmp_path, capsys):
 
     fe = LogMel(16000, n_fft=512, hop_length=160, n_mels=64)
     truth = audio_truth(root, [r["clip"] for r in rows], fe, split="audio-mixture", distractor=True)
+    scored = 0
     for r in rows:
         _, active, other = truth[r["clip"]]
+        assert r["other_share"] == pytest.approx((other & ~active).mean(), abs=1e-4)
         wave, _ = load_audio(root / "audio_mixture" / f"{r['clip']}.wav", 16000)
         prior = loudness_prior(fe(torch.from_numpy(np.ascontiguousarray(wave))[None])[0, 0])
         mean_curve, max_curve = prior.mean(axis=0), prior.max(axis=0)
@@ -257,6 +266,8 @@ def test_eval_explain_audio_runs_offline(tmp_path, capsys):
             else:
                 keep = pos | neg
                 assert got == pytest.approx(slow_auc(curve[keep], pos[keep]), abs=1e-4), (r["clip"], key)
+                scored += key in ("time_auc_other", "time_auc_silence")
+    assert scored >= 2  # the reference check is not vacuous
     assert "vs silence" in printed and "max-band" in printed
     assert eval_script.main(["--dataset", "synthetic", "--root", str(root), "--explain", "audio",
                              "--split", "nope", "--out", str(out)]) == 2

@@ -20,9 +20,10 @@ constant over the encoder's patch columns can score, which bounds every patch-le
 
 Two readings of ``time_auc`` beside it, per method: ``time_auc_max`` (the per-frame curve as the
 maximum over mel bands, :func:`~avlegrad.metrics_audio.relevance_curve`), and the object's active
-frames against only part of its silent frames (:func:`~avlegrad.metrics_audio.time_auc_against`):
-``time_auc_other``, the frames where only the off-screen distractor is heard (does the map tell the
-pictured sound from the other one?), and ``time_auc_silence``, the frames where neither is.
+frames against only part of its silent frames (:func:`~avlegrad.metrics_audio.time_auc_against`),
+on the audio-mixture split: ``time_auc_other``, the frames where only the off-screen distractor is
+heard (does the map tell the pictured sound from the other one?), and ``time_auc_silence``, the
+frames where neither is (None on the standard clips, whose distractor sounds throughout).
 
 Output (``--out``): ``summary.json`` (means per method, N, skipped clips and why, the ceiling) and
 ``clips.jsonl`` (per clip: class, distractor, each method's scores), written atomically; the
@@ -130,12 +131,19 @@ def evaluate_audio_side(root, encoders: dict, clip_model, preprocess_cfg: dict, 
         row = {"clip": item.clip_id, "class": item.label, "distractor": scenes.get(item.clip_id, {}).get("distractor"),
                **({"snr_db": scenes.get(item.clip_id, {}).get("snr_db")} if split == MIXTURE_SPLIT else {}),
                "mask_share": round(float(mask.mean()), 4), "active_share": round(float(active.mean()), 4)}
+        if split == MIXTURE_SPLIT:
+            row["other_share"] = round(float((other & ~active).mean()), 4)  # only the other sound is heard
+            row["neither_share"] = round(float((~other & ~active).mean()), 4)
         for name, m in maps.items():
             curve = relevance_curve(m)
             row[name] = {"tf_energy": tf_energy(m, mask), "time_auc": time_auc(curve, active),
-                         "time_auc_max": time_auc(relevance_curve(m, "max"), active),
-                         "time_auc_other": time_auc_against(curve, active, other & ~active),
-                         "time_auc_silence": time_auc_against(curve, active, ~other & ~active)}
+                         "time_auc_max": time_auc(relevance_curve(m, "max"), active)}
+            # only on the mixtures: the standard clips' distractor sounds throughout, so there the two
+            # would divide clips (with a distractor or not), not frames
+            split_scores = ((time_auc_against(curve, active, other & ~active),
+                             time_auc_against(curve, active, ~other & ~active))
+                            if split == MIXTURE_SPLIT else (None, None))
+            row[name]["time_auc_other"], row[name]["time_auc_silence"] = split_scores
         if patch_frames:
             row["time_auc_ceiling"] = time_auc_bound(active, patch_frames)
         rows.append(row)
@@ -176,32 +184,35 @@ def evaluate_audio_side(root, encoders: dict, clip_model, preprocess_cfg: dict, 
 
 
 def format_audio_table(summary: dict) -> str:
-    """The printed table: N, tf_energy and time_auc (x100) per method, on all clips and on those
-    with an off-screen distractor."""
+    """The printed table: N, tf_energy, time_auc and its readings (max-band; on the audio-mixture
+    split vs other and vs silence) x100 per method, on all clips and on those with an off-screen
+    distractor."""
     def pct(v):
         return f"{100 * v:8.2f}" if v is not None else "     n/a"
 
+    first = next(iter(summary.get("methods", {}).values()), {})
+    n_other, n_silence = first.get("n_time_auc_other", 0), first.get("n_time_auc_silence", 0)
+    split_cols = bool(n_other or n_silence)  # the audio-mixture split's
     lines = [f"synthetic ({summary.get('split', 'test')}), audio side: {summary['n']} clips scored, "
              f"{len(summary.get('skipped', []))} skipped",
-             f"{'method':34s} {'N':>5s} {'tf_energy':>9s} {'N(time)':>8s} {'time_auc':>9s} {'max-band':>9s} "
-             f"{'vs other':>9s} {'vs silence':>10s}"]
+             f"{'method':34s} {'N':>5s} {'tf_energy':>9s} {'N(time)':>8s} {'time_auc':>9s} {'max-band':>9s}"
+             + (f" {'vs other':>9s} {'vs silence':>10s}" if split_cols else "")]
     for key, n, suffix in (("methods", summary["n"], ""),
                            ("methods_with_distractor", summary.get("n_with_distractor", 0), " (distractor)")):
         if not n:
             continue
         for name, entry in summary.get(key, {}).items():
             lines.append(f"{name + suffix:34s} {n:5d} {pct(entry['tf_energy']):>9s} {entry['n_time_auc']:8d} "
-                         f"{pct(entry['time_auc']):>9s} {pct(entry['time_auc_max']):>9s} "
-                         f"{pct(entry['time_auc_other']):>9s} {pct(entry['time_auc_silence']):>10s}")
+                         f"{pct(entry['time_auc']):>9s} {pct(entry.get('time_auc_max')):>9s}"
+                         + (f" {pct(entry.get('time_auc_other')):>9s} {pct(entry.get('time_auc_silence')):>10s}"
+                            if split_cols else ""))
     ceiling = summary.get("time_auc_ceiling")
     if ceiling:
         lines.append(f"(time_auc ceiling {100 * ceiling['time_auc']:.2f}: the best any map constant over the encoder's "
                      f"{ceiling['patch_frames']}-frame patch columns can score on these {ceiling['n_time_auc']} clips)")
-    first = next(iter(summary.get("methods", {}).values()), None)
-    counts = (f", on {first['n_time_auc_other']} / {first['n_time_auc_silence']} clips" if first else "")
-    lines.append(f"(max-band: time_auc with the per-frame maximum over mel bands instead of the mean; vs other / "
-                 f"vs silence: time_auc against only the frames where the off-screen sound alone is heard / where "
-                 f"neither is{counts})")
+    lines.append("(max-band: time_auc with the per-frame maximum over mel bands instead of the mean" +
+                 (f"; vs other / vs silence: time_auc against only the frames where the off-screen sound alone is "
+                  f"heard / where neither is, on {n_other} / {n_silence} of all clips)" if split_cols else ")"))
     if summary.get("mask_share") is not None:
         lines.append(f"(the object's T-F mask covers {100 * summary['mask_share']:.1f}% of the spectrogram on average: "
                      f"a uniform map's tf_energy)")
