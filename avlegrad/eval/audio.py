@@ -117,7 +117,9 @@ def evaluate_audio_side(root, encoders: dict, clip_model, preprocess_cfg: dict, 
         if problem:
             skipped.append({"clip": item.clip_id, "reason": problem})
             continue
-        mask, active, other = audio_truth(root, [item.clip_id], frontend, split=split, distractor=True)[item.clip_id]
+        mixture = split == MIXTURE_SPLIT  # the distractor's frames are only used there (below)
+        truth = audio_truth(root, [item.clip_id], frontend, split=split, distractor=mixture)[item.clip_id]
+        mask, active = truth[:2]
         wave = torch.from_numpy(np.ascontiguousarray(waveform))[None]
         with torch.no_grad():
             image = image_tensor(item.frame, preprocess_cfg)[None].to(device)
@@ -131,19 +133,18 @@ def evaluate_audio_side(root, encoders: dict, clip_model, preprocess_cfg: dict, 
         row = {"clip": item.clip_id, "class": item.label, "distractor": scenes.get(item.clip_id, {}).get("distractor"),
                **({"snr_db": scenes.get(item.clip_id, {}).get("snr_db")} if split == MIXTURE_SPLIT else {}),
                "mask_share": round(float(mask.mean()), 4), "active_share": round(float(active.mean()), 4)}
-        if split == MIXTURE_SPLIT:
-            row["other_share"] = round(float((other & ~active).mean()), 4)  # only the other sound is heard
-            row["neither_share"] = round(float((~other & ~active).mean()), 4)
+        # vs other / vs silence only on the mixtures: the standard clips' distractor sounds throughout,
+        # so there the two would divide clips (with a distractor or not), not frames
+        if mixture:
+            only_other, neither = truth[2] & ~active, ~truth[2] & ~active
+            row["other_share"] = round(float(only_other.mean()), 4)
+            row["neither_share"] = round(float(neither.mean()), 4)
         for name, m in maps.items():
             curve = relevance_curve(m)
             row[name] = {"tf_energy": tf_energy(m, mask), "time_auc": time_auc(curve, active),
-                         "time_auc_max": time_auc(relevance_curve(m, "max"), active)}
-            # only on the mixtures: the standard clips' distractor sounds throughout, so there the two
-            # would divide clips (with a distractor or not), not frames
-            split_scores = ((time_auc_against(curve, active, other & ~active),
-                             time_auc_against(curve, active, ~other & ~active))
-                            if split == MIXTURE_SPLIT else (None, None))
-            row[name]["time_auc_other"], row[name]["time_auc_silence"] = split_scores
+                         "time_auc_max": time_auc(relevance_curve(m, "max"), active),
+                         "time_auc_other": time_auc_against(curve, active, only_other) if mixture else None,
+                         "time_auc_silence": time_auc_against(curve, active, neither) if mixture else None}
         if patch_frames:
             row["time_auc_ceiling"] = time_auc_bound(active, patch_frames)
         rows.append(row)
