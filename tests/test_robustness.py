@@ -308,6 +308,7 @@ def test_a_finished_output_dir_is_refused_without_resume_or_overwrite(train_clip
     (["--set", "train.batch_size=0"], "train.batch_size must be >= 1, got 0"),
     (["--set", "train.epochs=0"], "train.epochs must be >= 1, got 0"),
     (["--set", "data.audio_seconds=0"], "data.audio_seconds must be > 0"),
+    (["--set", "seed=-1"], "seed must be in [0, 2**32), got -1"),
 ])
 def test_train_config_values_are_checked(train_clips, tmp_path, caplog, extra, message, one_thread_cache):
     assert _train_script().cli(train_args(train_clips, tmp_path / "run", *extra)) == 2

@@ -322,6 +322,12 @@ def test_config_errors_and_overrides(tmp_path):
         load_config(TINY, ["train.epochs=abc"])
     with pytest.raises(ValueError, match="train.amp must be bool"):
         load_config(TINY, ["train.amp=1"])
+    # a section given a value: the section's name and keys, not a TypeError from deep inside
+    with pytest.raises(ValueError, match=r"data is a section of keys \['audio_seconds'.*set one of them, e.g. data.audio_seconds="):
+        load_config(TINY, ["data=5"])
+    bad.write_text("train: null\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: train is a section of keys"):
+        load_config(bad)
     assert load_config(TINY, ["train.lr=3e-4"])["train"]["lr"] == 3e-4  # YAML's text "3e-4" is a number here
     with pytest.raises(FileNotFoundError, match=r"^config file .*nope.yaml not found$"):  # not [Errno 2] ...
         load_config(tmp_path / "nope.yaml")
@@ -424,3 +430,87 @@ def test_sound_mixing_trains_and_resumes_bit_for_bit(clips, tmp_path):
     a = torch.load(full / "checkpoints" / "last.pt", weights_only=True)["state_dict"]
     b = torch.load(part / "checkpoints" / "last.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _validation_failure(rank, world, port, kind, out):
+    import torch.distributed as dist
+    from avlegrad.distributed import DistInfo
+    from avlegrad.train.model import NonFiniteError
+    from avlegrad.train.trainer import Trainer
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    me = type("T", (), {"d": DistInfo(rank=rank, world_size=world)})()
+    failure = None
+    if rank == 0 and kind:
+        failure = NonFiniteError("3 of 8 validation embeddings are NaN") if kind == "nan" else OSError("disk gone")
+    try:
+        Trainer._stop_together(me, failure)
+        result = "none"
+    except Exception as e:  # noqa: BLE001 - what each process raised is the point
+        result = f"{type(e).__name__}: {e}"
+    (out / f"rank{rank}.txt").write_text(result)
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("kind", ["nan", "other", None])
+def test_a_validation_failure_on_rank_0_stops_every_process(tmp_path, kind):
+    """Validation runs on rank 0 only: its failure is raised on every process at once (the others
+    would otherwise wait at the next barrier until the process group timed out)."""
+    procs = torch.multiprocessing.spawn(_validation_failure, args=(2, _free_port(), kind, tmp_path), nprocs=2,
+                                        join=False)
+    deadline = time.time() + 120
+    while not procs.join(timeout=1):
+        if time.time() > deadline:
+            for proc in procs.processes:
+                proc.kill()
+            pytest.fail("a process waited for the other: the failure was not shared")
+    got = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
+    if kind is None:
+        assert got == ["none", "none"]
+    elif kind == "nan":
+        assert got[0] == "NonFiniteError: 3 of 8 validation embeddings are NaN"
+        assert got[1].startswith("NonFiniteError: validation on rank 0 found NaN")
+    else:
+        assert got == ["OSError: disk gone", "RuntimeError: validation failed on rank 0 (its log says why)"]
+
+
+def test_ctrl_c_under_torchrun_saves_a_resumable_checkpoint(clips, tmp_path, cache_home):
+    """Ctrl-C reaches every process of a torchrun run (the terminal's process group): they finish the
+    same optimizer step, write last.pt together and stop with one line; --resume continues from it."""
+    import signal
+
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "AVLEGRAD_CACHE": str(cache_home)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           str(REPO / "train.py"), *args_for(clips, out, "--set", "train.batch_size=4", "--set", "train.epochs=400",
+                                             "--set", "train.log_every_steps=1", "--set", "train.val_every_epochs=1000")]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group, as a terminal's job
+    try:
+        deadline = time.time() + 180
+        while not (out / "log.csv").is_file() or len(read_rows(out, "train")) < 3:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.time() < deadline, "the run logged no steps"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0
+    said = [line for line in stderr.splitlines() if "interrupted at step" in line]
+    assert len(said) == 1 and "saved" in said[0] and "continue with --resume" in said[0], stderr[-3000:]  # rank 0
+    step = int(said[0].split("interrupted at step ")[1].split(":")[0])
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["train_state"]["step"] == step >= 3 and ckpt["train_state"]["world"] == 2
+    assert len(ckpt["train_state"]["per_rank"]) == 2
+    # no traceback from our code (torchrun's own agent prints one of its SignalException)
+    assert f'File "{REPO}' not in stderr and "avlegrad/" not in stderr.split("Traceback")[-1], stderr[-3000:]
+    # and it resumes: one more epoch from the saved step, on both processes
+    steps_per_epoch = 33 // 2 // 4
+    epochs = step // steps_per_epoch + 1
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           str(REPO / "train.py"), "--resume", str(out / "checkpoints" / "last.pt"), "--set", f"train.epochs={epochs}"]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert torch.load(out / "checkpoints" / "final.pt", weights_only=True)["summary"]["step"] == epochs * steps_per_epoch

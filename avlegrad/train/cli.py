@@ -10,6 +10,7 @@ The config keys and their meaning: avlegrad/train/config.py (DEFAULTS) and docs/
 """
 import argparse
 import logging
+import os
 import sys
 
 from ..cli import flag_wording, parser_flags
@@ -83,7 +84,8 @@ def cli(argv=None) -> int:
         log.error("%s", flag_wording(str(e), said))
         return 1
     except KeyboardInterrupt as e:
-        log.error("%s", flag_wording(str(e), said) if isinstance(e, TrainingInterrupted) else "interrupted")
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every process stops: rank 0 says it
+            log.error("%s", flag_wording(str(e), said) if isinstance(e, TrainingInterrupted) else "interrupted")
         return 130
     return 0
 

@@ -85,6 +85,9 @@ def _merge(base: dict, new: dict, where: str, prefix: str = "") -> None:
                              f"{' in ' + repr(parent) if parent else ''}: {sorted(base)}")
         if isinstance(value, dict) and isinstance(base.get(key), dict):
             _merge(base[key], value, where, dotted + ".")
+        elif isinstance(base.get(key), dict) and not free:  # a section given a value: say which keys it has
+            raise ValueError(f"{where}: {dotted} is a section of keys {sorted(base[key])}, not a value; "
+                             f"set one of them, e.g. {dotted}.{sorted(base[key])[0]}=...")
         else:
             base[key] = copy.deepcopy(value if free else _checked_type(base.get(key), value, dotted, where))
 
@@ -185,6 +188,9 @@ def check_values(cfg: dict) -> None:
         value = get(key)
         if value is not None and not value > 0:
             raise ValueError(f"{key} must be > 0, got {value!r}")
+    seed = get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:  # numpy's range
+        raise ValueError(f"seed must be in [0, 2**32), got {seed!r}")
     fraction = get("data.val_fraction")
     if fraction is not None and not 0 <= fraction < 1:
         raise ValueError(f"data.val_fraction must be in [0, 1), got {fraction!r}")

@@ -8,6 +8,8 @@ import logging
 import os
 import random
 import shutil
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -134,6 +136,40 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during training; the message says where the resumable checkpoint is."""
 
 
+class _StopRequest:
+    """Under torchrun, Ctrl-C (SIGINT, sent to every process) and torchrun's own SIGTERM only set a
+    flag while the run trains: the processes agree on it at the next micro-batch (with the loss's
+    finiteness, in the same all-reduce), finish that optimizer step and write ``last.pt`` together,
+    which needs every process (torchrun kills them 30 s after its signal). A single process keeps
+    Python's KeyboardInterrupt. Only the main thread can install handlers: elsewhere, none."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.signal = None
+        self._old = {}
+
+    def _handle(self, signum, frame):
+        if self.signal is None:
+            self.signal = signal.Signals(signum).name
+
+    def __enter__(self):
+        if self.enabled:
+            self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+        self._old = {}
+        return False
+
+
+def _ignore_interrupts(worker_id: int) -> None:
+    # DataLoader workers share the terminal's Ctrl-C; under torchrun the main process stops at a step
+    # boundary, and a worker dying of the signal first would turn that into a loader error
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 RUN_FILES = ("log.csv", "train.log", "config.yaml")  # with checkpoints/ and tb/: what a run writes
 
 
@@ -219,6 +255,7 @@ class Trainer:
         self._build_model()
         self.step, self.best_r1, self.val_done_epoch = 0, -1.0, -1
         self.running = self._zero_running()
+        self.stop_request, self.stopping = _StopRequest(d.enabled), False  # Ctrl-C under torchrun
 
     # --- setup ---------------------------------------------------------------------------------
     def _prepare_data(self):
@@ -331,9 +368,15 @@ class Trainer:
         improved = False
         due = (epoch + 1) % int(self.t["val_every_epochs"]) == 0 or epoch + 1 == self.epochs
         if self.val_loader is not None and due:
+            failure = None
             if self.d.is_main:
-                m = evaluate(self.encoder, self.val_loader, self.val_targets, self.model.logit_scale.exp().item(),
-                             self.d.device, bool(self.t["amp"]))
+                try:
+                    m = evaluate(self.encoder, self.val_loader, self.val_targets,
+                                 self.model.logit_scale.exp().item(), self.d.device, bool(self.t["amp"]))
+                except Exception as e:  # raised below on every process, not here alone (the others
+                    failure = e         # would wait at the barrier until the process group timed out)
+            self._stop_together(failure)
+            if self.d.is_main:
                 log.info("epoch %d step %d: validation R@1 %.4f R@5 %.4f loss %.4f (%d clips)", epoch + 1,
                          self.step, m["r1"], m["r5"], m["loss"], m["clips"])
                 self.csv.write(split="val", step=self.step, epoch=epoch + 1, loss=m["loss"], r1=m["r1"],
@@ -347,6 +390,21 @@ class Trainer:
         if improved:
             self.save("best.pt", full=False)
         self.save("last.pt")
+
+    def _stop_together(self, failure: Exception | None) -> None:
+        """Raise rank 0's validation ``failure`` on every process at once under torch.distributed (the
+        others: the same kind, NonFiniteError or RuntimeError, pointing at rank 0's log)."""
+        if self.d.enabled:
+            kind = 0.0 if failure is None else 1.0 if isinstance(failure, NonFiniteError) else 2.0
+            flag = torch.tensor([kind], device=self.d.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if flag.item() and failure is None:
+                error = NonFiniteError if flag.item() == 1.0 else RuntimeError
+                raise error("validation failed on rank 0 (its log says why)" if error is RuntimeError else
+                            "validation on rank 0 found NaN or infinite embeddings: the encoder's weights have "
+                            "diverged")
+        if failure is not None:
+            raise failure
 
     # --- the loop ------------------------------------------------------------------------------
     def fit(self, resume_from=None) -> dict:
@@ -370,12 +428,15 @@ class Trainer:
         max_steps = t["max_steps"]
         stopped = max_steps is not None and self.step >= int(max_steps)
         try:
-            for epoch in range(start_epoch, self.epochs if not stopped else start_epoch):
-                stopped = self.train_epoch(epoch)
-                if stopped:
-                    log.info("stopped at step %d (train.max_steps=%s)", self.step, t["max_steps"])
-                    break
-                self.end_of_epoch(epoch)
+            with self.stop_request:
+                for epoch in range(start_epoch, self.epochs if not stopped else start_epoch):
+                    stopped = self.train_epoch(epoch)
+                    if stopped:
+                        log.info("stopped at step %d (train.max_steps=%s)", self.step, t["max_steps"])
+                        break
+                    self.end_of_epoch(epoch)
+        except TrainingInterrupted:  # stopped together under torchrun: last.pt is written
+            raise
         except KeyboardInterrupt:
             raise TrainingInterrupted(self._save_on_interrupt()) from None
         except NonFiniteError as e:
@@ -399,8 +460,8 @@ class Trainer:
     def _save_on_interrupt(self) -> str:
         """Ctrl-C: write ``last.pt`` at the last completed optimizer step (the weights, optimizer and
         schedule agree there; micro-batches accumulated since are dropped) so ``--resume`` continues."""
-        if self.d.enabled:  # the other processes may not reach the collective that saving needs
-            return (f"interrupted at step {self.step}; under torchrun no checkpoint is written on Ctrl-C: "
+        if self.d.enabled:  # outside the steps (data, validation): the others may not reach the collective
+            return (f"interrupted at step {self.step}, outside a training step: no checkpoint is written; "
                     f"`resume` continues from the last saved one")
         if self.step == 0:
             return "interrupted before the first optimizer step; nothing to save"
@@ -420,7 +481,8 @@ class Trainer:
         loader = torch.utils.data.DataLoader(
             self.train_set, batch_sampler=sampler, num_workers=int(self.data["num_workers"]),
             collate_fn=collate_clips, pin_memory=d.device.type == "cuda",
-            generator=torch.Generator().manual_seed(self.seed + epoch))  # keeps loaders off the global RNG
+            generator=torch.Generator().manual_seed(self.seed + epoch),  # keeps loaders off the global RNG
+            worker_init_fn=_ignore_interrupts if d.enabled else None)
         bar = tqdm(total=self.steps_per_epoch, initial=first // accum, desc=f"epoch {epoch + 1}/{self.epochs}",
                    disable=not (d.is_main and t["progress"]), leave=False)
         started = time.time()
@@ -443,8 +505,11 @@ class Trainer:
                     loss, parts = (self.ddp(waves, targets) if mix_weights is None  # unmixed: the plain call
                                    else self.ddp(waves, targets, mix_weights))
                 finite = torch.isfinite(loss.detach()).float()
-                if d.enabled:  # every process stops together, whichever saw it
-                    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+                if d.enabled:  # every process stops together, whichever saw it (or got Ctrl-C)
+                    go_on = torch.tensor(float(self.stop_request.signal is None), device=finite.device)
+                    agreed = torch.stack([finite, go_on])
+                    dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+                    finite, self.stopping = agreed[0], self.stopping or not agreed[1].item()
                 if not finite.item():  # before the backward and the step: the weights are still good
                     raise NonFiniteError(f"step {self.step + 1} (epoch {epoch + 1}): the training loss is "
                                          f"{loss.item()} (on this or another process)")
@@ -465,6 +530,12 @@ class Trainer:
             bar.update(1)
             if self.step % int(t["log_every_steps"]) == 0:
                 self._log_train(epoch, bar)
+            if self.stopping:  # every process is here, after the same step
+                self.save("last.pt")
+                bar.close()
+                d.barrier()
+                raise TrainingInterrupted(f"interrupted at step {self.step}: saved "
+                                          f"{self.output_dir / 'checkpoints' / 'last.pt'}; continue with `resume`")
             if max_steps is not None and self.step >= int(max_steps):
                 self.save("last.pt")
                 bar.close()
