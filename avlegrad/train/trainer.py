@@ -21,6 +21,7 @@ import yaml
 from torch import nn
 
 from ..audio.factory import CheckpointError, encoder_checkpoint, load_checkpoint_file, save_checkpoint_file
+from ..cli import ignore_interrupts
 from ..data.annotations import read_id_list
 from ..distributed import DistInfo, all_gather_objects, init_distributed
 from .config import CSV_FIELDS, DEFAULTS, _merge, apply_override, check_values, load_config, plain_config
@@ -167,7 +168,7 @@ class _StopRequest:
 def _ignore_interrupts(worker_id: int) -> None:
     # DataLoader workers share the terminal's Ctrl-C; under torchrun the main process stops at a step
     # boundary, and a worker dying of the signal first would turn that into a loader error
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_interrupts()
 
 
 RUN_FILES = ("log.csv", "train.log", "config.yaml")  # with checkpoints/ and tb/: what a run writes
