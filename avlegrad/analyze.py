@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from . import faithfulness as fa
 from . import metrics
-from .cli import flag_wording, parser_flags
+from .cli import add_import_flag, flag_wording, import_extensions, parser_flags
 from .data import create_dataset
 from .eval.results import end_torn_line, json_safe, percent, read_jsonl
 from .eval.run import EvalCollate, EvalOptions, _load_models, default_root
@@ -320,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--heads-clip", type=int, default=0, help="which analysed clip (its position) gets the head grid")
     ap.add_argument("--out", help="default: outputs/analysis-<dataset>")
     ap.add_argument("--overwrite", action="store_true", help="discard an earlier analysis in --out")
+    add_import_flag(ap)
     return ap
 
 
@@ -342,6 +343,10 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     logging.getLogger("avlegrad").setLevel(logging.INFO)
+    problem = import_extensions(argv)  # before the parser: its help lists the registries
+    if problem:
+        log.error("%s", problem)
+        return 2
     opts, out, a = parse_args(argv)
     try:
         run_analysis(opts, out, steps=a.steps, faith_batch=a.faithfulness_batch, heads_clip=a.heads_clip,

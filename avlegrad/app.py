@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cli import add_import_flag, import_extensions
 from .fileio import atomic_path
 from .data.media import MediaError, load_image, video_info
 from .localize import Localizer
@@ -559,14 +560,19 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-seconds", type=float, default=MAX_SECONDS,
                     help=f"longest video or sound accepted (default {MAX_SECONDS:g} s)")
     ap.add_argument("--no-examples", action="store_true", help="do not generate the example world clips")
+    add_import_flag(ap)
     return ap
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)
+    problem = import_extensions(argv)  # before the parser and the model lists
+    if problem:
+        log.error("avlegrad-app: error: %s", problem)
+        return 2
+    args = build_parser().parse_args(argv)
     if args.host not in LOOPBACK:
         log.error("avlegrad-app: error: --host %s is not a loopback address (%s): the demo is not made to be "
                   "served to a network", args.host, ", ".join(LOOPBACK))

@@ -1,7 +1,9 @@
 """What every command line shares: Ctrl-C ends it with one line, not a traceback; library errors
-said in the command line's words (flags)."""
+said in the command line's words (flags); ``--import MODULE`` for extensions kept outside the package."""
 from __future__ import annotations
 
+import importlib
+import os
 import re
 import signal
 import sys
@@ -48,3 +50,41 @@ def ignore_interrupts() -> None:
     """Initializer of worker processes: Ctrl-C reaches the whole process group, and only the parent
     should answer it (it stops the pool; workers would each print a traceback)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+IMPORT_HELP = ("import MODULE before anything else (repeatable; the current folder is searched too): an "
+               "extension kept outside the package, whose decorators register its explainers, models, "
+               "datasets, metrics or audio encoders (docs/extending.md)")
+
+
+def add_import_flag(parser) -> None:
+    """``--import MODULE`` (repeatable) on a command's parser; :func:`import_extensions` does the import,
+    before the parser is built (its help and choices list the registries)."""
+    parser.add_argument("--import", dest="extensions", action="append", default=[], metavar="MODULE",
+                        help=IMPORT_HELP)
+
+
+def import_extensions(argv=None) -> str | None:
+    """Import the modules named by ``--import MODULE`` / ``--import=MODULE`` in ``argv`` (default
+    ``sys.argv[1:]``), in order, with the current folder on the module path (as ``python -m`` has it).
+    Returns None, or the one-line problem naming the module that could not be imported (a module
+    that raises anything else while importing is the extension's own bug: its traceback is kept)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    names = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == "--import":
+            if i + 1 >= len(argv):
+                return None  # argparse says that the flag needs a value
+            names.append(argv[i + 1])
+        elif arg.startswith("--import="):
+            names.append(arg.split("=", 1)[1])
+    if names and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except (ImportError, ValueError) as e:  # ValueError: an empty name
+            return f"--import {name}: cannot import it ({e})"
+    return None

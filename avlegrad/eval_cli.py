@@ -15,7 +15,7 @@ import sys
 
 from .audio import list_audio_encoders
 from .box_metrics import box_metrics_help
-from .cli import flag_wording
+from .cli import add_import_flag, flag_wording, import_extensions
 from .mask_metrics import mask_metrics_help
 from .data.registry import dataset_help
 from .download import DownloadError
@@ -93,6 +93,7 @@ def parse_args(argv=None) -> EvalOptions:
     ap.add_argument("--explain", choices=("image", "audio"), default="image",
                     help="audio: LeGrad on the sound's side, scored against the offline world's time-frequency "
                     "ground truth (--dataset synthetic; avlegrad/eval/audio.py)")
+    add_import_flag(ap)
     a = ap.parse_args(argv)
     if a.split == "audio-mixture" and a.explain != "audio":
         ap.error("--split audio-mixture is a split of the audio side: add --explain audio")
@@ -118,6 +119,10 @@ def parse_args(argv=None) -> EvalOptions:
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     logging.getLogger("avlegrad").setLevel(logging.INFO)
+    problem = import_extensions(argv)  # before the parser: its help lists the registries
+    if problem:
+        logging.getLogger("avlegrad").error("%s", problem)
+        return 2
     opts = parse_args(argv)
     try:
         if getattr(opts, "explain", "image") == "audio":

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from .audio_strip import SpectrogramStrip, WindowMap, audio_side_explainer, display_frontend
-from .cli import flag_wording, parser_flags
+from .cli import add_import_flag, flag_wording, import_extensions, parser_flags
 from .data.audio_track import AudioTrack, AudioWindows, _unreadable, read_audio_track  # noqa: F401 (re-exported)
 from .data.media import MediaError, check_frame_size, frame_rgb, reformat_kwargs, upright
 from .data.record import VIDEO_SUFFIXES
@@ -1022,11 +1022,16 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--strip-seconds", type=float, metavar="SECONDS",
                     help="span of sound the --audio-map strip shows (default: twice the window)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_import_flag(ap)
     return ap
 
 
 def main(argv=None) -> int:
     """Run the command; returns 0 when every input was written, 1 when any failed, 2 on a setup error."""
+    problem = import_extensions(argv)  # before the parser: its help lists the registries
+    if problem:
+        log.error("localize: error: %s", problem)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     flags = parser_flags(parser)  # library errors name arguments: said here as flags

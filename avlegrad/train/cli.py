@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 
-from ..cli import flag_wording, parser_flags
+from ..cli import add_import_flag, flag_wording, import_extensions, parser_flags
 from ..download import DownloadError
 from ..models import WeightsUnavailableError
 from .model import NonFiniteError
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true",
                         help="start a new run in an output_dir that holds another one, deleting its checkpoints "
                              "and logs (without it, such a folder is refused)")
+    add_import_flag(parser)
     return parser
 
 
@@ -54,6 +55,9 @@ class _FlagWording(logging.Filter):
 
 
 def main(argv=None):
+    problem = import_extensions(argv)  # e.g. the module registering the config's audio encoder
+    if problem:
+        raise ValueError(problem)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.config is None and args.resume in (None, "auto"):
