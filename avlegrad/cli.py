@@ -47,20 +47,30 @@ def parser_flags(parser) -> dict[str, str]:
 
 
 def ignore_interrupts() -> None:
-    """Initializer of worker processes: Ctrl-C reaches the whole process group, and only the parent
-    should answer it (it stops the pool; workers would each print a traceback)."""
+    """Initializer of worker processes: Ctrl-C reaches the terminal's whole foreground process group,
+    and only the parent should answer it (it stops the pool; workers would each print a traceback)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-IMPORT_HELP = ("import MODULE before anything else (repeatable; the current folder is searched too): an "
+IMPORT_HELP = ("import MODULE before anything else (repeatable; the current folder is searched first): an "
                "extension kept outside the package, whose decorators register its explainers, models, "
                "datasets, metrics or audio encoders (docs/extending.md)")
 
 
 def add_import_flag(parser) -> None:
     """``--import MODULE`` (repeatable) on a command's parser; :func:`import_extensions` does the import,
-    before the parser is built (its help and choices list the registries)."""
-    parser.add_argument("--import", dest="extensions", action="append", default=[], metavar="MODULE",
+    before the parser is built (its help and choices list the registries). An abbreviation argparse
+    accepts (``--imp``) was not seen by that first pass: refused, asking for the full flag."""
+    import argparse
+
+    class Imported(argparse._AppendAction):
+        def __call__(self, parser, namespace, values, option_string=None):
+            if values not in sys.modules:
+                parser.error(f"--import {values}: not imported (an abbreviation of --import is not read: "
+                             f"write --import in full)")
+            super().__call__(parser, namespace, values, option_string)
+
+    parser.add_argument("--import", dest="extensions", action=Imported, default=[], metavar="MODULE",
                         help=IMPORT_HELP)
 
 
@@ -81,10 +91,13 @@ def import_extensions(argv=None) -> str | None:
         elif arg.startswith("--import="):
             names.append(arg.split("=", 1)[1])
     if names and os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
+        sys.path.insert(0, os.getcwd())
     for name in names:
+        if "/" in name or "\\" in name or name.endswith(".py"):
+            return (f"--import {name}: give a module name (my_extension, or my_package.my_extension, found "
+                    f"from the current folder or the installed packages), not a file path")
         try:
             importlib.import_module(name)
-        except (ImportError, ValueError) as e:  # ValueError: an empty name
+        except (ImportError, ValueError, TypeError) as e:  # ValueError: an empty name; TypeError: ".x"
             return f"--import {name}: cannot import it ({e})"
     return None

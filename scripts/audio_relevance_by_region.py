@@ -61,6 +61,8 @@ def block_cells(explainer, waveform: torch.Tensor, target: torch.Tensor, block_i
     ad = explainer.adapter
     with torch.no_grad():
         specs, _, _ = ad.clips(waveform)
+        if specs.shape[1] != 1:  # the regions are read on one window covering the clip
+            raise ValueError(f"the encoder cuts this waveform into {specs.shape[1]} windows; the regions need one")
         x, layout = ad.embed(specs.flatten(0, 1))
         for block in ad.blocks[:block_index]:
             x = ad.block_forward(block, x)
@@ -100,12 +102,17 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="write the figures here as JSON")
     a = ap.parse_args(argv)
 
-    root = ensure_audio_mixture(a.root)
-    clip_model, preprocess_cfg, _ = load_world_models()
-    enc = create_audio_encoder(a.audio_encoder).eval()
-    explainer = AudioLeGrad(enc)
+    if a.limit is not None and a.limit < 1:
+        raise SystemExit(f"--limit must be at least 1, got {a.limit}")
+    try:
+        enc = create_audio_encoder(a.audio_encoder).eval()
+        explainer = AudioLeGrad(enc)
+    except (ValueError, OSError) as e:  # a missing or foreign checkpoint, an encoder that is no audio ViT
+        raise SystemExit(f"--audio-encoder {a.audio_encoder}: {e}") from None
     if explainer.adapter.patch_frames is None:
         raise SystemExit(f"{a.audio_encoder}: its patches overlap in time; regions need non-overlapping patches")
+    root = ensure_audio_mixture(a.root)
+    clip_model, preprocess_cfg, _ = load_world_models()
     blocks = explainer.adapter.num_layers
     if not -blocks <= a.block < blocks:
         raise SystemExit(f"--block {a.block}: this encoder has {blocks} blocks")

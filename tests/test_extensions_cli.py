@@ -32,7 +32,7 @@ class LeftHalf(Explainer):
 
 
 def test_import_extensions_reads_both_forms_in_order(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the current folder is searched, as with python -m
+    monkeypatch.chdir(tmp_path)  # the current folder is searched first, as with python -m
     monkeypatch.setattr(sys, "path", list(sys.path))
     (tmp_path / "ext_first.py").write_text("import sys\nsys.modules.setdefault('_ext_order', []).append('first')\n")
     (tmp_path / "ext_second.py").write_text("import sys\nsys.modules['_ext_order'].append('second')\n")
@@ -45,6 +45,8 @@ def test_import_extensions_reads_both_forms_in_order(tmp_path, monkeypatch):
         assert import_extensions(["--import", "no_such_module_here"]) == (
             "--import no_such_module_here: cannot import it (No module named 'no_such_module_here')")
         assert import_extensions(["--import="]).startswith("--import : cannot import it")
+        assert import_extensions(["--import", ".relative"]).startswith("--import .relative: cannot import it")
+        assert "not a file path" in import_extensions(["--import", "./ext_first.py"])
     finally:
         for name in ("ext_first", "ext_second", "_ext_order"):
             sys.modules.pop(name, None)
@@ -52,13 +54,25 @@ def test_import_extensions_reads_both_forms_in_order(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("module", ["avlegrad.eval_cli", "avlegrad.train.cli", "avlegrad.localize",
                                     "avlegrad.analyze", "avlegrad.app"])
-def test_every_command_has_the_flag(module, capsys):
+def test_every_command_imports_first(module, tmp_path, monkeypatch, capsys):
+    """Each command imports the --import modules before its parser (then --help shows the flag); an
+    abbreviation of the flag, which only argparse would see, is refused."""
     import importlib
 
-    mod = importlib.import_module(module)
-    with pytest.raises(SystemExit):  # each main reads --import first, then its parser shows the flag
-        (mod.cli if hasattr(mod, "cli") else mod.main)(["--help"])
-    assert "--import MODULE" in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    name = "ext_" + module.replace(".", "_")
+    (tmp_path / f"{name}.py").write_text("LOADED = True\n")
+    main = getattr(importlib.import_module(module), "cli", None) or importlib.import_module(module).main
+    try:
+        with pytest.raises(SystemExit):
+            main(["--import", name, "--help"])
+        assert name in sys.modules and "--import MODULE" in capsys.readouterr().out
+        with pytest.raises(SystemExit):
+            main(["--imp", "ext_never_imported", "--help"])
+        assert "write --import in full" in capsys.readouterr().err
+    finally:
+        sys.modules.pop(name, None)
 
 
 def test_eval_runs_an_explainer_kept_outside_the_package(tmp_path):

@@ -467,23 +467,50 @@ def test_a_validation_failure_on_rank_0_stops_every_process(tmp_path, kind):
     got = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
     if kind is None:
         assert got == ["none", "none"]
-    elif kind == "nan":
-        assert got[0] == "NonFiniteError: 3 of 8 validation embeddings are NaN"
-        assert got[1].startswith("NonFiniteError: validation on rank 0 found NaN")
-    else:
-        assert got == ["OSError: disk gone", "RuntimeError: validation failed on rank 0 (its log says why)"]
+    else:  # rank 0 raises its own; the other stops quietly (the command line exits 1 without a line)
+        assert got[0] == ("NonFiniteError: 3 of 8 validation embeddings are NaN" if kind == "nan" else
+                          "OSError: disk gone")
+        assert got[1] == "StoppedWithRank0: stopped with rank 0, whose validation failed"
 
 
-def test_ctrl_c_under_torchrun_saves_a_resumable_checkpoint(clips, tmp_path, cache_home):
-    """Ctrl-C reaches every process of a torchrun run (the terminal's process group): they finish the
-    same optimizer step, write last.pt together and stop with one line; --resume continues from it."""
+def test_end_of_epoch_stops_together_when_validation_fails(clips, tmp_path, monkeypatch):
+    """end_of_epoch routes rank 0's validation failure through _stop_together (which the two-process
+    test above runs), and writes no checkpoint after it."""
+    from avlegrad.train import trainer as tr
+    from avlegrad.train.model import NonFiniteError
+
+    seen = []
+    real = tr.Trainer._stop_together
+
+    def spy(self, failure):
+        seen.append(failure)
+        return real(self, failure)
+
+    def diverged(*args, **kwargs):
+        raise NonFiniteError("2 of 8 validation embeddings are NaN or infinite")
+
+    monkeypatch.setattr(tr.Trainer, "_stop_together", spy)
+    monkeypatch.setattr(tr, "evaluate", diverged)
+    with pytest.raises(NonFiniteError, match="2 of 8 validation embeddings"):
+        train_script.main(args_for(clips, tmp_path / "run", "--set", "train.epochs=1"))
+    assert len(seen) == 1 and isinstance(seen[0], NonFiniteError)
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("sig,workers", [("SIGINT", 0), ("SIGTERM", 2)])
+def test_ctrl_c_under_torchrun_saves_a_resumable_checkpoint(clips, tmp_path, cache_home, sig, workers):
+    """Ctrl-C (SIGINT to the terminal's process group, torchrun included) or a SIGTERM to torchrun (as a
+    job scheduler sends): torchrun passes it on to each worker's process group (DataLoader workers
+    included); the processes finish the same optimizer step, write last.pt together and stop, rank 0
+    with one line; --resume continues from it."""
     import signal
 
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "AVLEGRAD_CACHE": str(cache_home)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            str(REPO / "train.py"), *args_for(clips, out, "--set", "train.batch_size=4", "--set", "train.epochs=400",
-                                             "--set", "train.log_every_steps=1", "--set", "train.val_every_epochs=1000")]
+                                             "--set", "train.log_every_steps=1", "--set", "train.val_every_epochs=1000",
+                                             "--set", f"data.num_workers={workers}")]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # its own process group, as a terminal's job
     try:
@@ -492,20 +519,27 @@ def test_ctrl_c_under_torchrun_saves_a_resumable_checkpoint(clips, tmp_path, cac
             assert proc.poll() is None, proc.communicate()[1][-3000:]
             assert time.time() < deadline, "the run logged no steps"
             time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does
+        if sig == "SIGINT":
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does
+        else:
+            os.kill(proc.pid, signal.SIGTERM)  # torchrun alone
         _, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode != 0
+    assert proc.returncode != 0  # torchrun's own code (1), whatever its workers' (130)
     said = [line for line in stderr.splitlines() if "interrupted at step" in line]
     assert len(said) == 1 and "saved" in said[0] and "continue with --resume" in said[0], stderr[-3000:]  # rank 0
     step = int(said[0].split("interrupted at step ")[1].split(":")[0])
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["train_state"]["step"] == step >= 3 and ckpt["train_state"]["world"] == 2
     assert len(ckpt["train_state"]["per_rank"]) == 2
-    # no traceback from our code (torchrun's own agent prints one of its SignalException)
+    # no traceback from our code or a DataLoader worker (torchrun's own agent prints one of its
+    # SignalException)
     assert f'File "{REPO}' not in stderr and "avlegrad/" not in stderr.split("Traceback")[-1], stderr[-3000:]
+    assert "DataLoader worker" not in stderr, stderr[-3000:]
+    if sig == "SIGTERM":
+        return
     # and it resumes: one more epoch from the saved step, on both processes
     steps_per_epoch = 33 // 2 // 4
     epochs = step // steps_per_epoch + 1

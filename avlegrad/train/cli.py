@@ -17,7 +17,7 @@ from ..cli import add_import_flag, flag_wording, import_extensions, parser_flags
 from ..download import DownloadError
 from ..models import WeightsUnavailableError
 from .model import NonFiniteError
-from .trainer import TrainingInterrupted, run
+from .trainer import StoppedWithRank0, TrainingInterrupted, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +84,8 @@ def cli(argv=None) -> int:
     except (ValueError, FileNotFoundError, WeightsUnavailableError, DownloadError) as e:  # user errors: no traceback
         log.error("%s", flag_wording(str(e), said))
         return 2
+    except StoppedWithRank0:  # under torchrun: rank 0's validation failed, and rank 0 says why
+        return 1
     except NonFiniteError as e:
         log.error("%s", flag_wording(str(e), said))
         return 1

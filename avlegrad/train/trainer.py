@@ -138,11 +138,12 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 class _StopRequest:
-    """Under torchrun, Ctrl-C (SIGINT, sent to every process) and torchrun's own SIGTERM only set a
-    flag while the run trains: the processes agree on it at the next micro-batch (with the loss's
-    finiteness, in the same all-reduce), finish that optimizer step and write ``last.pt`` together,
-    which needs every process (torchrun kills them 30 s after its signal). A single process keeps
-    Python's KeyboardInterrupt. Only the main thread can install handlers: elsewhere, none."""
+    """Under torchrun, Ctrl-C (SIGINT, which torchrun passes on to each worker's process group) and
+    torchrun's own SIGTERM only set a flag while the run trains: the processes agree on it at the next
+    micro-batch (with the loss's finiteness, in the same all-reduce) or after an epoch's validation,
+    finish that optimizer step and write ``last.pt`` together, which needs every process (torchrun
+    kills them 30 s after its signal). A single process keeps Python's KeyboardInterrupt. Only the
+    main thread can install handlers: elsewhere, none."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
@@ -165,10 +166,35 @@ class _StopRequest:
         return False
 
 
-def _ignore_interrupts(worker_id: int) -> None:
-    # DataLoader workers share the terminal's Ctrl-C; under torchrun the main process stops at a step
-    # boundary, and a worker dying of the signal first would turn that into a loader error
+class StoppedWithRank0(RuntimeError):
+    """Raised on the other processes when rank 0's validation failed (rank 0 says why)."""
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    # torchrun passes SIGINT / SIGTERM on to each worker's whole process group, DataLoader workers
+    # included; the main process stops at a step boundary, and a worker dying of the signal first
+    # would turn that into a loader error. The workers start with the two blocked (see
+    # _start_workers): ignored here first, then unblocked, so one sent meanwhile is dropped.
     ignore_interrupts()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def _start_workers(loader, shielded: bool):
+    """``iter(loader)``; ``shielded``: with SIGINT / SIGTERM blocked while its worker processes start,
+    so that they inherit the block (torch's own SIGTERM handler in a DataLoader worker dies of a
+    signal not sent by its parent) until :func:`_ignore_stop_signals` ignores them. The main process
+    gets a signal held meanwhile when the block is lifted."""
+    if not shielded or loader.num_workers == 0:
+        return iter(loader)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 RUN_FILES = ("log.csv", "train.log", "config.yaml")  # with checkpoints/ and tb/: what a run writes
@@ -394,18 +420,26 @@ class Trainer:
 
     def _stop_together(self, failure: Exception | None) -> None:
         """Raise rank 0's validation ``failure`` on every process at once under torch.distributed (the
-        others: the same kind, NonFiniteError or RuntimeError, pointing at rank 0's log)."""
+        others raise :class:`StoppedWithRank0`, which the command line ends quietly: rank 0 says why)."""
         if self.d.enabled:
-            kind = 0.0 if failure is None else 1.0 if isinstance(failure, NonFiniteError) else 2.0
-            flag = torch.tensor([kind], device=self.d.device)
+            flag = torch.tensor([float(failure is not None)], device=self.d.device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             if flag.item() and failure is None:
-                error = NonFiniteError if flag.item() == 1.0 else RuntimeError
-                raise error("validation failed on rank 0 (its log says why)" if error is RuntimeError else
-                            "validation on rank 0 found NaN or infinite embeddings: the encoder's weights have "
-                            "diverged")
+                raise StoppedWithRank0("stopped with rank 0, whose validation failed")
         if failure is not None:
             raise failure
+
+    def _interrupt_agreed(self) -> bool:
+        """Under torchrun, whether any process got its stop signal (one all-reduce; every process calls it)."""
+        if not self.d.enabled:
+            return False
+        go_on = torch.tensor([float(self.stop_request.signal is None)], device=self.d.device)
+        dist.all_reduce(go_on, op=dist.ReduceOp.MIN)
+        return not go_on.item()
+
+    def _interrupted(self) -> TrainingInterrupted:
+        return TrainingInterrupted(f"interrupted at step {self.step}: saved "
+                                   f"{self.output_dir / 'checkpoints' / 'last.pt'}; continue with `resume`")
 
     # --- the loop ------------------------------------------------------------------------------
     def fit(self, resume_from=None) -> dict:
@@ -435,7 +469,10 @@ class Trainer:
                     if stopped:
                         log.info("stopped at step %d (train.max_steps=%s)", self.step, t["max_steps"])
                         break
-                    self.end_of_epoch(epoch)
+                    self.end_of_epoch(epoch)  # writes last.pt
+                    # a signal during the validation: stop here, unless only final.pt is left to write
+                    if epoch + 1 < self.epochs and self._interrupt_agreed():
+                        raise self._interrupted()
         except TrainingInterrupted:  # stopped together under torchrun: last.pt is written
             raise
         except KeyboardInterrupt:
@@ -483,13 +520,13 @@ class Trainer:
             self.train_set, batch_sampler=sampler, num_workers=int(self.data["num_workers"]),
             collate_fn=collate_clips, pin_memory=d.device.type == "cuda",
             generator=torch.Generator().manual_seed(self.seed + epoch),  # keeps loaders off the global RNG
-            worker_init_fn=_ignore_interrupts if d.enabled else None)
+            worker_init_fn=_ignore_stop_signals if d.enabled else None)
         bar = tqdm(total=self.steps_per_epoch, initial=first // accum, desc=f"epoch {epoch + 1}/{self.epochs}",
                    disable=not (d.is_main and t["progress"]), leave=False)
         started = time.time()
         max_steps = t["max_steps"]
         self.ddp.train()
-        for micro, item in enumerate(loader, start=first):
+        for micro, item in enumerate(_start_workers(loader, d.enabled), start=first):
             if item is None:  # no readable clip in this micro-batch
                 waves = torch.zeros(0, self.num_samples, device=d.device)
                 targets = torch.zeros(0, self.embed_dim, device=d.device)
@@ -535,8 +572,7 @@ class Trainer:
                 self.save("last.pt")
                 bar.close()
                 d.barrier()
-                raise TrainingInterrupted(f"interrupted at step {self.step}: saved "
-                                          f"{self.output_dir / 'checkpoints' / 'last.pt'}; continue with `resume`")
+                raise self._interrupted()
             if max_steps is not None and self.step >= int(max_steps):
                 self.save("last.pt")
                 bar.close()
