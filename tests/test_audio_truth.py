@@ -162,6 +162,7 @@ def test_distractor_activity_is_the_swapped_rule():
     rng = np.random.default_rng(3)
     parts = world.scene_audio_parts(_scene(rng, "red disc"), 2.0, 16000, rng, distractor_prob=0.0)
     assert parts["distractor_name"] is None and not world.distractor_activity(parts, fe).any()
+    assert world.distractor_activity(parts, fe).shape == world.object_tf_mask(parts, fe)[1].shape  # same grid
 
 
 def test_audio_truth_of_a_generated_set(tmp_path):

@@ -517,7 +517,7 @@ def distractor_activity(parts: dict, frontend, floor_db: float = TF_FLOOR_DB) ->
     the distractor's loudest bin. All False for a clip without a distractor. With the object's
     activity it splits the object's silent frames into *the other sound* and *neither*.
     """
-    if parts["distractor_name"] is None:
-        return np.zeros_like(object_tf_mask(parts, frontend, floor_db)[1])
+    if parts["distractor_name"] is None:  # the grid's frame count, without computing a mask
+        return np.zeros(frontend.num_frames(len(parts["object"])), dtype=bool)
     swapped = dict(parts, object=parts["distractor"], distractor=parts["object"])
     return object_tf_mask(swapped, frontend, floor_db)[1]
