@@ -86,7 +86,7 @@ def import_extensions(argv=None) -> str | None:
             break
         if arg == "--import":
             if i + 1 >= len(argv):
-                return None  # argparse says that the flag needs a value
+                break  # argparse says that the flag needs a value
             names.append(argv[i + 1])
         elif arg.startswith("--import="):
             names.append(arg.split("=", 1)[1])

@@ -42,6 +42,8 @@ def test_import_extensions_reads_both_forms_in_order(tmp_path, monkeypatch):
         # after "--" nothing is a flag; a trailing --import is argparse's to refuse
         assert import_extensions(["--", "--import", "not_imported"]) is None
         assert import_extensions(["--import"]) is None
+        sys.modules.pop("ext_first")
+        assert import_extensions(["--import", "ext_first", "--import"]) is None and "ext_first" in sys.modules
         assert import_extensions(["--import", "no_such_module_here"]) == (
             "--import no_such_module_here: cannot import it (No module named 'no_such_module_here')")
         assert import_extensions(["--import="]).startswith("--import : cannot import it")

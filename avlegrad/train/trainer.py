@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -21,7 +22,6 @@ import yaml
 from torch import nn
 
 from ..audio.factory import CheckpointError, encoder_checkpoint, load_checkpoint_file, save_checkpoint_file
-from ..cli import ignore_interrupts
 from ..data.annotations import read_id_list
 from ..distributed import DistInfo, all_gather_objects, init_distributed
 from .config import CSV_FIELDS, DEFAULTS, _merge, apply_override, check_values, load_config, plain_config
@@ -133,36 +133,42 @@ def resolve_run(config=None, overrides=(), resume=None) -> tuple[dict, Path | No
     return cfg, path
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during training; the message says where the resumable checkpoint is."""
 
 
 class _StopRequest:
     """Under torchrun, Ctrl-C (SIGINT, which torchrun passes on to each worker's process group) and
-    torchrun's own SIGTERM only set a flag while the run trains: the processes agree on it at the next
-    micro-batch (with the loss's finiteness, in the same all-reduce) or after an epoch's validation,
-    finish that optimizer step and write ``last.pt`` together, which needs every process (torchrun
-    kills them 30 s after its signal). A single process keeps Python's KeyboardInterrupt. Only the
-    main thread can install handlers: elsewhere, none."""
+    torchrun's own SIGTERM only set a flag, from the start of ``train`` on: the processes agree on it
+    when setup is done, at each micro-batch (with the loss's finiteness, in the same all-reduce) and
+    after an epoch's validation, finish that optimizer step and write ``last.pt`` together, which
+    needs every process (torchrun kills them 30 s after its signal). A single process keeps Python's
+    KeyboardInterrupt. Only the main thread can install handlers: elsewhere, none. Re-entrant."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
         self.signal = None
-        self._old = {}
+        self._old, self._depth = {}, 0
 
     def _handle(self, signum, frame):
         if self.signal is None:
             self.signal = signal.Signals(signum).name
 
     def __enter__(self):
-        if self.enabled:
-            self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        if self._depth == 0 and self.enabled:
+            self._old = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+        self._depth += 1
         return self
 
     def __exit__(self, *exc):
-        for s, handler in self._old.items():
-            signal.signal(s, handler)
-        self._old = {}
+        self._depth -= 1
+        if self._depth == 0:
+            for s, handler in self._old.items():
+                signal.signal(s, handler)
+            self._old = {}
         return False
 
 
@@ -170,31 +176,43 @@ class StoppedWithRank0(RuntimeError):
     """Raised on the other processes when rank 0's validation failed (rank 0 says why)."""
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-
-def _ignore_stop_signals(worker_id: int) -> None:
-    # torchrun passes SIGINT / SIGTERM on to each worker's whole process group, DataLoader workers
-    # included; the main process stops at a step boundary, and a worker dying of the signal first
-    # would turn that into a loader error. The workers start with the two blocked (see
-    # _start_workers): ignored here first, then unblocked, so one sent meanwhile is dropped.
-    ignore_interrupts()
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-
-
-def _start_workers(loader, shielded: bool):
-    """``iter(loader)``; ``shielded``: with SIGINT / SIGTERM blocked while its worker processes start,
-    so that they inherit the block (torch's own SIGTERM handler in a DataLoader worker dies of a
-    signal not sent by its parent) until :func:`_ignore_stop_signals` ignores them. The main process
-    gets a signal held meanwhile when the block is lifted."""
-    if not shielded or loader.num_workers == 0:
-        return iter(loader)
+@contextlib.contextmanager
+def _signals_held(enabled: bool):
+    """SIGINT / SIGTERM blocked in this thread while ``enabled`` (under torchrun); one that comes
+    meanwhile is delivered (to the stop flag) when the block is lifted. DataLoader worker processes
+    started meanwhile inherit the block until :func:`_worker_apart` has moved them out of torchrun's
+    reach: torchrun passes its signal on to each worker's whole process group, and torch's own SIGTERM
+    handler in a DataLoader worker dies of a signal its parent did not send (a loader error at once)."""
+    if not enabled or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
     old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
-        return iter(loader)
+        yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _worker_apart(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn`` under torchrun: the worker leaves the process group torchrun
+    signals (its parent stops it, as always, with its own SIGTERM), dropping a signal held since it
+    started."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)  # a held one is dropped when unblocked below
+    if hasattr(os, "setpgid"):
+        os.setpgid(0, 0)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent's terminate() still ends it
+
+
+def _worker_options(d: DistInfo, num_workers: int) -> dict:
+    """DataLoader arguments for the stop under torchrun: :func:`_worker_apart`, and on Linux the
+    ``fork`` start method (spawn's and forkserver's helper processes unblock the signals; Python
+    3.14 makes forkserver the default)."""
+    if not d.enabled or num_workers == 0:
+        return {}
+    return {"worker_init_fn": _worker_apart, **({"multiprocessing_context": "fork"} if sys.platform == "linux" else {})}
 
 
 RUN_FILES = ("log.csv", "train.log", "config.yaml")  # with checkpoints/ and tb/: what a run writes
@@ -243,6 +261,13 @@ def train(cfg: dict, resume_from=None) -> dict:
     cfg = plain_config(cfg)
     check_values(cfg)
     d = init_distributed(cfg["device"], cfg["dist_backend"])
+    # under torchrun a stop signal only sets a flag from here on (setup included): a process dying
+    # of it while the others wait in a collective would give them a transport error
+    with _StopRequest(d.enabled) as stop:
+        return _train(cfg, d, resume_from, stop)
+
+
+def _train(cfg: dict, d: DistInfo, resume_from, stop: "_StopRequest") -> dict:
     output_dir = Path(cfg["output_dir"])
     if d.is_main:
         try:
@@ -254,7 +279,7 @@ def train(cfg: dict, resume_from=None) -> dict:
     level = logger.level
     handlers = _setup_logging(output_dir, d)
     try:
-        return Trainer(cfg, d, output_dir).fit(resume_from)
+        return Trainer(cfg, d, output_dir, stop_request=stop).fit(resume_from)
     finally:
         for h in handlers:
             logger.removeHandler(h)
@@ -267,7 +292,7 @@ def train(cfg: dict, resume_from=None) -> dict:
 class Trainer:
     """One training run: data and targets, model, optimizer, the loop, checkpoints and logs."""
 
-    def __init__(self, cfg: dict, d: DistInfo, output_dir: Path):
+    def __init__(self, cfg: dict, d: DistInfo, output_dir: Path, stop_request: _StopRequest | None = None):
         self.cfg, self.d, self.output_dir = cfg, d, output_dir
         self.t, self.data = cfg["train"], cfg["data"]
         self.seed = int(cfg["seed"])
@@ -282,7 +307,7 @@ class Trainer:
         self._build_model()
         self.step, self.best_r1, self.val_done_epoch = 0, -1.0, -1
         self.running = self._zero_running()
-        self.stop_request, self.stopping = _StopRequest(d.enabled), False  # Ctrl-C under torchrun
+        self.stop_request, self.stopping = stop_request or _StopRequest(d.enabled), False  # Ctrl-C under torchrun
 
     # --- setup ---------------------------------------------------------------------------------
     def _prepare_data(self):
@@ -345,8 +370,9 @@ class Trainer:
                                        self.seed, random_crop=False, min_samples=min_samples)
             batches = [[(0, i) for i in range(s, min(s + self.batch, len(val_set)))]
                        for s in range(0, len(val_set), self.batch)]
+            workers = int(self.data["num_workers"])
             self.val_loader = torch.utils.data.DataLoader(val_set, batch_sampler=batches, collate_fn=collate_clips,
-                                                          num_workers=int(self.data["num_workers"]))
+                                                          num_workers=workers, **_worker_options(d, workers))
 
     @staticmethod
     def _zero_running() -> dict:
@@ -398,8 +424,9 @@ class Trainer:
             failure = None
             if self.d.is_main:
                 try:
-                    m = evaluate(self.encoder, self.val_loader, self.val_targets,
-                                 self.model.logit_scale.exp().item(), self.d.device, bool(self.t["amp"]))
+                    with _signals_held(self.d.enabled):  # its workers start inside; the stop flag is read after
+                        m = evaluate(self.encoder, self.val_loader, self.val_targets,
+                                     self.model.logit_scale.exp().item(), self.d.device, bool(self.t["amp"]))
                 except Exception as e:  # raised below on every process, not here alone (the others
                     failure = e         # would wait at the barrier until the process group timed out)
             self._stop_together(failure)
@@ -443,7 +470,14 @@ class Trainer:
 
     # --- the loop ------------------------------------------------------------------------------
     def fit(self, resume_from=None) -> dict:
+        with self.stop_request:  # (already entered by train(): then nothing more)
+            return self._fit(resume_from)
+
+    def _fit(self, resume_from) -> dict:
         d, t = self.d, self.t
+        if self._interrupt_agreed():  # a signal during the setup (data, targets, model)
+            raise TrainingInterrupted("interrupted before the first training step: no checkpoint was written; "
+                                      "run the same command again")
         seed_everything(self.seed + d.rank)
         if resume_from is not None:
             self.load(resume_from)
@@ -463,16 +497,15 @@ class Trainer:
         max_steps = t["max_steps"]
         stopped = max_steps is not None and self.step >= int(max_steps)
         try:
-            with self.stop_request:
-                for epoch in range(start_epoch, self.epochs if not stopped else start_epoch):
-                    stopped = self.train_epoch(epoch)
-                    if stopped:
-                        log.info("stopped at step %d (train.max_steps=%s)", self.step, t["max_steps"])
-                        break
-                    self.end_of_epoch(epoch)  # writes last.pt
-                    # a signal during the validation: stop here, unless only final.pt is left to write
-                    if epoch + 1 < self.epochs and self._interrupt_agreed():
-                        raise self._interrupted()
+            for epoch in range(start_epoch, self.epochs if not stopped else start_epoch):
+                stopped = self.train_epoch(epoch)
+                if stopped:
+                    log.info("stopped at step %d (train.max_steps=%s)", self.step, t["max_steps"])
+                    break
+                self.end_of_epoch(epoch)  # writes last.pt
+                # a signal during the validation: stop here, unless only final.pt is left to write
+                if epoch + 1 < self.epochs and self._interrupt_agreed():
+                    raise self._interrupted()
         except TrainingInterrupted:  # stopped together under torchrun: last.pt is written
             raise
         except KeyboardInterrupt:
@@ -520,13 +553,15 @@ class Trainer:
             self.train_set, batch_sampler=sampler, num_workers=int(self.data["num_workers"]),
             collate_fn=collate_clips, pin_memory=d.device.type == "cuda",
             generator=torch.Generator().manual_seed(self.seed + epoch),  # keeps loaders off the global RNG
-            worker_init_fn=_ignore_stop_signals if d.enabled else None)
+            **_worker_options(d, int(self.data["num_workers"])))
         bar = tqdm(total=self.steps_per_epoch, initial=first // accum, desc=f"epoch {epoch + 1}/{self.epochs}",
                    disable=not (d.is_main and t["progress"]), leave=False)
         started = time.time()
         max_steps = t["max_steps"]
         self.ddp.train()
-        for micro, item in enumerate(_start_workers(loader, d.enabled), start=first):
+        with _signals_held(d.enabled):  # while the workers start
+            batches = iter(loader)
+        for micro, item in enumerate(batches, start=first):
             if item is None:  # no readable clip in this micro-batch
                 waves = torch.zeros(0, self.num_samples, device=d.device)
                 targets = torch.zeros(0, self.embed_dim, device=d.device)
