@@ -439,7 +439,7 @@ def _validation_failure(rank, world, port, kind, out):
     from avlegrad.train.trainer import Trainer
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    me = type("T", (), {"d": DistInfo(rank=rank, world_size=world)})()
+    me = type("T", (), {"d": DistInfo(rank=rank, world_size=world), "_any_process": Trainer._any_process})()
     failure = None
     if rank == 0 and kind:
         failure = NonFiniteError("3 of 8 validation embeddings are NaN") if kind == "nan" else OSError("disk gone")

@@ -176,7 +176,6 @@ class StoppedWithRank0(RuntimeError):
     """Raised on the other processes when rank 0's validation failed (rank 0 says why)."""
 
 
-
 @contextlib.contextmanager
 def _signals_held(enabled: bool):
     """SIGINT / SIGTERM blocked in this thread while ``enabled`` (under torchrun); one that comes
@@ -445,24 +444,26 @@ class Trainer:
             self.save("best.pt", full=False)
         self.save("last.pt")
 
+    def _any_process(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on any process (one all-reduce under torch.distributed: every process
+        calls it at the same point)."""
+        if not self.d.enabled:
+            return flag
+        held = torch.tensor([float(flag)], device=self.d.device)
+        dist.all_reduce(held, op=dist.ReduceOp.MAX)
+        return bool(held.item())
+
     def _stop_together(self, failure: Exception | None) -> None:
         """Raise rank 0's validation ``failure`` on every process at once under torch.distributed (the
         others raise :class:`StoppedWithRank0`, which the command line ends quietly: rank 0 says why)."""
-        if self.d.enabled:
-            flag = torch.tensor([float(failure is not None)], device=self.d.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            if flag.item() and failure is None:
-                raise StoppedWithRank0("stopped with rank 0, whose validation failed")
+        if self._any_process(failure is not None) and failure is None:
+            raise StoppedWithRank0("stopped with rank 0, whose validation failed")
         if failure is not None:
             raise failure
 
     def _interrupt_agreed(self) -> bool:
-        """Under torchrun, whether any process got its stop signal (one all-reduce; every process calls it)."""
-        if not self.d.enabled:
-            return False
-        go_on = torch.tensor([float(self.stop_request.signal is None)], device=self.d.device)
-        dist.all_reduce(go_on, op=dist.ReduceOp.MIN)
-        return not go_on.item()
+        """Under torchrun, whether any process got its stop signal (every process calls it)."""
+        return self._any_process(self.stop_request.signal is not None)
 
     def _interrupted(self) -> TrainingInterrupted:
         return TrainingInterrupted(f"interrupted at step {self.step}: saved "
