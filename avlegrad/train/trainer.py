@@ -532,9 +532,10 @@ class Trainer:
     def _save_on_interrupt(self) -> str:
         """Ctrl-C: write ``last.pt`` at the last completed optimizer step (the weights, optimizer and
         schedule agree there; micro-batches accumulated since are dropped) so ``--resume`` continues."""
-        if self.d.enabled:  # outside the steps (data, validation): the others may not reach the collective
-            return (f"interrupted at step {self.step}, outside a training step: no checkpoint is written; "
-                    f"`resume` continues from the last saved one")
+        if self.d.enabled:  # the signals were not caught (train() not run from the main thread): the
+            # others may not reach the collective that saving needs
+            return (f"interrupted at step {self.step}, signals not caught outside the main thread: no checkpoint "
+                    f"is written; `resume` continues from the last saved one")
         if self.step == 0:
             return "interrupted before the first optimizer step; nothing to save"
         self.optimizer.zero_grad(set_to_none=True)
